@@ -1,0 +1,207 @@
+"""Configuration: per-module dataclasses flattened into one configargparse parser.
+
+Every option is declared once, as a dataclass field next to the code that uses it. Nested fields
+become flat snake_case keys with their group as prefix (``static_grid_n_levels``,
+``render_occupancy_resolution``); a few everyday options have short names (``--out``, ``--iters``,
+``--device``, ``--seed``, ``--downscale``, ``--resume``). Precedence: command line > config file >
+defaults. Unknown keys, in a file or on the command line, are errors.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import configargparse
+import yaml
+
+from .fields import FieldConfig
+from .nn import HashGridConfig
+from .render import OccupancyConfig, RenderConfig
+
+
+@dataclass
+class DataConfig:
+    scene: str = field(default="", metadata={"key": "scene", "help": "dataset folder or .npz file"})
+    downscale: float = field(default=1.0, metadata={"key": "downscale", "help": "image downscale factor (area)"})
+    background: Tuple[float, float, float] = field(default=(1.0, 1.0, 1.0), metadata={"key": "background", "help": "RGB background in [0, 1]"})
+    random_background: bool = field(default=True, metadata={"help": "composite training pixels with alpha on a random colour"})
+
+
+@dataclass
+class TrainConfig:
+    out: str = field(default="runs/default", metadata={"key": "out", "help": "run directory"})
+    iters: int = field(default=2000, metadata={"key": "iters", "help": "training steps"})
+    device: str = field(default="auto", metadata={"key": "device", "help": "cpu, cuda or auto"})
+    seed: int = field(default=0, metadata={"key": "seed"})
+    resume: str = field(default="auto", metadata={"key": "resume", "help": "auto (latest checkpoint in --out), none, or a checkpoint path"})
+    max_minutes: float = field(default=0.0, metadata={"help": "stop training after this wall time (0 = no limit)"})
+    rays: int = field(default=1024, metadata={"help": "initial rays per step (adapted to target_samples)"})
+    min_rays: int = 256
+    max_rays: int = 8192
+    target_samples: int = field(default=65536, metadata={"help": "samples per step the ray count adapts to (0 = fixed rays)"})
+    lr_grid: float = 1e-2
+    lr_net: float = 1e-2
+    lr_final_ratio: float = field(default=0.1, metadata={"help": "lr at the last step relative to the start (exponential decay)"})
+    warmup: int = 50
+    weight_decay_net: float = 1e-6
+    loss: str = field(default="mse", metadata={"help": "photometric loss: mse, huber, charbonnier"})
+    log_every: int = 25
+    save_every: int = 500
+    keep_ckpts: int = 3
+    eval_split: str = field(default="test", metadata={"help": "split rendered and scored at the end ('' = none)"})
+    eval_lpips: bool = True
+    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+
+
+@dataclass
+class ModelConfig:
+    use_static: bool = field(default=True, metadata={"help": "use the static field F_ST besides F_DY"})
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    static: FieldConfig = field(default_factory=lambda: FieldConfig(grid=HashGridConfig()))
+    dynamic: FieldConfig = field(default_factory=lambda: FieldConfig(grid=HashGridConfig(base_resolution=8)))
+    render: RenderConfig = field(default_factory=RenderConfig)
+
+
+def _flat_fields(cls, prefix: str = "", path: Tuple[str, ...] = ()):
+    """Yield ``(key, path, field, type)`` for every leaf field of a nested config dataclass."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            yield from _flat_fields(tp, f"{prefix}{f.name}_", path + (f.name,))
+        else:
+            yield f.metadata.get("key", f"{prefix}{f.name}"), path + (f.name,), f, tp
+
+
+def _parse_bool(s: str) -> bool:
+    v = str(s).strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off"):
+        return False
+    raise configargparse.ArgumentTypeError(f"expected a boolean (true/false), got {s!r}")
+
+
+def _seq_parser(inner):
+    def parse(s):
+        if isinstance(s, (list, tuple)):
+            return tuple(inner(v) for v in s)
+        s = str(s).strip().strip("[]()")
+        return tuple(inner(v) for v in s.replace(",", " ").split()) if s else ()
+    return parse
+
+
+def _arg_type(tp):
+    origin = typing.get_origin(tp)
+    if origin in (tuple, list, Sequence, typing.Sequence) or tp in (tuple, list):
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis] or [float]
+        return _seq_parser(args[0])
+    if tp is bool:
+        return _parse_bool
+    return tp
+
+
+def _default(f):
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return f.default_factory()  # type: ignore[misc]
+
+
+def build_parser(description: str = "kinfield") -> configargparse.ArgumentParser:
+    """The parser of every option in :class:`Config` (plus ``-c/--config``)."""
+    p = configargparse.ArgumentParser(
+        description=description,
+        config_file_parser_class=configargparse.YAMLConfigFileParser,
+        formatter_class=configargparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("-c", "--config", is_config_file=True, help="YAML config file")
+    defaults = Config()
+    groups: Dict[str, Any] = {}
+    for key, path, f, tp in _flat_fields(Config):
+        g = groups.setdefault(path[0], p.add_argument_group(path[0]))
+        value = defaults
+        for name in path:
+            value = getattr(value, name)
+        nargs = None
+        if isinstance(value, (tuple, list)):
+            nargs = "+"
+            g.add_argument(f"--{key}", type=_arg_type(typing.get_args(tp)[0] if typing.get_args(tp) else float),
+                           nargs=nargs, default=list(value), help=f.metadata.get("help", " "))
+        else:
+            g.add_argument(f"--{key}", type=_arg_type(tp), default=value, help=f.metadata.get("help", " "))
+    return p
+
+
+def config_from_namespace(ns) -> Config:
+    """Build a :class:`Config` from a parsed namespace (flat keys)."""
+    values = vars(ns)
+
+    def build(cls, prefix_path: Tuple[str, ...]):
+        hints = typing.get_type_hints(cls)
+        kwargs = {}
+        for f in dataclasses.fields(cls):
+            tp = hints[f.name]
+            if dataclasses.is_dataclass(tp):
+                kwargs[f.name] = build(tp, prefix_path + (f.name,))
+            else:
+                key = f.metadata.get("key", "_".join(prefix_path + (f.name,)))
+                v = values[key]
+                kwargs[f.name] = tuple(v) if isinstance(v, list) else v
+        return cls(**kwargs)
+
+    return build(Config, ())
+
+
+def parse_args(argv: Optional[List[str]] = None, description: str = "kinfield") -> Config:
+    """Parse ``argv`` (config file + overrides) into a :class:`Config`."""
+    return config_from_namespace(build_parser(description).parse_args(argv))
+
+
+def parse_train_args(argv: List[str]) -> Config:
+    """``SCENE CONFIG [overrides]`` as taken by ``tools/train.py``."""
+    if len(argv) >= 1 and argv[0] in ("-h", "--help"):
+        build_parser("kinfield training: tools/train.py SCENE CONFIG [--option value ...]").print_help()
+        raise SystemExit(0)
+    if len(argv) < 2 or argv[0].startswith("-") or argv[1].startswith("-"):
+        raise SystemExit("usage: python tools/train.py SCENE CONFIG [--option value ...]\n"
+                         "  SCENE: a D-NeRF scene folder or .npz file; CONFIG: a YAML file from configs/")
+    scene, cfg_file = argv[0], argv[1]
+    if not Path(cfg_file).is_file():
+        raise SystemExit(f"config file not found: {cfg_file} (the shipped ones are in configs/)")
+    return parse_args(["--config", cfg_file, "--scene", scene] + list(argv[2:]),
+                      "kinfield training: tools/train.py SCENE CONFIG [--option value ...]")
+
+
+def to_flat_dict(cfg: Config) -> Dict[str, Any]:
+    """``{flat key: value}`` of every option (tuples as lists), the format of a config file."""
+    out = {}
+    for key, path, _, _ in _flat_fields(Config):
+        v = cfg
+        for name in path:
+            v = getattr(v, name)
+        out[key] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def from_flat_dict(flat: Dict[str, Any]) -> Config:
+    """Inverse of :func:`to_flat_dict` (missing keys take their defaults)."""
+    ns = build_parser().parse_args([])
+    for k, v in flat.items():
+        if not hasattr(ns, k):
+            raise KeyError(f"unknown config key {k!r}")
+        setattr(ns, k, v)
+    return config_from_namespace(ns)
+
+
+def save_config(cfg: Config, path) -> None:
+    """Write the resolved config as YAML (re-parses to the same values with ``--config``)."""
+    Path(path).write_text(yaml.safe_dump(to_flat_dict(cfg), sort_keys=False))

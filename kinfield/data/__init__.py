@@ -1,0 +1,67 @@
+"""Dataset readers. Every reader returns a :class:`Scene`; bad input raises :class:`DatasetError`."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+from .batcher import RayBatcher
+from .dnerf import load_dnerf
+from .errors import DatasetError
+from .scene import Scene, SceneSplit
+from .tiny_npz import load_tiny_npz
+
+__all__ = ["RayBatcher", "Scene", "SceneSplit", "DatasetError", "load_dnerf", "load_tiny_npz", "load_scene"]
+
+
+def load_scene(
+    path: Union[str, os.PathLike],
+    downscale: Union[int, float] = 1,
+    background: Optional[Sequence[float]] = None,
+    **kw,
+) -> Scene:
+    """Load a scene, picking the reader from what ``path`` is.
+
+    * a folder containing ``transforms_train.json`` (or that file itself) -> :func:`load_dnerf`
+      (``background`` defaults to white);
+    * a ``.npz`` file -> :func:`load_tiny_npz` (its images are already on black, so ``background``
+      must be None or black).
+
+    Extra keyword arguments (``splits``, ``aabb``, ``near``, ``far``) go to the reader.
+
+    Raises:
+        DatasetError: when ``path`` is neither, naming what was expected.
+    """
+    p = Path(path)
+    if p.is_file() and p.name.startswith("transforms_") and p.suffix == ".json":
+        p = p.parent
+    if p.is_dir():
+        if (p / "transforms_train.json").is_file():
+            if background is not None:
+                kw["background"] = background
+            return load_dnerf(p, downscale=downscale, **kw)
+        hints = []
+        if (p / "poses_bounds.npy").exists():
+            hints.append("it looks like an LLFF capture (poses_bounds.npy), which load_scene does not read")
+        npz = sorted(q.name for q in p.glob("*.npz"))
+        if npz:
+            hints.append(f"it holds {', '.join(npz[:3])}: pass that .npz file instead")
+        if (p / "dataset.json").exists():
+            hints.append("it looks like a Nerfies/HyperNeRF capture (dataset.json), which load_scene does not read")
+        raise DatasetError(
+            p / "transforms_train.json",
+            "folder has no transforms_train.json" + (f" ({'; '.join(hints)})" if hints else ""),
+            "pass a D-NeRF scene folder (with transforms_train.json) or a .npz file such as tiny_dnerf_data.npz",
+        )
+    if p.suffix.lower() == ".npz":
+        if background is not None and any(float(c) != 0.0 for c in background):
+            raise DatasetError(
+                p, f"background {tuple(background)} requested, but npz images have no alpha and are on black",
+                "pass background=None (or (0, 0, 0)) for .npz scenes",
+            )
+        return load_tiny_npz(p, downscale=downscale, **kw)
+    if not p.exists():
+        raise DatasetError(p, "path does not exist",
+                           "pass a D-NeRF scene folder (with transforms_train.json) or a .npz file")
+    raise DatasetError(p, "unsupported dataset file (expected a folder with transforms_train.json or a .npz file)",
+                       "pass a D-NeRF scene folder or a .npz file such as tiny_dnerf_data.npz")

@@ -1,0 +1,94 @@
+"""Static and dynamic radiance fields on hash grids (METHOD 1.1, 1.2; hash-grid variant of section 8).
+
+Both fields share one head design: hash features -> density MLP (log-density + geometry features)
+-> colour MLP (geometry features + spherical harmonics of the view direction). Positions are world
+coordinates, mapped to [0, 1] by the scene box; time is the dataset's normalised time in [0, 1],
+compressed into ``[0, time_scale]`` of the 4-D grid so that the time axis stays coarse (about one
+grid cell per frame at the finest level, METHOD 8.1).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Tuple
+
+import torch
+from torch import nn
+
+from ..nn import MLP, HashGrid, HashGridConfig, sh_encode
+
+
+@dataclass
+class FieldConfig:
+    """Architecture of one radiance field."""
+
+    grid: HashGridConfig = field(default_factory=HashGridConfig)
+    geo_features: int = 15
+    density_hidden: int = 64
+    color_hidden: int = 64
+    color_layers: int = 2
+    sh_degree: int = 4
+    density_bias: float = -1.0
+    time_scale: float = 1.0
+    grid_backend: str = "auto"
+
+
+def trunc_exp(x: torch.Tensor) -> torch.Tensor:
+    """``exp`` with its input clamped at 15 so a density never overflows."""
+    return torch.exp(x.clamp(max=15.0))
+
+
+class RadianceField(nn.Module):
+    """A hash-grid radiance field over space (``n_dims=3``) or space-time (``n_dims=4``).
+
+    Args:
+        aabb: ``[6]`` world box mapped to [0, 1]^3.
+        cfg: architecture.
+        n_dims: 3 for the static field F_ST(x, d), 4 for the dynamic field F_DY(x, t, d).
+    """
+
+    def __init__(self, aabb: torch.Tensor, cfg: FieldConfig, n_dims: int):
+        super().__init__()
+        if n_dims not in (3, 4):
+            raise ValueError("a radiance field is 3-D (static) or 4-D (dynamic)")
+        self.cfg = cfg
+        self.n_dims = n_dims
+        self.register_buffer("aabb", torch.as_tensor(aabb, dtype=torch.float32).clone())
+        self.encoding = HashGrid(n_dims, cfg.grid, backend=cfg.grid_backend)
+        self.density_net = MLP(self.encoding.n_output_dims, 1 + cfg.geo_features, cfg.density_hidden, 1)
+        self.color_net = MLP(cfg.geo_features + cfg.sh_degree**2, 3, cfg.color_hidden, cfg.color_layers)
+
+    @property
+    def is_dynamic(self) -> bool:
+        return self.n_dims == 4
+
+    def normalize(self, x: torch.Tensor, t: Optional[torch.Tensor]) -> torch.Tensor:
+        """World ``x [N, 3]`` (and time ``t [N]`` or ``[N, 1]``) to grid coordinates ``[N, D]`` in [0, 1]."""
+        lo, hi = self.aabb[:3], self.aabb[3:]
+        u = (x - lo) / (hi - lo)
+        if self.is_dynamic:
+            if t is None:
+                raise ValueError("the dynamic field needs a time per point")
+            t = t.reshape(-1, 1).to(u.dtype)
+            u = torch.cat([u, t * self.cfg.time_scale], dim=-1)
+        return u
+
+    def _features(self, x, t) -> Tuple[torch.Tensor, torch.Tensor]:
+        h = self.density_net(self.encoding(self.normalize(x, t)))
+        sigma = trunc_exp(h[:, 0] + self.cfg.density_bias)
+        return sigma, h[:, 1:]
+
+    def density(self, x: torch.Tensor, t: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Density ``[N]`` at world points ``x [N, 3]`` (and times ``t [N]``); zero outside the box."""
+        sigma, _ = self._features(x, t)
+        return sigma * self.inside(x)
+
+    def forward(self, x: torch.Tensor, t: Optional[torch.Tensor], d: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Density ``[N]`` and colour ``[N, 3]`` at points ``x [N, 3]``, times ``t [N]``, directions ``d [N, 3]``."""
+        sigma, geo = self._features(x, t)
+        rgb = torch.sigmoid(self.color_net(torch.cat([geo, sh_encode(d, self.cfg.sh_degree)], dim=-1)))
+        return sigma * self.inside(x), rgb
+
+    def inside(self, x: torch.Tensor) -> torch.Tensor:
+        """``[N]`` float mask of points inside the box."""
+        lo, hi = self.aabb[:3], self.aabb[3:]
+        return ((x >= lo) & (x <= hi)).all(-1).to(x.dtype)

@@ -1,0 +1,7 @@
+"""Training, checkpoints, logging and evaluation."""
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .evaluate import evaluate_split
+from .trainer import Trainer, build_model, resolve_device
+
+__all__ = ["Trainer", "build_model", "resolve_device", "evaluate_split", "latest_checkpoint", "load_checkpoint",
+           "save_checkpoint"]

@@ -1,0 +1,64 @@
+"""Checkpoints: step-stamped files written atomically, resume from the latest.
+
+A checkpoint is a dict ``{format_version, step, model, optimizer, scheduler, config, rng}``; it never
+pickles a module. Files are written to a temporary name and renamed, so a killed run leaves either
+the previous checkpoint or the new one, never a truncated file.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+FORMAT_VERSION = 1
+_NAME = re.compile(r"ckpt_(\d{7})\.pt$")
+
+
+def ckpt_dir(run_dir) -> Path:
+    return Path(run_dir) / "ckpts"
+
+
+def save_checkpoint(run_dir, step: int, state: dict, keep: int = 3) -> Path:
+    """Write ``ckpts/ckpt_{step:07d}.pt`` atomically and keep the newest ``keep`` files."""
+    d = ckpt_dir(run_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / f"ckpt_{step:07d}.pt"
+    tmp = path.with_suffix(".pt.tmp")
+    torch.save({"format_version": FORMAT_VERSION, "step": step, **state}, tmp)
+    os.replace(tmp, path)
+    if keep > 0:
+        for old in list_checkpoints(run_dir)[:-keep]:
+            old.unlink(missing_ok=True)
+    return path
+
+
+def list_checkpoints(run_dir):
+    """Checkpoint files of a run, oldest first."""
+    d = ckpt_dir(run_dir)
+    if not d.is_dir():
+        return []
+    return sorted((p for p in d.iterdir() if _NAME.search(p.name)), key=lambda p: int(_NAME.search(p.name).group(1)))
+
+
+def latest_checkpoint(run_dir) -> Optional[Path]:
+    ckpts = list_checkpoints(run_dir)
+    return ckpts[-1] if ckpts else None
+
+
+def load_checkpoint(path, map_location="cpu") -> dict:
+    """Load a checkpoint file, with a clear error when it is not one of ours."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:
+        raise RuntimeError(f"cannot read checkpoint {path}: {exc} (delete it to fall back to an older one)") from exc
+    if not isinstance(state, dict) or "format_version" not in state:
+        raise RuntimeError(f"{path} is not a kinfield checkpoint")
+    if state["format_version"] > FORMAT_VERSION:
+        raise RuntimeError(f"{path} has checkpoint format {state['format_version']}; this kinfield reads <= {FORMAT_VERSION}")
+    return state

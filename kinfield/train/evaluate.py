@@ -1,0 +1,91 @@
+"""Render a split with a trained model and score it (PSNR, SSIM, LPIPS)."""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Dict, Optional
+
+import imageio.v3 as iio
+import numpy as np
+import torch
+
+from ..data import Scene
+from ..metrics import lpips_alex, lpips_available, psnr, ssim
+from ..render import SceneModel
+
+log = logging.getLogger("kinfield")
+
+
+def to_uint8(img: torch.Tensor) -> np.ndarray:
+    """``[H, W, C]`` float in [0, 1] -> uint8 array."""
+    return (img.detach().clamp(0, 1).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+
+
+def evaluate_split(
+    model: SceneModel,
+    scene: Scene,
+    split: str,
+    out_dir,
+    use_lpips: bool = True,
+    progress: bool = False,
+    extra: Optional[Dict] = None,
+) -> Dict:
+    """Render every view of ``split`` to ``out_dir/renders/<split>/NNN.png`` and score it.
+
+    Writes ``out_dir/metrics.json`` (means, merged with what is already there) and
+    ``out_dir/metrics_<split>.csv`` (one row per image).
+
+    Returns:
+        dict with ``psnr``, ``ssim``, ``lpips`` (or None with ``lpips_note``), ``n_images``.
+    """
+    from tqdm.auto import tqdm
+
+    sp = scene.split(split)
+    out_dir = Path(out_dir)
+    render_dir = out_dir / "renders" / split
+    render_dir.mkdir(parents=True, exist_ok=True)
+    have_lpips, why = lpips_available() if use_lpips else (False, "disabled")
+    if use_lpips and not have_lpips:
+        log.warning("LPIPS not computed: %s", why)
+    rows = []
+    model.eval()
+    for i in tqdm(range(sp.num_frames), desc=f"eval {split}", disable=not progress):
+        out = model.render_image(sp.poses[i], sp.intrinsics[i], sp.height, sp.width, float(sp.times[i]), scene.background)
+        pred = out["rgb"].cpu()
+        gt = sp.images[i]
+        iio.imwrite(render_dir / f"{i:03d}.png", to_uint8(pred))
+        row = {"index": i, "file": sp.paths[i] if i < len(sp.paths) else "", "time": float(sp.times[i]),
+               "psnr": psnr(pred, gt), "ssim": ssim(pred, gt)}
+        row["lpips"] = lpips_alex(pred, gt) if have_lpips else float("nan")
+        rows.append(row)
+    model.train()
+    with (out_dir / f"metrics_{split}.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
+        writer.writeheader()
+        writer.writerows(rows)
+    summary = {
+        "psnr": float(np.mean([r["psnr"] for r in rows])),
+        "ssim": float(np.mean([r["ssim"] for r in rows])),
+        "lpips": float(np.mean([r["lpips"] for r in rows])) if have_lpips else None,
+        "n_images": len(rows),
+        "height": sp.height,
+        "width": sp.width,
+    }
+    if not have_lpips:
+        summary["lpips_note"] = why
+    summary.update(extra or {})
+    metrics_path = out_dir / "metrics.json"
+    all_metrics = {}
+    if metrics_path.is_file():
+        try:
+            all_metrics = json.loads(metrics_path.read_text())
+        except json.JSONDecodeError:
+            log.warning("%s is not valid JSON; rewriting it", metrics_path)
+    all_metrics[split] = summary
+    tmp = metrics_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(all_metrics, indent=2, default=lambda v: None if isinstance(v, float) and math.isnan(v) else v))
+    tmp.replace(metrics_path)
+    return summary

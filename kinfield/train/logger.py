@@ -1,0 +1,64 @@
+"""Training logs: JSON lines (always), TensorBoard (when installed), one progress bar."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Dict, Optional
+
+log = logging.getLogger("kinfield")
+
+
+class MetricsLogger:
+    """Appends ``{"step": s, ...}`` lines to ``RUN_DIR/metrics.jsonl`` and mirrors them to TensorBoard."""
+
+    def __init__(self, run_dir, tensorboard: bool = True):
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(str(Path(run_dir) / "tb"))
+            except Exception as exc:  # tensorboard not installed
+                log.debug("TensorBoard logging off: %s", exc)
+
+    def log(self, step: int, values: Dict[str, float]) -> None:
+        row = {"step": step}
+        row.update({k: (float(v) if isinstance(v, (int, float)) and math.isfinite(float(v)) else str(v))
+                    for k, v in values.items()})
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self._tb is not None:
+            for k, v in values.items():
+                if isinstance(v, (int, float)):
+                    self._tb.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+def progress_bar(total: int, initial: int, enabled: bool):
+    """A tqdm bar (disabled when not wanted or stdout is not a terminal)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not enabled, dynamic_ncols=True, file=sys.stdout,
+                mininterval=1.0, desc="train")
+
+
+class EMA:
+    """Exponential moving average of logged scalars for the progress bar."""
+
+    def __init__(self, decay: float = 0.9):
+        self.decay = decay
+        self.values: Dict[str, float] = {}
+
+    def update(self, values: Dict[str, float]) -> Dict[str, float]:
+        for k, v in values.items():
+            old: Optional[float] = self.values.get(k)
+            self.values[k] = v if old is None else self.decay * old + (1 - self.decay) * v
+        return self.values

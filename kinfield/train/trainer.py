@@ -1,0 +1,239 @@
+"""The training loop: data, model, optimiser, loss terms, logging, checkpoints, final evaluation."""
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+
+from ..config import Config, save_config, to_flat_dict
+from ..data import RayBatcher, Scene, load_scene
+from ..losses import Term, psnr_from_mse, rgb_loss, total_loss
+from ..render import SceneModel
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .evaluate import evaluate_split
+from .logger import EMA, MetricsLogger, progress_bar
+
+log = logging.getLogger("kinfield")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"--device {name} requested but no CUDA device is available; use --device cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def build_model(cfg: Config, scene_aabb: torch.Tensor) -> SceneModel:
+    return SceneModel(scene_aabb, cfg.static, cfg.dynamic, cfg.render, use_static=cfg.model.use_static)
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+class Trainer:
+    """Trains a :class:`SceneModel` on a scene.
+
+    Objectives are :class:`~kinfield.losses.Term` objects in ``self.terms`` (photometric loss here;
+    the kinematic regularisers add theirs); each is computed from a per-step context dict holding
+    ``batch``, ``render`` (the reference render, with its packed ``samples``), ``model``, ``step``.
+    """
+
+    def __init__(self, cfg: Config, scene: Optional[Scene] = None):
+        self.cfg = cfg
+        self.run_dir = Path(cfg.train.out)
+        self.device = resolve_device(cfg.train.device)
+        self.gen = seed_everything(cfg.train.seed)
+        self.scene = scene if scene is not None else load_scene(cfg.data.scene, downscale=cfg.data.downscale,
+                                                                background=self._background_arg())
+        self.train_split = self.scene.split("train")
+        self.background = torch.tensor(cfg.data.background, dtype=torch.float32, device=self.device)
+        self.model = build_model(cfg, self.scene.aabb).to(self.device)
+        self.batcher = RayBatcher(self.train_split, self.device, self.gen)
+        self.optimizer = self._make_optimizer()
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.terms: List[Term] = [Term("rgb", lambda ctx: rgb_loss(ctx["render"]["rgb"], ctx["target"], cfg.train.loss))]
+        self.step = 0
+        self.n_rays = cfg.train.rays
+        self.n_bad_steps = 0
+
+    def _background_arg(self):
+        if str(self.cfg.data.scene).endswith(".npz"):
+            return None
+        return tuple(self.cfg.data.background)
+
+    # ----------------------------------------------------------------------------------- setup
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        grids, nets = [], []
+        for name, p in self.model.named_parameters():
+            (grids if name.endswith("encoding.params") else nets).append(p)
+        t = self.cfg.train
+        return torch.optim.Adam(
+            [{"params": grids, "lr": t.lr_grid, "weight_decay": 0.0},
+             {"params": nets, "lr": t.lr_net, "weight_decay": t.weight_decay_net}],
+            betas=(0.9, 0.99), eps=1e-15,
+        )
+
+    def _lr_factor(self, step: int) -> float:
+        t = self.cfg.train
+        warm = min(1.0, (step + 1) / max(1, t.warmup))
+        return warm * t.lr_final_ratio ** min(1.0, step / max(1, t.iters))
+
+    # ------------------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "config": to_flat_dict(self.cfg),
+            "n_rays": self.n_rays,
+            "rng": {"torch": torch.get_rng_state(), "batch": self.gen.get_state()},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.n_rays = state.get("n_rays", self.n_rays)
+        if "rng" in state:
+            torch.set_rng_state(state["rng"]["torch"])
+            self.gen.set_state(state["rng"]["batch"])
+        self.step = int(state["step"])
+
+    def save(self) -> Path:
+        return save_checkpoint(self.run_dir, self.step, self.state_dict(), keep=self.cfg.train.keep_ckpts)
+
+    def maybe_resume(self) -> bool:
+        """Resume from ``--resume`` (auto = the latest checkpoint in the run dir)."""
+        mode = self.cfg.train.resume
+        if mode in ("none", ""):
+            return False
+        path = latest_checkpoint(self.run_dir) if mode == "auto" else Path(mode)
+        if path is None:
+            return False
+        state = load_checkpoint(path, map_location=self.device)
+        self.load_state_dict(state)
+        log.info("resumed from %s at step %d", path, self.step)
+        return True
+
+    # ------------------------------------------------------------------------------- training
+    def make_target(self, batch: Dict[str, torch.Tensor]):
+        """Training colour and background: pixels with alpha are re-composited on a random colour."""
+        rgb = batch["rgb"]
+        if "alpha" in batch and self.cfg.data.random_background:
+            bg = torch.rand(rgb.shape[0], 3, device=self.device)
+            a = batch["alpha"][:, None]
+            target = rgb - (1.0 - a) * self.scene.background.to(self.device) + (1.0 - a) * bg
+            return target, bg
+        return rgb, self.background
+
+    def train_step(self) -> Dict[str, float]:
+        """One optimisation step; returns scalars to log."""
+        step = self.step
+        self.model.update_occupancy(step)
+        batch = self.batcher.sample(self.n_rays)
+        target, bg = self.make_target(batch)
+        render = self.model.render_rays(batch["origins"], batch["dirs"], batch["times"], bg, stratified=True)
+        ctx = {"batch": batch, "target": target, "render": render, "model": self.model, "step": step, "trainer": self}
+        loss, logs = total_loss(self.terms, ctx, step)
+        if not torch.isfinite(loss):
+            self.n_bad_steps += 1
+            if self.n_bad_steps >= 10:
+                raise NonFiniteLoss(f"the loss was not finite for 10 steps in a row (last step {step}); "
+                                    f"the last good checkpoint is in {self.run_dir / 'ckpts'}: lower the learning "
+                                    f"rates (--train_lr_grid/--train_lr_net) and resume")
+            self.optimizer.zero_grad(set_to_none=True)
+            return {"skipped_nonfinite": 1.0}
+        self.n_bad_steps = 0
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        n_samples = int(render["n_samples"])
+        t = self.cfg.train
+        if t.target_samples > 0:
+            ratio = t.target_samples / max(n_samples, 1)
+            self.n_rays = int(min(t.max_rays, max(t.min_rays, self.n_rays * ratio ** 0.5 if ratio < 1 else self.n_rays * min(ratio, 2.0) ** 0.5)))
+        with torch.no_grad():
+            mse = torch.mean((render["rgb"] - target) ** 2)
+        logs.update({"loss": float(loss.detach()), "psnr": float(psnr_from_mse(mse)), "rays": float(batch["rgb"].shape[0]),
+                     "samples": float(n_samples), "lr": self.optimizer.param_groups[0]["lr"]})
+        return logs
+
+    def fit(self) -> Dict:
+        """Train to ``--iters`` (resuming when possible), then render and score the eval split."""
+        cfg = self.cfg
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        resumed = self.maybe_resume()
+        save_config(cfg, self.run_dir / "config.yaml")
+        logger = MetricsLogger(self.run_dir)
+        ema = EMA()
+        bar = progress_bar(cfg.train.iters, self.step, cfg.train.progress)
+        t_start = time.time()
+        wall_before = self._wall_time_so_far() if resumed else 0.0
+        try:
+            while self.step < cfg.train.iters:
+                logs = self.train_step()
+                self.step += 1
+                bar.update(1)
+                if "psnr" in logs:
+                    smooth = ema.update({"loss": logs["loss"], "psnr": logs["psnr"]})
+                    bar.set_postfix(loss=f"{smooth['loss']:.4f}", psnr=f"{smooth['psnr']:.2f}",
+                                    rays=int(logs["rays"]), samples=int(logs["samples"]), refresh=False)
+                elapsed = wall_before + time.time() - t_start
+                if self.step % cfg.train.log_every == 0 or self.step == cfg.train.iters:
+                    logger.log(self.step, {**logs, "time_s": elapsed})
+                if self.step % cfg.train.save_every == 0:
+                    self.save()
+                if cfg.train.max_minutes > 0 and elapsed > 60.0 * cfg.train.max_minutes:
+                    log.warning("stopping at step %d: --train_max_minutes %.1f reached", self.step, cfg.train.max_minutes)
+                    break
+        except KeyboardInterrupt:
+            path = self.save()
+            bar.close()
+            logger.close()
+            log.warning("interrupted at step %d; checkpoint saved to %s (run again to resume)", self.step, path)
+            raise
+        bar.close()
+        train_time = wall_before + time.time() - t_start
+        self.save()
+        logger.log(self.step, {"train_time_s": train_time})
+        logger.close()
+        (self.run_dir / "train_time.txt").write_text(f"{train_time:.1f}\n")
+        result = {"step": self.step, "train_time_s": train_time}
+        split = cfg.train.eval_split
+        if split and split in self.scene.splits:
+            result[split] = evaluate_split(self.model, self.scene, split, self.run_dir, use_lpips=cfg.train.eval_lpips,
+                                           progress=cfg.train.progress,
+                                           extra={"step": self.step, "train_time_s": round(train_time, 1)})
+        return result
+
+    def _wall_time_so_far(self) -> float:
+        p = self.run_dir / "metrics.jsonl"
+        if not p.is_file():
+            return 0.0
+        import json
+
+        last = 0.0
+        for line in p.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if row.get("step", 0) <= self.step and "time_s" in row:
+                last = float(row["time_s"])
+        return last
