@@ -30,3 +30,195 @@ def main_train(argv: List[str]) -> int:
         return 130
     print(json.dumps(result, indent=2))
     return 0
+
+
+# ------------------------------------------------------------------------------ render / eval
+RENDER_PATHS = ("spiral", "orbit", "fixed-view", "bullet-time", "test")
+
+
+def _load_run_scene(cfg, scene_arg, downscale_arg, splits):
+    """The scene of a run (``--scene`` / ``--downscale`` override the run config), only ``splits`` decoded."""
+    from pathlib import Path
+
+    from .data import DatasetError, load_scene
+
+    path = scene_arg or cfg.data.scene
+    if not path:
+        raise DatasetError("<run config>", "the run's config names no scene", "pass --scene PATH")
+    downscale = downscale_arg if downscale_arg is not None else cfg.data.downscale
+    if str(path).lower().endswith(".npz"):
+        scene = load_scene(path, downscale=downscale, background=None)
+        have = sorted(scene.splits)
+    else:
+        scene = load_scene(path, downscale=downscale, background=tuple(cfg.data.background), splits=tuple(splits))
+        root = Path(path).parent if Path(path).is_file() else Path(path)
+        have = sorted(q.name[len("transforms_"):-len(".json")] for q in root.glob("transforms_*.json"))
+    for name in splits:
+        if name not in scene.splits:
+            raise KeyError(f"scene {str(path)!r} has no {name!r} split (it has: {', '.join(have) or 'none'})")
+    return scene
+
+
+def _open_run(args):
+    """``(LoadedRun, None)`` or ``(None, exit code)`` after printing ``error: ...``."""
+    from .train.run import load_run
+
+    try:
+        return load_run(args.run_dir, device=args.device, checkpoint=args.checkpoint), None
+    except (FileNotFoundError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None, 2
+
+
+def _render_parser():
+    import argparse
+
+    p = argparse.ArgumentParser(
+        prog="tools/render.py",
+        description="Render videos of a trained run along a camera/time path (one video per output).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("run_dir", help="run folder (the --out of tools/train.py)")
+    p.add_argument("--path", choices=RENDER_PATHS, default="spiral",
+                   help="spiral / orbit: time sweeps 0->1; fixed-view: a train camera, time sweeps; "
+                        "bullet-time: orbit at frozen --time; test: the --split cameras at their times (+ PNGs)")
+    p.add_argument("--frames", type=int, default=60, help="number of frames (ignored by --path test)")
+    p.add_argument("--fps", type=float, default=24.0)
+    p.add_argument("--time", type=float, default=0.5, help="frozen time of --path bullet-time, in [0, 1]")
+    p.add_argument("--view", type=int, default=0, help="train camera index of --path fixed-view")
+    p.add_argument("--scene", default=None, help="scene folder / .npz (default: the run config's scene)")
+    p.add_argument("--downscale", type=float, default=None, help="image downscale (default: the run's)")
+    p.add_argument("--split", default="test", help="split rendered by --path test")
+    p.add_argument("--outputs", default="rgb,depth", help="comma-separated subset of rgb,depth,static,dynamic")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    p.add_argument("--checkpoint", default=None, help="checkpoint file (default: the run's latest)")
+    p.add_argument("--out", default=None, help="output folder (default: RUN_DIR/videos)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return p
+
+
+def main_render(argv: List[str]) -> int:
+    """``tools/render.py``: videos ``<out>/<path>_<output>.mp4`` (``--path test``: ``<split>_<output>.mp4``
+    plus PNGs in ``<out>/<split>/<output>/NNN.png``). Returns the exit code."""
+    from pathlib import Path
+
+    import imageio.v3 as iio
+
+    from .data import DatasetError
+    from .geometry.paths import bullet_time_path, fixed_view_path, orbit_path, path_defaults, spiral_path
+    from .render.video import VIDEO_OUTPUTS, render_frames, write_video
+
+    setup_logging()
+    parser = _render_parser()
+    args = parser.parse_args(argv)
+    outputs = [o.strip() for o in args.outputs.split(",") if o.strip()]
+    bad = [o for o in outputs if o not in VIDEO_OUTPUTS]
+    if bad or not outputs:
+        parser.error(f"--outputs: unknown {bad or 'empty list'}; choose from {','.join(VIDEO_OUTPUTS)}")
+    if args.frames < 1:
+        parser.error("--frames must be >= 1")
+    if args.fps <= 0:
+        parser.error("--fps must be > 0")
+    if not 0.0 <= args.time <= 1.0:
+        parser.error("--time must be in [0, 1]")
+
+    run, code = _open_run(args)
+    if run is None:
+        return code
+    is_test = args.path == "test"
+    try:
+        scene = _load_run_scene(run.cfg, args.scene, args.downscale, [args.split] if is_test else ["train"])
+        if is_test:
+            sp = scene.split(args.split)
+        else:
+            sp = scene.split("train")
+    except (DatasetError, KeyError) as exc:
+        print(f"error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
+        return 2
+
+    height, width = sp.height, sp.width
+    if is_test:
+        poses, times, intrinsics, name = sp.poses, sp.times, sp.intrinsics, args.split
+    else:
+        intrinsics, name = sp.intrinsics[0], args.path
+        d = path_defaults(sp.poses)
+        if args.path == "orbit":
+            poses, times = orbit_path(d["center"], d["radius"], d["elevation_deg"], args.frames, up=d["up"])
+        elif args.path == "bullet-time":
+            poses, times = bullet_time_path(d["center"], d["radius"], d["elevation_deg"], args.frames, args.time,
+                                            up=d["up"])
+        elif args.path == "spiral":
+            poses, times = spiral_path(sp.poses, args.frames)
+        else:  # fixed-view
+            if not 0 <= args.view < sp.num_frames:
+                print(f"error: --view {args.view} out of range: the train split has {sp.num_frames} cameras "
+                      f"(0..{sp.num_frames - 1})", file=sys.stderr)
+                return 2
+            poses, times = fixed_view_path(sp.poses[args.view], args.frames)
+
+    out_dir = Path(args.out) if args.out else run.run_dir / "videos"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log = logging.getLogger("kinfield")
+    log.info("rendering %d frames (%dx%d, path %s, outputs %s) from %s (step %d)", poses.shape[0], width, height,
+             name, ",".join(outputs), run.checkpoint, run.step)
+    frames = render_frames(run.model, poses, times, intrinsics, height, width, scene.background, outputs,
+                           progress=not args.no_progress, desc=f"render {name}")
+    written = {}
+    for o in outputs:
+        if is_test:
+            png_dir = out_dir / name / o
+            png_dir.mkdir(parents=True, exist_ok=True)
+            for i, f in enumerate(frames[o]):
+                iio.imwrite(png_dir / f"{i:03d}.png", f)
+            written[f"{o}_png"] = str(png_dir)
+        written[o] = str(write_video(frames[o], out_dir / f"{name}_{o}.mp4", args.fps))
+    print(json.dumps(written, indent=2))
+    return 0
+
+
+def main_eval(argv: List[str]) -> int:
+    """``tools/eval.py``: re-render and score a split of a run (``evaluate_split``); prints the summary JSON."""
+    import argparse
+    from pathlib import Path
+
+    from .data import DatasetError
+    from .train.evaluate import evaluate_split
+
+    setup_logging()
+    p = argparse.ArgumentParser(prog="tools/eval.py",
+                                description="Re-render a split of a trained run and score it (PSNR, SSIM, LPIPS). "
+                                            "Writes RUN_DIR/metrics.json, RUN_DIR/metrics_<split>.csv and renders.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("run_dir", help="run folder (the --out of tools/train.py)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--scene", default=None, help="scene folder / .npz (default: the run config's scene)")
+    p.add_argument("--downscale", type=float, default=None, help="image downscale (default: the run's)")
+    p.add_argument("--no-lpips", action="store_true", help="skip LPIPS (AlexNet)")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    p.add_argument("--checkpoint", default=None, help="checkpoint file (default: the run's latest)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    args = p.parse_args(argv)
+
+    run, code = _open_run(args)
+    if run is None:
+        return code
+    try:
+        scene = _load_run_scene(run.cfg, args.scene, args.downscale, [args.split])
+        scene.split(args.split)  # fails early (KeyError) when the split is absent
+    except (DatasetError, KeyError) as exc:
+        print(f"error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
+        return 2
+    extra = {"step": run.step, "checkpoint": str(run.checkpoint)}
+    use_lpips = not args.no_lpips
+    metrics_path = Path(run.run_dir) / "metrics.json"
+    if metrics_path.is_file():  # keep the training time of the same checkpoint
+        try:
+            prev = json.loads(metrics_path.read_text()).get(args.split) or {}
+        except (json.JSONDecodeError, AttributeError):
+            prev = {}
+        if prev.get("step") == run.step and "train_time_s" in prev:
+            extra["train_time_s"] = prev["train_time_s"]
+    summary = evaluate_split(run.model, scene, args.split, run.run_dir, use_lpips=use_lpips,
+                             progress=not args.no_progress, extra=extra)
+    print(json.dumps(summary, indent=2))
+    return 0

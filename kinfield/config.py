@@ -17,9 +17,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import configargparse
 import yaml
 
-from .fields import FieldConfig
+from .fields import FieldConfig, KinematicConfig
+from .losses.kinematic import KinConfig
 from .nn import HashGridConfig
-from .render import OccupancyConfig, RenderConfig
+from .render import RenderConfig
 
 
 @dataclass
@@ -69,6 +70,8 @@ class Config:
     static: FieldConfig = field(default_factory=lambda: FieldConfig(grid=HashGridConfig()))
     dynamic: FieldConfig = field(default_factory=lambda: FieldConfig(grid=HashGridConfig(base_resolution=8)))
     render: RenderConfig = field(default_factory=RenderConfig)
+    kin: KinConfig = field(default_factory=KinConfig)
+    kinematic: KinematicConfig = field(default_factory=KinematicConfig)
 
 
 def _flat_fields(cls, prefix: str = "", path: Tuple[str, ...] = ()):

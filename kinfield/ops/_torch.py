@@ -161,7 +161,8 @@ def hash_grid_encode_gather(
     if levels is None:
         levels = torch.arange(int(resolutions.shape[0]), device=dev)
     n_levels = int(levels.shape[0])
-    pos = x.to(torch.float32)[:, None, :] * scales.to(dev)[None, :, None] + 0.5  # [N, L, D]
+    # float32 as tcnn (float64 inputs stay float64, for gradcheck).
+    pos = x.to(torch.promote_types(x.dtype, torch.float32))[:, None, :] * scales.to(dev)[None, :, None] + 0.5  # [N, L, D]
     grid_f = torch.floor(pos)
     frac = pos - grid_f  # [N, L, D]
     # The two vertices per axis: [N, L, D, 2] (lower, upper).

@@ -59,6 +59,18 @@ class SceneModel(nn.Module):
         self.dynamic = RadianceField(aabb, dynamic_cfg, n_dims=4)
         self.occupancy = OccupancyGrid(aabb, render_cfg.occupancy)
         self.kinematic: Optional[nn.Module] = None
+        self.normal_net: Optional[nn.Module] = None
+
+    def dynamic_finest_cell(self) -> float:
+        """World size of a cell of the dynamic field's finest grid level."""
+        extent = float((self.aabb[3:] - self.aabb[:3]).max())
+        return extent / float(self.dynamic.encoding.scales[-1])
+
+    def predict_normals(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Unit normals ``[N, 3]`` regressed from the dynamic field's geometry features (METHOD 1.3)."""
+        _, geo = self.dynamic._features(x, t)
+        n = self.normal_net(geo)
+        return n / n.norm(dim=-1, keepdim=True).clamp_min(1e-8)
 
     @property
     def aabb(self) -> torch.Tensor:

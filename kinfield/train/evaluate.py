@@ -14,6 +14,7 @@ import torch
 
 from ..data import Scene
 from ..metrics import lpips_alex, lpips_available, psnr, ssim
+from ..metrics.lpips import MIN_SIZE as LPIPS_MIN_SIZE
 from ..render import SceneModel
 
 log = logging.getLogger("kinfield")
@@ -48,6 +49,8 @@ def evaluate_split(
     render_dir = out_dir / "renders" / split
     render_dir.mkdir(parents=True, exist_ok=True)
     have_lpips, why = lpips_available() if use_lpips else (False, "disabled")
+    if have_lpips and min(sp.height, sp.width) < LPIPS_MIN_SIZE:
+        have_lpips, why = False, f"images are {sp.width}x{sp.height}; LPIPS (AlexNet) needs both sides >= {LPIPS_MIN_SIZE}"
     if use_lpips and not have_lpips:
         log.warning("LPIPS not computed: %s", why)
     rows = []

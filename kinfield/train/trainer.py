@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import random
 import time
 from pathlib import Path
@@ -13,7 +12,10 @@ import torch
 
 from ..config import Config, save_config, to_flat_dict
 from ..data import RayBatcher, Scene, load_scene
+from ..fields import KinematicField
 from ..losses import Term, psnr_from_mse, rgb_loss, total_loss
+from ..losses.kinematic import KinematicObjective
+from ..nn import MLP
 from ..render import SceneModel
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .evaluate import evaluate_split
@@ -37,8 +39,14 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def build_model(cfg: Config, scene_aabb: torch.Tensor) -> SceneModel:
-    return SceneModel(scene_aabb, cfg.static, cfg.dynamic, cfg.render, use_static=cfg.model.use_static)
+def build_model(cfg: Config, scene_aabb: torch.Tensor, frame_dt: float) -> SceneModel:
+    """The scene model of ``cfg``; with the kinematic part on, its kinematic field and normal regressor."""
+    model = SceneModel(scene_aabb, cfg.static, cfg.dynamic, cfg.render, use_static=cfg.model.use_static)
+    if cfg.kin.enabled:
+        model.kinematic = KinematicField(scene_aabb, frame_dt, cfg.kinematic)
+        if cfg.kin.normal_weight > 0:
+            model.normal_net = MLP(cfg.dynamic.geo_features, 3, 32, 1)
+    return model
 
 
 class NonFiniteLoss(RuntimeError):
@@ -62,11 +70,15 @@ class Trainer:
                                                                 background=self._background_arg())
         self.train_split = self.scene.split("train")
         self.background = torch.tensor(cfg.data.background, dtype=torch.float32, device=self.device)
-        self.model = build_model(cfg, self.scene.aabb).to(self.device)
+        self.model = build_model(cfg, self.scene.aabb, self.scene.frame_dt).to(self.device)
         self.batcher = RayBatcher(self.train_split, self.device, self.gen)
         self.optimizer = self._make_optimizer()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.terms: List[Term] = [Term("rgb", lambda ctx: rgb_loss(ctx["render"]["rgb"], ctx["target"], cfg.train.loss))]
+        self.kinematic = None
+        if self.model.kinematic is not None:
+            self.kinematic = KinematicObjective(cfg.kin, self.model, self.scene.frame_dt)
+            self.terms += self.kinematic.terms()
         self.step = 0
         self.n_rays = cfg.train.rays
         self.n_bad_steps = 0
@@ -145,10 +157,13 @@ class Trainer:
         """One optimisation step; returns scalars to log."""
         step = self.step
         self.model.update_occupancy(step)
+        if self.kinematic is not None:
+            self.model.kinematic.set_active_orders(self.kinematic.active_orders(step))
         batch = self.batcher.sample(self.n_rays)
         target, bg = self.make_target(batch)
         render = self.model.render_rays(batch["origins"], batch["dirs"], batch["times"], bg, stratified=True)
-        ctx = {"batch": batch, "target": target, "render": render, "model": self.model, "step": step, "trainer": self}
+        ctx = {"batch": batch, "target": target, "render": render, "render_background": bg, "model": self.model,
+               "step": step}
         loss, logs = total_loss(self.terms, ctx, step)
         if not torch.isfinite(loss):
             self.n_bad_steps += 1

@@ -1,0 +1,266 @@
+"""Kinematic objectives: warped photometric losses, cycle consistency and physics regularisers.
+
+One :class:`KinematicObjective` per trainer. Each step it draws time hops for the batch, warps the
+reference rays' dynamic samples with the kinematic field's Taylor displacement (reusing the
+reference samples, METHOD 8.4), renders them against the detached static field, and evaluates the
+physics residuals at points along the intermediate warps. Each quantity is computed once per step
+and cached in the step context; the terms it returns (:meth:`terms`) read from that cache.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Tuple
+
+import torch
+
+from ..fields import taylor_displacement
+from ..nn import scale_grad
+from ..render import composite_blended, composite_outputs
+from ..render.composite import accumulate
+from .base import Schedule, Term
+from .photometric import charbonnier
+from .physics import central_differences, integrity_residuals, rigidity_terms, transport_residual
+
+
+@dataclass
+class KinConfig:
+    """Kinematic part of training (weights as METHOD section 4; 0 disables a term)."""
+
+    enabled: bool = True
+    start: int = 0
+    unlock_acceleration: int = 500
+    unlock_jerk: int = 1500
+    hop_max_start: float = 2.0
+    hop_max_end: float = 3.0
+    hop_ramp_steps: int = 2000
+    dyn_weight_threshold: float = 1e-4
+    max_warp_rays: int = 1024
+    flowgrad_scale: float = 2.0
+    photo_weight: float = 0.5
+    photo_inter_weight: float = 0.5
+    cycle_weight: float = 1e-2
+    static_motion_weight: float = 1e-4
+    integrity_weight: float = 0.1
+    transport_weight: float = 1e-5
+    transport_decay_milestones: Tuple[int, ...] = ()
+    rigidity_weight: float = 1e-2
+    normal_weight: float = 0.05
+    higher_order_weight: float = 1e-5
+    physics_start: int = 200
+    normal_start: int = 500
+    max_physics_points: int = 2048
+    physics_sigma_threshold: float = 1.0
+    fd_cell_fraction: float = 0.3
+    fd_time_frames: float = 0.05
+    fd_jitter: bool = True
+    derivative_grad_scale: float = 0.1
+
+
+class KinematicObjective:
+    """Computes and caches the kinematic quantities of one training step.
+
+    Args:
+        cfg: weights and schedules.
+        model: the :class:`~kinfield.render.SceneModel` with ``kinematic`` (and ``normal_net``) attached.
+        frame_dt: training frame spacing Delta (dataset time units).
+    """
+
+    def __init__(self, cfg: KinConfig, model, frame_dt: float):
+        self.cfg = cfg
+        self.model = model
+        self.dt = float(frame_dt)
+
+    # ------------------------------------------------------------------ schedules
+    def active_orders(self, step: int) -> int:
+        k = 1 + (step >= self.cfg.unlock_acceleration) + (step >= self.cfg.unlock_jerk)
+        return min(k, self.model.kinematic.order)
+
+    def hop_max(self, step: int) -> float:
+        c = self.cfg
+        f = min(1.0, step / max(1, c.hop_ramp_steps))
+        return c.hop_max_start + f * (c.hop_max_end - c.hop_max_start)
+
+    def draw_hops(self, times: torch.Tensor, step: int, gen=None) -> torch.Tensor:
+        """Signed integer hops ``h [R]`` (in frames), ``|h| = floor(1 + U (H_max - 1))``; flipped to stay in [0, 1]."""
+        u = torch.rand(times.shape, device=times.device)
+        mag = torch.floor(1.0 + u * (self.hop_max(step) - 1.0))
+        sign = torch.where(torch.rand(times.shape, device=times.device) < 0.5, -1.0, 1.0)
+        h = mag * sign
+        out = (times + h * self.dt > 1.0) | (times + h * self.dt < 0.0)
+        return torch.where(out, -h, h)
+
+    # ------------------------------------------------------------------ warping
+    def _selection(self, ctx) -> Dict[str, torch.Tensor]:
+        """Dynamic samples of the (first ``max_warp_rays``) reference rays and their ray mask."""
+        if "kin_sel" in ctx:
+            return ctx["kin_sel"]
+        s = ctx["render"]["samples"]
+        n_rays = min(s.n_rays, self.cfg.max_warp_rays)
+        sel = (s.w_d.detach() > self.cfg.dyn_weight_threshold) & (s.ray_ids < n_rays)
+        idx = torch.nonzero(sel)[:, 0]
+        times = ctx["batch"]["times"][:n_rays]
+        hops = self.draw_hops(times, ctx["step"])
+        frac = torch.rand(n_rays, device=times.device)
+        # probability that a ray sees dynamic content (detached), METHOD 2.2
+        share = s.sigma_d / (s.sigma_d + s.sigma_s).clamp_min(1e-10)
+        mask = accumulate((s.w_d * share).detach(), s.ray_ids, s.n_rays)[:n_rays]
+        ctx["kin_sel"] = {"idx": idx, "n_rays": n_rays, "hops": hops, "frac": frac, "ray_mask": mask}
+        return ctx["kin_sel"]
+
+    def _kinematics_at_samples(self, ctx) -> torch.Tensor:
+        if "kin_q" not in ctx:
+            s = ctx["render"]["samples"]
+            idx = self._selection(ctx)["idx"]
+            ctx["kin_q"] = self.model.kinematic(s.positions[idx], s.times[idx])  # [Ms, K, 3]
+        return ctx["kin_q"]
+
+    def warp(self, ctx, kind: str) -> Dict[str, torch.Tensor]:
+        """Warped render of the reference rays: ``kind`` = ``"hop"`` (t + h Delta) or ``"inter"`` (t + U h Delta)."""
+        key = f"kin_warp_{kind}"
+        if key in ctx:
+            return ctx[key]
+        s = ctx["render"]["samples"]
+        sel = self._selection(ctx)
+        idx, n_rays = sel["idx"], sel["n_rays"]
+        tau_ray = sel["hops"] * self.dt * (sel["frac"] if kind == "inter" else 1.0)  # [R']
+        rid = s.ray_ids[idx]
+        tau = tau_ray[rid]
+        q = self._kinematics_at_samples(ctx)
+        x_w = scale_grad(s.positions[idx] + taylor_displacement(q, tau), self.cfg.flowgrad_scale)
+        t_w = (s.times[idx] + tau).clamp(0.0, 1.0)
+        sigma_w, rgb_w = self.model.dynamic(x_w, t_w, s.dirs[idx])
+        # composite along the reference rays (first n_rays of them) with the static field detached
+        keep = s.ray_ids < n_rays
+        sigma_d = torch.zeros_like(s.sigma_d).index_put((idx,), sigma_w)[keep]
+        rgb_d = torch.zeros_like(s.rgb_d).index_put((idx,), rgb_w)[keep]
+        ids = s.ray_ids[keep]
+        w_s, w_d, _ = composite_blended(s.sigma_s.detach()[keep], sigma_d, s.t_starts[keep], s.t_ends[keep], ids, n_rays)
+        mid = 0.5 * (s.t_starts[keep] + s.t_ends[keep])
+        bg = ctx["render_background"]
+        bg = bg[:n_rays] if bg.dim() == 2 else bg
+        out = composite_outputs(w_s, w_d, s.rgb_s.detach()[keep], rgb_d, mid, ids, n_rays, bg)
+        out.update({"x": x_w, "t": t_w, "sigma": sigma_w, "tau": tau, "q": q})
+        ctx[key] = out
+        return out
+
+    def photo_loss(self, ctx, kind: str) -> torch.Tensor:
+        sel = self._selection(ctx)
+        if sel["idx"].numel() == 0:
+            return self._zero(ctx)
+        out = self.warp(ctx, kind)
+        target = ctx["target"][: sel["n_rays"]]
+        err = charbonnier(out["rgb"], target).mean(-1)  # [R']
+        return (sel["ray_mask"] * err).mean()
+
+    def cycle_loss(self, ctx) -> torch.Tensor:
+        """``|d_f + d_b|``: the backward displacement at the hop target cancels the forward one (METHOD 2.4)."""
+        sel = self._selection(ctx)
+        if sel["idx"].numel() == 0:
+            return self._zero(ctx)
+        w = self.warp(ctx, "hop")
+        d_f = taylor_displacement(w["q"], w["tau"])
+        d_b = self.model.kinematic.displacement(w["x"], w["t"], -w["tau"])
+        return (d_f + d_b).norm(dim=-1).mean()
+
+    def static_motion_loss(self, ctx) -> torch.Tensor:
+        """Small penalty on motion predicted where the static field dominates (METHOD 2.15)."""
+        s = ctx["render"]["samples"]
+        idx = self._selection(ctx)["idx"]
+        if idx.numel() == 0:
+            return self._zero(ctx)
+        q = self._kinematics_at_samples(ctx)
+        static_share = (s.sigma_s / (s.sigma_d + s.sigma_s).clamp_min(1e-10)).detach()[idx]
+        return (static_share * (q[:, 0] * self.dt).abs().sum(-1)).mean()
+
+    # ------------------------------------------------------------------ physics
+    def physics(self, ctx) -> Dict[str, torch.Tensor]:
+        """Residuals at points along the intermediate warps (METHOD 2.11), each ``[P]`` per point."""
+        if "kin_phys" in ctx:
+            return ctx["kin_phys"]
+        c = self.cfg
+        zero = self._zero(ctx)
+        res = {k: zero for k in ("integrity", "transport", "rigidity", "normal", "higher_order")}
+        ctx["kin_phys"] = res
+        if self._selection(ctx)["idx"].numel() == 0:
+            return res
+        w = self.warp(ctx, "inter")
+        keep = (w["sigma"].detach() > c.physics_sigma_threshold) & self.model.dynamic.inside(w["x"].detach()).bool()
+        pts = torch.nonzero(keep)[:, 0]
+        if pts.numel() > c.max_physics_points:
+            pts = pts[torch.randperm(pts.numel(), device=pts.device)[: c.max_physics_points]]
+        if pts.numel() == 0:
+            return res
+        x, t = w["x"].detach()[pts], w["t"].detach()[pts]
+        kin = self.model.kinematic
+        k_orders = kin.order
+        cell = min(kin.finest_cell(), self.model.dynamic_finest_cell())
+        jit = (lambda n: torch.rand(n, device=x.device) + 0.5) if c.fd_jitter else (lambda n: torch.ones(n, device=x.device))
+        eps_x = c.fd_cell_fraction * cell * jit(1)
+        eps_t = c.fd_time_frames * self.dt * jit(1)
+
+        def fn(px, pt):
+            q = kin(px, pt).reshape(px.shape[0], -1)
+            sigma = self.model.dynamic.density(px, pt)[:, None]
+            return torch.cat([q, sigma], dim=-1)
+
+        d = central_differences(fn, x, t, eps_x, eps_t, self.model.aabb)
+        valid = d["valid"]
+        n = x.shape[0]
+        q = d["value"][:, : 3 * k_orders].view(n, k_orders, 3)
+        dq_dt = scale_grad(d["dt"][:, : 3 * k_orders].view(n, k_orders, 3), c.derivative_grad_scale)
+        grad_q = scale_grad(d["grad"][:, : 3 * k_orders].view(n, k_orders, 3, 3), c.derivative_grad_scale)
+        mask = kin.taylor_mask
+        dt = self.dt
+        # residuals in per-frame units: order-k quantities times dt^k
+        if k_orders > 1:
+            r = integrity_residuals(q * mask[None, :, None], dq_dt * mask[None, :, None], grad_q * mask[None, :, None, None])
+            per_frame = torch.tensor([dt ** (i + 2) for i in range(k_orders - 1)], device=x.device)
+            r = r * per_frame[None, :, None] * mask[1:, None]
+            res["integrity"] = _masked_mean((r**2).mean(-1).sum(-1), valid)
+            hi = q[:, 1:] * per_frame[None, :, None]
+            res["higher_order"] = _masked_mean((hi**2).sum(-1).sum(-1), valid)
+        sigma_dt = scale_grad(d["dt"][:, -1], c.derivative_grad_scale)
+        sigma_grad = scale_grad(d["grad"][:, -1], c.derivative_grad_scale)
+        v = q[:, 0]
+        res["transport"] = _masked_mean((transport_residual(sigma_dt, sigma_grad, v.detach()) * dt) ** 2, valid)
+        div, i2 = rigidity_terms(d["grad"][:, :3].view(n, 3, 3))  # velocity gradient, unscaled
+        res["rigidity"] = _masked_mean((div * dt) ** 2 + (i2 * dt * dt) ** 2, valid)
+        if getattr(self.model, "normal_net", None) is not None:
+            gnorm = sigma_grad.detach().norm(dim=-1, keepdim=True)
+            n_grad = -d["grad"][:, -1] / gnorm.clamp_min(1e-8)
+            n_pred = self.model.predict_normals(x + (torch.rand_like(x) - 0.5) * eps_x, t)
+            alpha = 1.0 - torch.exp(-w["sigma"].detach()[pts] * self.model.render_cfg.step_size)
+            weight = alpha * (gnorm[:, 0] > 1e-6).float()
+            res["normal"] = _masked_mean(weight * ((n_pred - n_grad) ** 2).sum(-1), valid)
+        return res
+
+    def _zero(self, ctx) -> torch.Tensor:
+        return ctx["render"]["rgb"].sum() * 0.0
+
+    # ------------------------------------------------------------------ terms
+    def terms(self) -> List[Term]:
+        c = self.cfg
+        s0, sp = c.start, max(c.start, c.physics_start)
+
+        def phys(name):
+            return lambda ctx: self.physics(ctx)[name]
+
+        transport_schedule = Schedule("step", milestones=tuple(c.transport_decay_milestones), rate=0.1) \
+            if c.transport_decay_milestones else Schedule()
+        return [
+            Term("warp_photo", lambda ctx: self.photo_loss(ctx, "hop"), c.photo_weight, s0),
+            Term("warp_photo_inter", lambda ctx: self.photo_loss(ctx, "inter"), c.photo_inter_weight, s0),
+            Term("cycle", self.cycle_loss, c.cycle_weight, s0),
+            Term("static_motion", self.static_motion_loss, c.static_motion_weight, s0),
+            Term("integrity", phys("integrity"), c.integrity_weight, sp),
+            Term("transport", phys("transport"), c.transport_weight, sp, schedule=transport_schedule),
+            Term("rigidity", phys("rigidity"), c.rigidity_weight, sp),
+            Term("normal", phys("normal"), c.normal_weight, max(sp, c.normal_start)),
+            Term("higher_order", phys("higher_order"), c.higher_order_weight, sp),
+        ]
+
+
+def _masked_mean(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values [P]`` over ``valid [P]`` (0 with a gradient path when none is valid)."""
+    v = valid.to(values.dtype)
+    return (values * v).sum() / v.sum().clamp_min(1.0)

@@ -1,0 +1,265 @@
+"""Writing rendered frames as videos, and a dependency-free depth colormap.
+
+:func:`write_video` tries, in order: mp4 (H.264 / yuv420p through ``imageio-ffmpeg``), an animated
+GIF (``imageio``), a folder of PNGs; it returns the path actually written.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+__all__ = ["write_video", "colorize_depth", "turbo"]
+
+log = logging.getLogger("kinfield")
+
+ArrayLike = Union[np.ndarray, torch.Tensor]
+
+
+# ------------------------------------------------------------------------------------ colormap
+# Polynomial fit of Google's Turbo colormap (A. Mikhailov, 2019; fit by R. Du): channel(x) =
+# c0 + c1 x + ... + c5 x^5 for x in [0, 1].
+_TURBO_COEFFS = np.array([
+    [0.13572138, 4.61539260, -42.66032258, 132.13108234, -152.94239396, 59.28637943],  # red
+    [0.09140261, 2.19418839, 4.84296658, -14.18503333, 4.27729857, 2.82956604],  # green
+    [0.10667330, 12.64194608, -60.58204836, 110.36276771, -89.90310912, 27.34824973],  # blue
+])
+
+
+def turbo(x: np.ndarray) -> np.ndarray:
+    """Turbo-like colours ``[..., 3]`` float in [0, 1] for values ``x [...]`` in [0, 1] (clipped)."""
+    x = np.clip(np.asarray(x, dtype=np.float64), 0.0, 1.0)
+    powers = np.stack([x ** k for k in range(6)], axis=-1)  # [..., 6]
+    return np.clip(powers @ _TURBO_COEFFS.T, 0.0, 1.0)
+
+
+def _np(x: Optional[ArrayLike]) -> Optional[np.ndarray]:
+    if x is None:
+        return None
+    if isinstance(x, torch.Tensor):
+        x = x.detach().float().cpu().numpy()
+    return np.asarray(x, dtype=np.float32)
+
+
+def depth_range(depths: Sequence[ArrayLike], opacities: Optional[Sequence[Optional[ArrayLike]]] = None,
+                percentiles=(1.0, 99.0), max_samples: int = 1_000_000) -> Optional[tuple]:
+    """``(near, far)`` from percentiles of the visible depths of one or more maps (None if none visible).
+
+    Used to give every frame of a video the same depth scale.
+    """
+    vals = []
+    for i, d in enumerate(depths):
+        d = _np(d)
+        o = _np(opacities[i]) if opacities is not None else None
+        vis = _visible(d, o)
+        vals.append(d[vis].ravel())
+    v = np.concatenate(vals) if vals else np.zeros(0, np.float32)
+    if v.size == 0:
+        return None
+    if v.size > max_samples:
+        v = v[np.linspace(0, v.size - 1, max_samples).astype(np.int64)]
+    near, far = np.percentile(v, percentiles)
+    return float(near), float(far)
+
+
+def _visible(depth: np.ndarray, opacity: Optional[np.ndarray]) -> np.ndarray:
+    vis = np.isfinite(depth)
+    if opacity is not None:
+        vis &= opacity >= 0.5
+    else:
+        vis &= depth > 0
+    return vis
+
+
+def colorize_depth(depth: ArrayLike, opacity: Optional[ArrayLike] = None, near: Optional[float] = None,
+                   far: Optional[float] = None) -> np.ndarray:
+    """Depth map ``[H, W]`` -> uint8 ``[H, W, 3]`` with a Turbo-like colormap (near = red, far = blue).
+
+    Args:
+        depth: ``[H, W]`` distances (torch or numpy).
+        opacity: ``[H, W]`` accumulated opacity; pixels below 0.5 are background, drawn black.
+            Without it, pixels with depth <= 0 or non-finite are background.
+        near, far: depth range of the colormap; each missing one is the 1st / 99th percentile of the
+            visible depths (pass both, e.g. from :func:`depth_range`, for a flicker-free video).
+    """
+    d = _np(depth)
+    if d.ndim != 2:
+        raise ValueError(f"depth must be [H, W], got {d.shape}")
+    o = _np(opacity)
+    if o is not None and o.shape != d.shape:
+        raise ValueError(f"opacity shape {o.shape} differs from depth shape {d.shape}")
+    vis = _visible(d, o)
+    out = np.zeros(d.shape + (3,), dtype=np.uint8)
+    if not vis.any():
+        return out
+    if near is None or far is None:
+        lo, hi = np.percentile(d[vis], (1.0, 99.0))
+        near = float(lo) if near is None else float(near)
+        far = float(hi) if far is None else float(far)
+    span = max(far - near, 1e-8)
+    x = 1.0 - (d[vis] - near) / span  # near -> 1 (red), far -> 0 (blue)
+    out[vis] = (turbo(x) * 255.0 + 0.5).astype(np.uint8)
+    return out
+
+
+# --------------------------------------------------------------------------------------- video
+def _as_frames(frames: Sequence[ArrayLike]) -> List[np.ndarray]:
+    out = []
+    for i, f in enumerate(frames):
+        if isinstance(f, torch.Tensor):
+            f = f.detach().cpu().numpy()
+        f = np.asarray(f)
+        if f.dtype != np.uint8:
+            if np.issubdtype(f.dtype, np.floating):
+                f = (np.clip(f, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+            else:
+                f = np.clip(f, 0, 255).astype(np.uint8)
+        if f.ndim == 2:
+            f = np.repeat(f[:, :, None], 3, axis=2)
+        if f.ndim != 3 or f.shape[2] not in (3, 4):
+            raise ValueError(f"frame {i} must be [H, W, 3], got shape {f.shape}")
+        f = f[:, :, :3]
+        if out and f.shape != out[0].shape:
+            raise ValueError(f"frame {i} has shape {f.shape}, frame 0 has {out[0].shape}")
+        out.append(np.ascontiguousarray(f))
+    if not out:
+        raise ValueError("write_video: no frames")
+    return out
+
+
+def _pad_even(f: np.ndarray) -> np.ndarray:
+    """Pad ``[H, W, 3]`` by edge replication to even H and W (yuv420p needs even sizes)."""
+    ph, pw = f.shape[0] % 2, f.shape[1] % 2
+    if ph or pw:
+        f = np.pad(f, ((0, ph), (0, pw), (0, 0)), mode="edge")
+    return f
+
+
+def _write_mp4(frames: List[np.ndarray], path: Path, fps: float) -> Path:
+    import imageio_ffmpeg
+
+    frames = [_pad_even(f) for f in frames]
+    h, w = frames[0].shape[:2]
+    writer = imageio_ffmpeg.write_frames(
+        str(path), (w, h), fps=float(fps), codec="libx264", pix_fmt_in="rgb24", pix_fmt_out="yuv420p",
+        quality=8, macro_block_size=1, ffmpeg_log_level="error",
+    )
+    writer.send(None)  # start the ffmpeg process
+    try:
+        for f in frames:
+            writer.send(f)
+    finally:
+        writer.close()
+    if not path.is_file() or path.stat().st_size == 0:
+        raise RuntimeError(f"ffmpeg wrote no data to {path}")
+    return path
+
+
+def _write_gif(frames: List[np.ndarray], path: Path, fps: float) -> Path:
+    import imageio.v3 as iio
+
+    iio.imwrite(path, np.stack(frames), extension=".gif", duration=1000.0 / float(fps), loop=0)
+    return path
+
+
+def _write_png_dir(frames: List[np.ndarray], path: Path, fps: float) -> Path:
+    import imageio.v3 as iio
+
+    path.mkdir(parents=True, exist_ok=True)
+    for i, f in enumerate(frames):
+        iio.imwrite(path / f"{i:04d}.png", f)
+    return path
+
+
+def write_video(frames: Sequence[ArrayLike], path, fps: float = 24) -> Path:
+    """Write frames (uint8 ``[H, W, 3]``; float frames in [0, 1] are converted) as a video.
+
+    Tries an H.264 mp4 at ``path`` (odd sizes are edge-padded to even), then a GIF next to it
+    (``path`` with suffix ``.gif``), then a folder of PNGs (``path`` without suffix). A ``path``
+    ending in ``.gif`` skips the mp4 attempt.
+
+    Returns:
+        the file (or folder) actually written; which one is logged.
+    """
+    if float(fps) <= 0:
+        raise ValueError(f"fps must be > 0, got {fps}")
+    frames = _as_frames(frames)
+    path = Path(path)
+    if path.suffix == "":
+        path = path.with_suffix(".mp4")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    attempts = []
+    if path.suffix.lower() != ".gif":
+        attempts.append(("mp4", _write_mp4, path))
+    attempts.append(("gif", _write_gif, path.with_suffix(".gif")))
+    attempts.append(("png folder", _write_png_dir, path.with_suffix("")))
+    errors = []
+    for kind, fn, target in attempts:
+        try:
+            written = fn(frames, target, fps)
+        except Exception as exc:  # noqa: BLE001 - any failure moves on to the next format
+            errors.append(f"{kind}: {type(exc).__name__}: {exc}")
+            log.warning("could not write %s as %s (%s: %s); trying the next format", target, kind,
+                        type(exc).__name__, exc)
+            if target.is_file():  # a partial mp4 / gif
+                target.unlink(missing_ok=True)
+            continue
+        h, w = frames[0].shape[:2]
+        log.info("wrote %s (%s, %d frames, %dx%d, %g fps)", written, kind, len(frames), w, h, fps)
+        return Path(written)
+    raise RuntimeError(f"could not write {path} in any format: " + "; ".join(errors))
+
+
+# ------------------------------------------------------------------------------ render to frames
+#: video outputs and the render keys they need: rgb (blended), depth (blended, colourised),
+#: static / dynamic (each field rendered alone)
+VIDEO_OUTPUTS = ("rgb", "depth", "static", "dynamic")
+
+
+def render_frames(model, poses: torch.Tensor, times: torch.Tensor, intrinsics: torch.Tensor, height: int, width: int,
+                  background, outputs: Sequence[str] = ("rgb",), progress: bool = True, desc: str = "render"):
+    """Render a camera/time path into uint8 frames per output.
+
+    Args:
+        model: a :class:`~kinfield.render.SceneModel`.
+        poses: ``[F, 4, 4]`` c2w; times: ``[F]``; intrinsics: ``[4]`` shared or ``[F, 4]`` per frame.
+        outputs: subset of :data:`VIDEO_OUTPUTS`. Depth uses one colour scale for the whole path
+            (percentiles of the visible depths over all frames).
+
+    Returns:
+        dict output name -> list of ``F`` uint8 ``[H, W, 3]`` arrays.
+    """
+    from tqdm.auto import tqdm
+
+    outputs = list(dict.fromkeys(outputs))
+    bad = [o for o in outputs if o not in VIDEO_OUTPUTS]
+    if bad:
+        raise ValueError(f"unknown output(s) {bad}; choose from {', '.join(VIDEO_OUTPUTS)}")
+    n = int(poses.shape[0])
+    if intrinsics.dim() == 1:
+        intrinsics = intrinsics[None].expand(n, 4)
+    decompose = "static" in outputs or "dynamic" in outputs
+    frames = {o: [] for o in outputs}
+    depths, opacities = [], []
+    was_training = model.training
+    model.eval()
+    try:
+        for i in tqdm(range(n), desc=desc, disable=not progress, unit="frame"):
+            out = model.render_image(poses[i], intrinsics[i], height, width, float(times[i]), background,
+                                     decompose=decompose)
+            for name, key in (("rgb", "rgb"), ("static", "rgb_static"), ("dynamic", "rgb_dynamic")):
+                if name in frames:
+                    frames[name].append((out[key].clamp(0, 1).cpu().numpy() * 255.0 + 0.5).astype(np.uint8))
+            if "depth" in frames:
+                depths.append(out["depth"].float().cpu().numpy())
+                opacities.append(out["opacity"].float().cpu().numpy())
+    finally:
+        model.train(was_training)
+    if "depth" in frames:
+        rng = depth_range(depths, opacities)
+        near, far = rng if rng is not None else (None, None)
+        frames["depth"] = [colorize_depth(d, o, near, far) for d, o in zip(depths, opacities)]
+    return frames

@@ -1,0 +1,51 @@
+"""Opening a finished (or interrupted) run directory for rendering, evaluation and export."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+import yaml
+
+from ..config import Config, from_flat_dict
+from ..render import SceneModel
+from .checkpoint import latest_checkpoint, load_checkpoint
+from .trainer import build_model, resolve_device
+
+
+@dataclass
+class LoadedRun:
+    cfg: Config
+    model: SceneModel
+    step: int
+    checkpoint: Path
+    run_dir: Path
+
+
+def load_run(run_dir, device: str = "auto", checkpoint: Optional[str] = None) -> LoadedRun:
+    """Rebuild the model of ``run_dir`` from its latest checkpoint (or ``checkpoint``).
+
+    Raises:
+        FileNotFoundError: with the fix, when the folder, its config or its checkpoints are missing.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run directory not found: {run_dir} (pass the --out folder of tools/train.py)")
+    path = Path(checkpoint) if checkpoint else latest_checkpoint(run_dir)
+    if path is None:
+        raise FileNotFoundError(f"no checkpoint in {run_dir / 'ckpts'}: train first (tools/train.py ... --out {run_dir})")
+    dev = resolve_device(device)
+    state = load_checkpoint(path, map_location=dev)
+    if "config" in state:
+        cfg = from_flat_dict(state["config"])
+    else:
+        cfg_path = run_dir / "config.yaml"
+        if not cfg_path.is_file():
+            raise FileNotFoundError(f"{cfg_path} is missing and {path} holds no config")
+        cfg = from_flat_dict(yaml.safe_load(cfg_path.read_text()))
+    frame_dt = float(state["model"].get("kinematic.frame_dt", torch.tensor(1.0)))
+    model = build_model(cfg, state["model"]["occupancy.aabb"].cpu(), frame_dt).to(dev)
+    model.load_state_dict(state["model"])
+    model.eval()
+    return LoadedRun(cfg=cfg, model=model, step=int(state["step"]), checkpoint=path, run_dir=run_dir)

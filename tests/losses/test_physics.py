@@ -1,0 +1,140 @@
+"""Physics residuals against fields whose answers are known in closed form."""
+import math
+
+import torch
+
+from kinfield.losses.physics import (
+    central_differences,
+    integrity_residuals,
+    material_derivative,
+    rigidity_terms,
+    transport_residual,
+)
+
+torch.manual_seed(0)
+OMEGA = torch.tensor([0.3, -1.1, 0.7])
+CENTRE = torch.tensor([0.1, 0.2, -0.3])
+
+
+def _cross(a, b):
+    return torch.cross(a.expand_as(b), b, dim=-1)
+
+
+def rotation_kinematics(x, t):
+    """Rigid rotation about CENTRE: v = w x r, a = w x (w x r), j = w x (w x (w x r)); [M, 9]."""
+    r = x - CENTRE
+    v = _cross(OMEGA, r)
+    a = _cross(OMEGA, v)
+    j = _cross(OMEGA, a)
+    return torch.cat([v, a, j], dim=-1)
+
+
+def points(n=64):
+    return torch.rand(n, 3) * 2 - 1, torch.rand(n) * 0.8 + 0.1
+
+
+def kin_derivs(fn, x, t, eps=1e-2):
+    d = central_differences(fn, x, t, eps, eps)
+    n = x.shape[0]
+    return d["value"].view(n, 3, 3), d["dt"].view(n, 3, 3), d["grad"].view(n, 3, 3, 3)
+
+
+def test_rigid_rotation_has_zero_divergence_and_strain_invariant():
+    x, t = points()
+    _, _, grad = kin_derivs(rotation_kinematics, x, t)
+    div, i2 = rigidity_terms(grad[:, 0])
+    assert div.abs().max() < 1e-5 and i2.abs().max() < 1e-5
+    # ...and the velocity gradient is the cross-product matrix [w]_x
+    wx = torch.tensor([[0, -OMEGA[2], OMEGA[1]], [OMEGA[2], 0, -OMEGA[0]], [-OMEGA[1], OMEGA[0], 0]])
+    torch.testing.assert_close(grad[:, 0], wx.expand(x.shape[0], 3, 3), atol=1e-4, rtol=0)
+
+
+def test_shear_and_expansion_are_not_rigid():
+    def expand(x, t):
+        return torch.cat([0.5 * x, torch.zeros(x.shape[0], 6)], dim=-1)
+
+    x, t = points(8)
+    _, _, grad = kin_derivs(expand, x, t)
+    div, i2 = rigidity_terms(grad[:, 0])
+    torch.testing.assert_close(div, torch.full((8,), 1.5), atol=1e-4, rtol=0)
+    torch.testing.assert_close(i2, torch.full((8,), 0.75), atol=1e-4, rtol=0)  # 3 * 0.5^2
+
+
+def test_rotation_kinematics_satisfy_integrity():
+    """Centripetal acceleration and its jerk are the material derivatives of a rigid rotation."""
+    x, t = points()
+    q, dq_dt, grad = kin_derivs(rotation_kinematics, x, t)
+    res = integrity_residuals(q, dq_dt, grad)
+    assert res.shape == (64, 2, 3)
+    assert res.abs().max() < 1e-4
+
+
+def test_uniform_acceleration_has_constant_a_and_zero_jerk():
+    v0, a0 = torch.tensor([0.4, -0.2, 1.0]), torch.tensor([0.0, 0.0, -3.0])
+
+    def projectile(x, t):
+        n = x.shape[0]
+        v = v0 + a0 * t[:, None]
+        return torch.cat([v, a0.expand(n, 3), torch.zeros(n, 3)], dim=-1)
+
+    x, t = points()
+    q, dq_dt, grad = kin_derivs(projectile, x, t)
+    assert integrity_residuals(q, dq_dt, grad).abs().max() < 1e-4
+    # a wrong acceleration is caught, with the exact size of the error
+    wrong = q.clone()
+    wrong[:, 1] = 0.0
+    torch.testing.assert_close(integrity_residuals(wrong, dq_dt, grad)[:, 0], -a0.expand(64, 3), atol=1e-4, rtol=0)
+
+
+def test_advected_density_has_zero_transport_residual():
+    v0 = torch.tensor([0.5, -0.3, 0.2])
+
+    def density(x, t):
+        c = torch.tensor([0.1, 0.0, -0.1]) + v0 * t[:, None]
+        return torch.exp(-((x - c) ** 2).sum(-1, keepdim=True) / 0.3)
+
+    x, t = points()
+    d = central_differences(density, x, t, 1e-3, 1e-3)
+    r = transport_residual(d["dt"][:, 0], d["grad"][:, 0], v0.expand(64, 3))
+    assert r.abs().max() < 1e-3
+    # the residual is not zero for a different velocity
+    r_bad = transport_residual(d["dt"][:, 0], d["grad"][:, 0], -v0.expand(64, 3))
+    assert r_bad.abs().max() > 0.1
+
+
+def test_finite_difference_material_derivative_matches_analytic():
+    def field(x, t):
+        X, Y, Z = x.unbind(-1)
+        return torch.stack([torch.sin(X) * torch.cos(t), Y * Y + t, X * Z * torch.exp(-t)], dim=-1)
+
+    x, t = points(32)
+    v = torch.randn(32, 3)
+    d = central_differences(field, x, t, 1e-3, 1e-3)
+    got = material_derivative(d["dt"], d["grad"], v)
+    X, Y, Z = x.unbind(-1)
+    dt = torch.stack([-torch.sin(X) * torch.sin(t), torch.ones_like(t), -X * Z * torch.exp(-t)], dim=-1)
+    grad = torch.zeros(32, 3, 3)
+    grad[:, 0, 0] = torch.cos(X) * torch.cos(t)
+    grad[:, 1, 1] = 2 * Y
+    grad[:, 2, 0] = Z * torch.exp(-t)
+    grad[:, 2, 2] = X * torch.exp(-t)
+    want = dt + torch.einsum("ncj,nj->nc", grad, v)
+    torch.testing.assert_close(got, want, atol=2e-3, rtol=1e-3)
+
+
+def test_probes_outside_the_box_are_invalid_and_time_is_clamped():
+    aabb = torch.tensor([-1.0, -1, -1, 1, 1, 1])
+    x = torch.tensor([[0.0, 0, 0], [0.995, 0, 0]])
+    t = torch.tensor([0.0, 1.0])
+    d = central_differences(lambda p, s: (p[:, :1] + 2 * s[:, None]), x, t, 0.01, 0.01, aabb)
+    assert d["valid"].tolist() == [True, False]
+    # one-sided differences at t = 0 and t = 1 still give the right derivative
+    torch.testing.assert_close(d["dt"][:, 0], torch.tensor([2.0, 2.0]))
+
+
+def test_gradients_flow_through_field_values_not_probe_positions():
+    w = torch.tensor(2.0, requires_grad=True)
+    x = torch.rand(4, 3, requires_grad=True)
+    d = central_differences(lambda p, s: w * p.sum(-1, keepdim=True) ** 2, x, torch.rand(4), 0.01, 0.01)
+    d["grad"].sum().backward()
+    assert x.grad is None and w.grad is not None and math.isfinite(float(w.grad))

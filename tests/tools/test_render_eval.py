@@ -1,0 +1,216 @@
+"""Video paths, depth colouring, video writing and the render / eval entry points."""
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import kinfield.render.video as video
+from kinfield.geometry.paths import (bullet_time_path, fixed_view_path, look_at, orbit_path, path_defaults,
+                                     spiral_path)
+from kinfield.render.video import colorize_depth, write_video
+
+REPO = Path(__file__).resolve().parents[2]
+try:
+    import imageio_ffmpeg  # noqa: F401
+
+    HAVE_FFMPEG = True
+except ImportError:
+    HAVE_FFMPEG = False
+
+
+def _unit(v):
+    return v / v.norm(dim=-1, keepdim=True)
+
+
+def _assert_rotations(poses, tol=1e-5):
+    rot = poses[:, :3, :3].double()
+    eye = torch.eye(3, dtype=torch.float64).expand_as(rot)
+    assert torch.allclose(rot.transpose(1, 2) @ rot, eye, atol=tol)
+    assert torch.allclose(torch.linalg.det(rot), torch.ones(rot.shape[0], dtype=torch.float64), atol=tol)
+    assert torch.equal(poses[:, 3], torch.tensor([0.0, 0.0, 0.0, 1.0]).expand(poses.shape[0], 4))
+
+
+def _hemisphere_poses(n=12, radius=4.0, target=(0.0, 0.0, 0.0), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    az = torch.rand(n, generator=g) * 2 * math.pi
+    el = torch.deg2rad(10 + 60 * torch.rand(n, generator=g))
+    t = torch.tensor(target)
+    eyes = t + radius * torch.stack([el.cos() * az.cos(), el.cos() * az.sin(), el.sin()], -1)
+    return torch.stack([look_at(e, t, (0, 0, 1)) for e in eyes])
+
+
+# ----------------------------------------------------------------------------------------- paths
+def test_look_at_orthonormal_and_aimed():
+    for eye, target, up in [((1, 2, 3), (0, 0, 0), (0, 0, 1)), ((0, 0, 5), (0, 0, 0), (0, 0, 1)),  # degenerate up
+                            ((-2, 0.5, 1), (0.3, -0.2, 0.1), (0, 1, 0))]:
+        m = look_at(eye, target, up)
+        assert m.shape == (4, 4) and m.dtype == torch.float32
+        _assert_rotations(m[None])
+        aim = _unit(torch.tensor(target, dtype=torch.float32) - torch.tensor(eye, dtype=torch.float32))
+        assert torch.allclose(-m[:3, 2], aim, atol=1e-6)
+        assert torch.allclose(m[:3, 3], torch.tensor(eye, dtype=torch.float32))
+    m = look_at((3, 0, 0), (0, 0, 0), (0, 0, 1))
+    assert m[2, 1] > 0.99  # camera y is world up: no roll
+
+
+@pytest.mark.parametrize("up", [(0.0, 0.0, 1.0), (0.2, 1.0, -0.1)])
+def test_orbit_looks_at_centre(up):
+    centre, radius, elev = torch.tensor([0.3, -0.2, 0.5]), 3.5, 25.0
+    poses, times = orbit_path(centre, radius, elev, 16, up=up)
+    assert poses.shape == (16, 4, 4) and times.shape == (16,)
+    _assert_rotations(poses)
+    eyes = poses[:, :3, 3]
+    aim = _unit(centre - eyes)
+    assert (-poses[:, :3, 2] - aim).abs().max() < 1e-5
+    assert torch.allclose((eyes - centre).norm(dim=-1), torch.full((16,), radius), atol=1e-5)
+    u = _unit(torch.tensor(up))
+    el = torch.rad2deg(torch.asin(((eyes - centre) @ u) / radius))
+    assert torch.allclose(el, torch.full((16,), elev), atol=1e-3)
+    assert times[0] == 0 and times[-1] == 1 and bool((times.diff() > 0).all())
+    # a full circle: azimuths evenly spaced, no repeated frame
+    assert torch.cdist(eyes, eyes).add(torch.eye(16) * 1e3).min() > 0.1
+
+
+def test_bullet_time_and_fixed_view():
+    poses, times = bullet_time_path((0, 0, 0), 4.0, 30.0, 5, time=0.37)
+    assert poses.shape == (5, 4, 4)
+    assert torch.allclose(times, torch.full((5,), 0.37))
+    pose = look_at((1, 2, 3), (0, 0, 0))
+    poses, times = fixed_view_path(pose, 4)
+    assert torch.equal(poses, pose.expand(4, 4, 4))
+    assert torch.allclose(times, torch.tensor([0.0, 1 / 3, 2 / 3, 1.0]))
+
+
+def test_path_defaults_recovers_centre():
+    target = (0.4, -0.3, 0.2)
+    ref = _hemisphere_poses(10, 4.0, target)
+    d = path_defaults(ref)
+    assert torch.allclose(d["center"], torch.tensor(target), atol=1e-4)
+    assert abs(d["radius"] - 4.0) < 1e-4
+    assert d["up"].shape == (3,) and abs(float(d["up"].norm()) - 1) < 1e-5 and d["up"][2] > 0.5
+    assert 10.0 <= d["elevation_deg"] <= 80.0
+    # parallel axes (one camera): origin fallback
+    one = path_defaults(ref[:1])
+    assert torch.equal(one["center"], torch.zeros(3))
+
+
+def test_spiral_finite():
+    for ref in (_hemisphere_poses(12), torch.stack([look_at((x, y, 4.0), (0, 0, 0), (0, 1, 0))
+                                                    for x in (-0.5, 0.0, 0.5) for y in (-0.3, 0.3)])):
+        poses, times = spiral_path(ref, 30)
+        assert poses.shape == (30, 4, 4) and bool(torch.isfinite(poses).all())
+        _assert_rotations(poses)
+        assert times[0] == 0 and times[-1] == 1
+        assert (poses[:, :3, 3] - poses[0, :3, 3]).norm(dim=-1).max() > 1e-3  # the camera moves
+    poses, _ = spiral_path(_hemisphere_poses(1), 5)
+    assert bool(torch.isfinite(poses).all())
+
+
+# ----------------------------------------------------------------------------------- video / depth
+def test_colorize_depth():
+    depth = torch.linspace(2.0, 6.0, 12 * 9).reshape(12, 9)
+    opacity = torch.ones(12, 9)
+    opacity[0] = 0.0
+    img = colorize_depth(depth, opacity)
+    assert img.shape == (12, 9, 3) and img.dtype == np.uint8
+    assert (img[0] == 0).all() and img[1:].max() > 0
+    assert not np.array_equal(img[1, 0], img[-1, -1])  # near and far get different colours
+    fixed = colorize_depth(depth.numpy(), None, near=2.0, far=6.0)
+    assert fixed.shape == (12, 9, 3) and fixed.dtype == np.uint8
+    assert (colorize_depth(depth, torch.zeros(12, 9)) == 0).all()
+
+
+def _frames(n=4, h=15, w=21):
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def test_write_video_mp4(tmp_path):
+    pytest.importorskip("imageio_ffmpeg")
+    out = write_video(_frames(), tmp_path / "v.mp4", fps=10)  # odd size: padded to even
+    assert out == tmp_path / "v.mp4" and out.stat().st_size > 0
+
+
+def test_write_video_fallbacks(tmp_path, monkeypatch):
+    def boom(*a, **k):
+        raise RuntimeError("no ffmpeg here")
+
+    monkeypatch.setattr(video, "_write_mp4", boom)
+    out = write_video(_frames(), tmp_path / "v.mp4", fps=10)
+    assert out == tmp_path / "v.gif" and out.stat().st_size > 0
+    monkeypatch.setattr(video, "_write_gif", boom)
+    out = write_video(_frames(3), tmp_path / "w.mp4", fps=10)
+    assert out == tmp_path / "w" and sorted(p.name for p in out.iterdir()) == ["0000.png", "0001.png", "0002.png"]
+
+
+# --------------------------------------------------------------------------------------- end to end
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    from kinfield.cli import main_train
+    from kinfield.data.synthetic import PRESETS, write_scene
+
+    root = tmp_path_factory.mktemp("render_eval")
+    scene = write_scene(PRESETS["tiny"], root / "scene")
+    run = root / "run"
+    code = main_train([str(scene), str(REPO / "configs" / "debug.yaml"), "--out", str(run), "--device", "cpu",
+                       "--resume", "none", "--iters", "4", "--train_eval_split", ""])
+    assert code == 0
+    return run
+
+
+def test_render_orbit_and_test(trained_run, capsys):
+    from kinfield.cli import main_render
+
+    out = trained_run / "vids"
+    code = main_render([str(trained_run), "--path", "orbit", "--frames", "3", "--outputs", "rgb,depth,static,dynamic",
+                        "--device", "cpu", "--out", str(out), "--no-progress"])
+    assert code == 0
+    for o in ("rgb", "depth", "static", "dynamic"):
+        files = list(out.glob(f"orbit_{o}.*"))
+        assert len(files) == 1 and files[0].stat().st_size > 0
+        if HAVE_FFMPEG:
+            assert files[0].suffix == ".mp4"
+    printed = json.loads(capsys.readouterr().out)
+    assert set(printed) == {"rgb", "depth", "static", "dynamic"}
+
+    code = main_render([str(trained_run), "--path", "test", "--outputs", "rgb", "--device", "cpu", "--no-progress"])
+    assert code == 0
+    pngs = sorted((trained_run / "videos" / "test" / "rgb").glob("*.png"))
+    assert [p.name for p in pngs] == ["000.png", "001.png"]  # the tiny scene has 2 test views
+    assert list((trained_run / "videos").glob("test_rgb.*"))
+
+
+def test_eval_writes_metrics(trained_run, capsys):
+    from kinfield.cli import main_eval
+
+    code = main_eval([str(trained_run), "--device", "cpu", "--no-progress"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    metrics = json.loads((trained_run / "metrics.json").read_text())["test"]
+    for m in (summary, metrics):
+        assert math.isfinite(m["psnr"]) and math.isfinite(m["ssim"]) and m["n_images"] == 2
+        assert m["lpips"] is None and "31" in m["lpips_note"]  # 16x16 images: too small for AlexNet, says why
+    assert (trained_run / "metrics_test.csv").is_file()
+    assert len(list((trained_run / "renders" / "test").glob("*.png"))) == 2
+
+
+def test_missing_run_dir(tmp_path, capsys):
+    from kinfield.cli import main_eval, main_render
+
+    missing = tmp_path / "no_such_run"
+    assert main_render([str(missing), "--path", "orbit", "--device", "cpu"]) == 2
+    assert str(missing) in capsys.readouterr().err
+    assert main_eval([str(missing), "--device", "cpu"]) == 2
+    assert str(missing) in capsys.readouterr().err
+
+
+def test_bad_view_and_split(trained_run, capsys):
+    from kinfield.cli import main_render
+
+    assert main_render([str(trained_run), "--path", "fixed-view", "--view", "99", "--device", "cpu"]) == 2
+    assert "--view 99" in capsys.readouterr().err
+    assert main_render([str(trained_run), "--path", "test", "--split", "nope", "--device", "cpu"]) == 2
+    assert "'nope'" in capsys.readouterr().err
