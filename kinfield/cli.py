@@ -222,3 +222,113 @@ def main_eval(argv: List[str]) -> int:
                              progress=not args.no_progress, extra=extra)
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def main_export(argv: List[str]) -> int:
+    """``tools/export_trajectories.py``: 3-D tracks through the kinematic field of a run."""
+    import argparse
+    from pathlib import Path
+
+    import numpy as np
+
+    from .data import DatasetError
+    from .motion import compute_trajectories, parse_times, read_points, sample_dynamic_points, write_trajectories
+
+    setup_logging()
+    p = argparse.ArgumentParser(
+        prog="tools/export_trajectories.py",
+        description="Integrate points through a run's kinematic field (RK4, forward and backward from --time) and "
+                    "write positions, velocity, acceleration and jerk per time (world units per unit dataset time).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("run_dir", help="run folder (the --out of tools/train.py)")
+    p.add_argument("--points", default=None, help="N x 3 world points at --time (.npy or .txt); default: sample "
+                                                  "visible dynamic points from a rendered depth")
+    p.add_argument("--time", type=float, default=0.5, help="time T0 of the query points (dataset time, [0, 1])")
+    p.add_argument("--times", default="train", help="output times: 'train', a count N, or t1,t2,...")
+    p.add_argument("--out", default=None, help="output file (default RUN_DIR/motion/tracks.<format>)")
+    p.add_argument("--format", default=None, choices=["npz", "ply", "json", "csv"], help="default: from --out suffix, else npz")
+    p.add_argument("--n-points", type=int, default=256, help="points sampled when --points is not given")
+    p.add_argument("--view", type=int, default=0, help="train camera used to sample points")
+    p.add_argument("--substeps", type=int, default=4, help="RK4 steps per frame interval")
+    p.add_argument("--scene", default=None, help="scene (default: the run config's); needed for --times train and sampling")
+    p.add_argument("--downscale", type=float, default=None)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--checkpoint", default=None)
+    args = p.parse_args(argv)
+    if not 0.0 <= args.time <= 1.0:
+        print(f"error: --time {args.time} is outside [0, 1]", file=sys.stderr)
+        return 2
+    run, code = _open_run(args)
+    if run is None:
+        return code
+    if run.model.kinematic is None:
+        print(f"error: {run.run_dir} was trained without the kinematic field (--kin_enabled false)", file=sys.stderr)
+        return 2
+    need_scene = args.points is None or args.times == "train"
+    scene = None
+    try:
+        if need_scene:
+            scene = _load_run_scene(run.cfg, args.scene, args.downscale, ["train"])
+        times = parse_times(args.times, scene)
+        if args.points is not None:
+            points = read_points(args.points)
+        else:
+            sp = scene.split("train")
+            v = max(0, min(args.view, sp.num_frames - 1))
+            points = sample_dynamic_points(run.model, sp.poses[v], sp.intrinsics[v], sp.height, sp.width, args.time,
+                                           args.n_points, scene.background)
+    except (DatasetError, KeyError, ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
+        return 2
+    traj = compute_trajectories(run.model, points, args.time, np.asarray(times), substeps=args.substeps)
+    fmt = args.format or (Path(args.out).suffix.lstrip(".") if args.out else "npz") or "npz"
+    out = Path(args.out) if args.out else Path(run.run_dir) / "motion" / f"tracks.{fmt}"
+    path = write_trajectories(traj, out, fmt)
+    T, N, _ = traj["positions"].shape
+    print(json.dumps({"written": str(path), "n_points": N, "n_times": T, "query_time": args.time}, indent=2))
+    return 0
+
+
+def main_eval_motion(argv: List[str]) -> int:
+    """``tools/eval_motion.py``: score a run's motion against a synthetic scene's exact ground truth."""
+    import argparse
+    from pathlib import Path
+
+    from .motion import score_against_ground_truth
+
+    setup_logging()
+    p = argparse.ArgumentParser(prog="tools/eval_motion.py",
+                                description="Trajectory end-point error and v/a/j errors against motion_gt.npz; "
+                                            "merged into RUN_DIR/metrics.json under 'motion'.")
+    p.add_argument("run_dir")
+    p.add_argument("--gt", default=None, help="motion_gt.npz (default: <the run's scene>/motion_gt.npz)")
+    p.add_argument("--substeps", type=int, default=4)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--checkpoint", default=None)
+    args = p.parse_args(argv)
+    run, code = _open_run(args)
+    if run is None:
+        return code
+    gt = Path(args.gt) if args.gt else Path(run.cfg.data.scene) / "motion_gt.npz"
+    if not gt.is_file():
+        print(f"error: ground-truth file not found: {gt} (scenes from tools/make_scene.py have one; pass --gt)",
+              file=sys.stderr)
+        return 2
+    if run.model.kinematic is None:
+        print(f"error: {run.run_dir} was trained without the kinematic field", file=sys.stderr)
+        return 2
+    scores = score_against_ground_truth(run.model, gt, substeps=args.substeps)
+    scores["step"] = run.step
+    metrics_path = Path(run.run_dir) / "metrics.json"
+    metrics = {}
+    if metrics_path.is_file():
+        try:
+            metrics = json.loads(metrics_path.read_text())
+        except json.JSONDecodeError:
+            pass
+    metrics["motion"] = scores
+    tmp = metrics_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(metrics, indent=2))
+    tmp.replace(metrics_path)
+    print(json.dumps(scores, indent=2))
+    return 0

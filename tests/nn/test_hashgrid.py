@@ -188,11 +188,11 @@ def test_level_layout_matches_reference_rules(dim, cfg):
 
 # ---------------------------------------------------------------------------------------- (b) lookup
 # Tolerances, relative to the largest feature magnitude (params are U(-1, 1) here):
-#   gather path: float32 weights, 1e-6;
+#   gather path: float32 weights; measured <= 1.4e-7, asserted 1e-6;
 #   volume path: grid_sample rebuilds the vertex coordinate from [-1, 1] in float32 (error ~ res * eps,
-#   and in 4D ~ (res+1)^2 * eps along the folded time*depth axis); measured max errors ~1e-6 (3D) and
-#   ~6e-6 (4D), asserted at 1e-5 and 5e-5.
-TOL = {("gather", 3): 1e-6, ("gather", 4): 1e-6, ("volume", 3): 1e-5, ("volume", 4): 5e-5}
+#   in 4D ~ (res+1)^2 * eps along the folded time*depth axis); measured max 1.4e-6 (3D) and 1.3e-5
+#   (4D), asserted at 5e-6 and 5e-5.
+TOL = {("gather", 3): 1e-6, ("gather", 4): 1e-6, ("volume", 3): 5e-6, ("volume", 4): 5e-5}
 
 
 @pytest.mark.parametrize("dim,cfg", [(3, CFG_B), (3, CFG_A), (4, CFG_B)])
@@ -253,9 +253,9 @@ def test_gradients_of_both_strategies_agree(dim, cfg):
         (encode(x, p, dim, cfg, limit) * up).sum().backward()
         grads.append((p.grad, x.grad))
     (gp0, gx0), (gp1, gx1) = grads
+    # measured: params 2.1e-6, x 1.3e-5 (4D; 3D about 10x less)
     assert (gp0 - gp1).abs().max() / gp0.abs().max() < 1e-5
-    # d/dx carries a factor scale (up to 15 here): compare relative to its magnitude
-    assert (gx0 - gx1).abs().max() / gx0.abs().max() < 1e-4
+    assert (gx0 - gx1).abs().max() / gx0.abs().max() < 5e-5
 
 
 def _off_border_points(dim, cfg, n, seed):

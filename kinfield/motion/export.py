@@ -1,0 +1,167 @@
+"""Trajectory export: query points, time lists, and npz / ply / json / csv writers."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+
+from ..data import Scene
+from ..render import SceneModel
+from .trajectory import integrate, kinematics_along
+
+
+def read_points(path) -> np.ndarray:
+    """``[N, 3]`` points from a ``.npy`` or whitespace/comma separated text file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"points file not found: {path} (give an N x 3 .npy or .txt file)")
+    try:
+        pts = np.load(path) if path.suffix == ".npy" else np.loadtxt(path, delimiter=None if "," not in path.read_text()[:200] else ",", ndmin=2)
+    except Exception as exc:
+        raise ValueError(f"cannot read points from {path}: {exc} (expected N x 3 numbers)") from exc
+    pts = np.asarray(pts, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[1] != 3 or pts.shape[0] == 0:
+        raise ValueError(f"{path} holds an array of shape {pts.shape}; expected N x 3 points (N >= 1)")
+    if not np.isfinite(pts).all():
+        raise ValueError(f"{path} holds non-finite coordinates")
+    return pts
+
+
+def parse_times(spec: str, scene: Optional[Scene]) -> np.ndarray:
+    """``train`` (the train frame times), ``N`` (N evenly spaced in [0, 1]) or ``t1,t2,...``."""
+    spec = str(spec).strip()
+    if spec == "train":
+        if scene is None:
+            raise ValueError("--times train needs the scene (pass --scene)")
+        return np.unique(scene.split("train").times.numpy().astype(np.float64))
+    if spec.isdigit():
+        n = int(spec)
+        if n < 1:
+            raise ValueError("--times N needs N >= 1")
+        return np.linspace(0.0, 1.0, n)
+    try:
+        times = np.array([float(v) for v in spec.split(",") if v.strip()], dtype=np.float64)
+    except ValueError as exc:
+        raise ValueError(f"--times {spec!r}: expected 'train', a count, or comma separated times") from exc
+    if times.size == 0 or not np.all((times >= 0) & (times <= 1)):
+        raise ValueError(f"--times {spec!r}: times must be in [0, 1]")
+    return times
+
+
+@torch.no_grad()
+def sample_dynamic_points(model: SceneModel, c2w: torch.Tensor, intrinsics: torch.Tensor, height: int, width: int,
+                          time: float, n_points: int, background, seed: int = 0) -> np.ndarray:
+    """Visible points on the dynamic part of the scene: back-projected depth where the dynamic field dominates.
+
+    Returns:
+        ``[n, 3]`` world points (``n <= n_points``).
+    """
+    from ..geometry import image_rays
+
+    out = model.render_image(c2w, intrinsics, height, width, time, background, decompose=True)
+    dev = model.aabb.device
+    origins, dirs = image_rays(c2w.to(dev), intrinsics.to(dev), height, width)
+    keep = ((out["opacity"] > 0.5) & (out["dynamic_share"] > 0.5)).reshape(-1)
+    idx = torch.nonzero(keep)[:, 0]
+    if idx.numel() == 0:
+        raise RuntimeError(f"no visible dynamic content at time {time} from this view; pick another --view/--time "
+                           "or pass --points")
+    g = torch.Generator().manual_seed(seed)
+    idx = idx[torch.randperm(idx.numel(), generator=g)[:n_points].to(idx.device)]
+    pts = origins[idx] + dirs[idx] * out["depth"].reshape(-1)[idx, None]
+    return pts.cpu().numpy().astype(np.float64)
+
+
+@torch.no_grad()
+def compute_trajectories(model: SceneModel, points: np.ndarray, query_time: float, times: np.ndarray,
+                         substeps: int = 4, frame_dt: Optional[float] = None, chunk: int = 65536) -> Dict[str, np.ndarray]:
+    """Integrate ``points`` (at ``query_time``) through the kinematic field and sample v, a, j along the tracks.
+
+    Returns:
+        dict with ``times [T]``, ``positions``, ``velocity``, ``acceleration``, ``jerk`` ``[T, N, 3]``
+        (world units per unit of dataset time, powers 1, 2, 3), ``query_points [N, 3]``, ``query_time``.
+    """
+    kin = model.kinematic
+    if kin is None:
+        raise RuntimeError("this run has no kinematic field (trained with --kin_enabled false)")
+    kin.set_active_orders(kin.order)  # export the full model, whatever the training curriculum did last
+    dev = model.aabb.device
+    dt = float(frame_dt if frame_dt is not None else kin.frame_dt)
+    x0 = torch.as_tensor(points, dtype=torch.float32, device=dev)
+    tt = torch.as_tensor(times, dtype=torch.float32, device=dev)
+
+    def vel(x, t):
+        return kin(x, t)[:, 0]
+
+    pos = torch.cat([integrate(vel, x0[i : i + chunk], float(query_time), tt, dt / substeps)
+                     for i in range(0, x0.shape[0], chunk)], dim=1)
+    kin_along = kinematics_along(kin.kinematics, pos, tt)
+    out = {"times": times.astype(np.float32), "positions": pos.cpu().numpy(), "query_points": np.asarray(points, np.float32),
+           "query_time": np.float32(query_time)}
+    out.update({k: v.cpu().numpy() for k, v in kin_along.items()})
+    return out
+
+
+def write_trajectories(traj: Dict[str, np.ndarray], path, fmt: Optional[str] = None) -> Path:
+    """Write trajectories as ``npz`` (all arrays), ``ply`` (points coloured by track, one vertex per
+    (time, track)), ``json`` or ``csv`` (one row per time and track). The format defaults to the suffix."""
+    path = Path(path)
+    fmt = (fmt or path.suffix.lstrip(".") or "npz").lower()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    T, N, _ = traj["positions"].shape
+    if fmt == "npz":
+        np.savez_compressed(path, **traj)
+    elif fmt == "json":
+        path.write_text(json.dumps({k: (v.tolist() if isinstance(v, np.ndarray) else float(v)) for k, v in traj.items()}))
+    elif fmt == "csv":
+        rows = ["time,track,x,y,z,vx,vy,vz,ax,ay,az,jx,jy,jz"]
+        for ti in range(T):
+            for n in range(N):
+                vals = [*traj["positions"][ti, n], *traj["velocity"][ti, n], *traj["acceleration"][ti, n], *traj["jerk"][ti, n]]
+                rows.append(f"{traj['times'][ti]:.6f},{n}," + ",".join(f"{v:.6g}" for v in vals))
+        path.write_text("\n".join(rows) + "\n")
+    elif fmt == "ply":
+        rng = np.random.default_rng(0)
+        colours = (rng.random((N, 3)) * 200 + 55).astype(np.uint8)
+        lines = ["ply", "format ascii 1.0", f"element vertex {T * N}", "property float x", "property float y",
+                 "property float z", "property uchar red", "property uchar green", "property uchar blue",
+                 "property float time", "property int track", "end_header"]
+        for ti in range(T):
+            for n in range(N):
+                x, y, z = traj["positions"][ti, n]
+                r, g, b = colours[n]
+                lines.append(f"{x:.6f} {y:.6f} {z:.6f} {r} {g} {b} {traj['times'][ti]:.6f} {n}")
+        path.write_text("\n".join(lines) + "\n")
+    else:
+        raise ValueError(f"unknown trajectory format {fmt!r} (npz, ply, json, csv)")
+    return path
+
+
+def score_against_ground_truth(model: SceneModel, gt_path, substeps: int = 4) -> Dict[str, float]:
+    """Trajectory end-point error and v/a/j errors against a synthetic scene's ``motion_gt.npz``.
+
+    Tracks start at the GT query points at the GT query time and are integrated through the field
+    to every GT time; the end-point error is the mean over all times and points of the distance to
+    the true position. Velocity/acceleration/jerk errors compare the field at the TRUE positions with
+    the true values (relative error = mean |pred - gt| / mean |gt|).
+    """
+    gt = np.load(gt_path, allow_pickle=False)
+    gt_times = gt["times"].astype(np.float64)
+    traj = compute_trajectories(model, gt["query_points"], float(gt["query_time"]), gt_times, substeps=substeps)
+    err = np.linalg.norm(traj["positions"] - gt["positions"], axis=-1)  # [T, N]
+    dev = model.aabb.device
+    P = torch.as_tensor(gt["positions"], dtype=torch.float32, device=dev)
+    at_true = kinematics_along(model.kinematic.kinematics, P, torch.as_tensor(gt_times, dtype=torch.float32, device=dev))
+    out = {"epe_mean": float(err.mean()), "epe_final": float(err[np.argmax(np.abs(gt_times - float(gt["query_time"])))].mean()),
+           "epe_max": float(err.max()), "n_points": int(err.shape[1]), "n_times": int(err.shape[0])}
+    for name in ("velocity", "acceleration", "jerk"):
+        pred = at_true[name].cpu().numpy()
+        true = gt[name]
+        num = np.linalg.norm(pred - true, axis=-1).mean()
+        den = np.linalg.norm(true, axis=-1).mean()
+        out[f"{name}_abs_err"] = float(num)
+        out[f"{name}_rel_err"] = float(num / den) if den > 1e-9 else float("nan")
+    return out
