@@ -125,6 +125,7 @@ def build_parser(description: str = "kinfield") -> configargparse.ArgumentParser
         description=description,
         config_file_parser_class=configargparse.YAMLConfigFileParser,
         formatter_class=configargparse.ArgumentDefaultsHelpFormatter,
+        allow_abbrev=False,  # else a truncated key (``train_ray: 64``) silently sets ``train_rays``
     )
     p.add_argument("-c", "--config", is_config_file=True, help="YAML config file")
     defaults = Config()
@@ -136,7 +137,7 @@ def build_parser(description: str = "kinfield") -> configargparse.ArgumentParser
             value = getattr(value, name)
         nargs = None
         if isinstance(value, (tuple, list)):
-            nargs = "+"
+            nargs = "+" if value else "*"  # an empty default must re-parse from save_config's ``[]``
             g.add_argument(f"--{key}", type=_arg_type(typing.get_args(tp)[0] if typing.get_args(tp) else float),
                            nargs=nargs, default=list(value), help=f.metadata.get("help", " "))
         else:

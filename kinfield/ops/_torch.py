@@ -53,6 +53,8 @@ def hash_grid_encode(
     """
     n, dim = x.shape
     n_levels = int(resolutions.shape[0])
+    if n == 0:  # e.g. a chunk of rays that all miss the occupied cells
+        return params.new_zeros(0, n_levels * n_features) + 0.0 * params.sum()
     res_list = [int(r) for r in resolutions.tolist()]
     # A volume costs ~(res+1)^D table reads, the gather path ~N 2^D (measured break-even on CPU).
     limit = min(volume_limit, n * 2**dim)

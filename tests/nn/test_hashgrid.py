@@ -352,3 +352,13 @@ def test_auto_backend_on_cpu_is_the_torch_encoding():
     torch.testing.assert_close(enc(torch.tensor([[1.5, -0.5, 2.0, 1.0]])), enc(torch.tensor([[1.0, 0.0, 1.0, 1.0]])))
     out.sum().backward()
     assert enc.params.grad is not None and torch.isfinite(enc.params.grad).all()
+
+
+def test_empty_input_gives_empty_features_with_gradient_path():
+    from kinfield.nn.hashgrid import HashGrid, HashGridConfig
+
+    g = HashGrid(4, HashGridConfig(n_levels=3, log2_hashmap_size=10))
+    out = g(torch.zeros(0, 4))
+    assert out.shape == (0, 6)
+    out.sum().backward()  # no crash, zero gradient
+    assert float(g.params.grad.abs().sum()) == 0.0

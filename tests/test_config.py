@@ -1,0 +1,125 @@
+"""Tests of the flat configuration (kinfield.config): shipped files, precedence, errors, round trip."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kinfield.config import (
+    Config,
+    TrainConfig,
+    from_flat_dict,
+    parse_args,
+    parse_train_args,
+    save_config,
+    to_flat_dict,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+
+
+def test_configs_folder_is_not_empty():
+    assert len(CONFIGS) >= 2
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_config_parses_and_every_key_takes_effect(path):
+    cfg = parse_args(["--config", str(path)])
+    assert isinstance(cfg, Config)
+    flat = to_flat_dict(cfg)
+    for key, value in (yaml.safe_load(path.read_text()) or {}).items():
+        assert key in flat, f"{path.name}: {key} is not an option"
+        got = flat[key]
+        if isinstance(value, list):
+            assert [type(v)(g) for g, v in zip(got, value)] == value
+        else:
+            assert got == value or got == type(got)(value), f"{path.name}: {key}"
+
+
+def test_unknown_key_in_file_is_an_error(tmp_path, capsys):
+    f = tmp_path / "bad.yaml"
+    f.write_text("iters: 3\nnot_an_option: 1\n")
+    with pytest.raises(SystemExit) as exc:
+        parse_args(["--config", str(f)])
+    assert exc.value.code == 2
+    assert "not_an_option" in capsys.readouterr().err
+
+
+def test_truncated_key_is_not_taken_as_an_abbreviation(tmp_path, capsys):
+    f = tmp_path / "typo.yaml"
+    f.write_text("train_ray: 64\n")  # prefix of train_rays / train_max_rays...: must not set train_rays
+    with pytest.raises(SystemExit):
+        parse_args(["--config", str(f)])
+    assert "train_ray" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_args(["--iter", "7"])
+
+
+def test_unknown_option_on_command_line_is_an_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        parse_args(["--no_such_option", "1"])
+    assert exc.value.code == 2
+    assert "no_such_option" in capsys.readouterr().err
+
+
+def test_precedence_cli_over_file_over_default(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("iters: 40\ntrain_rays: 128\nbackground: [0.0, 0.0, 0.0]\ntrain_progress: false\n")
+    cfg = parse_args(["--config", str(f), "--iters", "7", "--background", "0.5", "0.25", "1"])
+    assert cfg.train.iters == 7  # command line beats the file
+    assert cfg.data.background == (0.5, 0.25, 1.0)
+    assert cfg.train.rays == 128 and cfg.train.progress is False  # file beats the default
+    assert cfg.train.lr_grid == TrainConfig().lr_grid  # default where neither says
+    assert cfg.static.grid.n_levels == Config().static.grid.n_levels
+    assert parse_args([]) == Config()  # no file, no options: the dataclass defaults
+
+
+def test_typed_values():
+    cfg = parse_args(["--train_progress", "no", "--static_grid_per_level_scale", "1.25", "--render_chunk", "64"])
+    assert cfg.train.progress is False
+    assert cfg.static.grid.per_level_scale == 1.25 and isinstance(cfg.render.chunk, int)
+    with pytest.raises(SystemExit):
+        parse_args(["--train_progress", "maybe"])
+    with pytest.raises(SystemExit):
+        parse_args(["--iters", "2.5"])
+
+
+def test_save_config_round_trip(tmp_path):
+    cfg = parse_args(["--config", str(REPO / "configs" / "debug.yaml"), "--scene", "some/scene", "--iters", "11",
+                      "--background", "0", "0.5", "1", "--train_progress", "false", "--render_step_size", "0.0125",
+                      "--train_eval_split", ""])
+    with_list = parse_args(["--kin_transport_decay_milestones", "100", "200"])
+    # Config() holds an empty tuple option (kin_transport_decay_milestones), saved as ``[]``
+    for i, c in enumerate([cfg, Config(), with_list]):
+        path = tmp_path / f"config{i}.yaml"
+        save_config(c, path)
+        assert parse_args(["--config", str(path)]) == c
+        assert from_flat_dict(yaml.safe_load(path.read_text())) == c
+    assert with_list.kin.transport_decay_milestones == (100, 200)
+    with pytest.raises(KeyError):
+        from_flat_dict({"no_such_key": 1})
+
+
+@pytest.mark.parametrize("argv", [[], ["scene_only"], ["--iters", "3"], ["scene", "--iters", "3"]])
+def test_parse_train_args_usage_error(argv):
+    with pytest.raises(SystemExit) as exc:
+        parse_train_args(argv)
+    assert str(exc.value.code).startswith("usage: python tools/train.py SCENE CONFIG")
+
+
+def test_config_file_not_found(tmp_path, capsys):
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(SystemExit) as exc:
+        parse_train_args(["scene", str(missing)])
+    assert "config file not found" in str(exc.value.code) and str(missing) in str(exc.value.code)
+    with pytest.raises(SystemExit) as exc:
+        parse_args(["--config", str(missing)])
+    assert exc.value.code == 2 and str(missing) in capsys.readouterr().err
+
+
+def test_parse_train_args_takes_scene_and_overrides():
+    cfg = parse_train_args(["my/scene", str(REPO / "configs" / "debug.yaml"), "--iters", "3"])
+    assert cfg.data.scene == "my/scene" and cfg.train.iters == 3
+    assert cfg.static.grid.n_levels == 4  # from debug.yaml

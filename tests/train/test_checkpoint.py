@@ -1,0 +1,213 @@
+"""Tests of checkpoints (kinfield.train.checkpoint) and of resuming a Trainer from them."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from kinfield.config import parse_args
+from kinfield.data.synthetic import PRESETS, write_scene
+from kinfield.geometry import pixel_rays
+from kinfield.train import Trainer
+from kinfield.train.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+
+REPO = Path(__file__).resolve().parents[2]
+# a few rays per step: every step is a real step of the debug config, just cheaper
+FAST = ["--train_rays", "64", "--train_min_rays", "64", "--train_target_samples", "0"]
+
+
+@pytest.fixture(scope="module")
+def tiny_scene(tmp_path_factory) -> Path:
+    return write_scene(PRESETS["tiny"], tmp_path_factory.mktemp("tiny") / "scene")
+
+
+def make_cfg(scene, out, iters, *extra):
+    return parse_args(["--config", str(REPO / "configs" / "debug.yaml"), "--scene", str(scene), "--out", str(out),
+                       "--device", "cpu", "--iters", str(iters), "--train_eval_split", "", *FAST, *extra])
+
+
+def assert_same_tree(a, b, path="state"):
+    """Recursive exact equality of nested dicts / lists / tensors."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), path
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and set(a) == set(b), path
+        for k in a:
+            assert_same_tree(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same_tree(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, path
+
+
+def fixed_rays(trainer):
+    """32 fixed pixels of the training split: ``origins, dirs, times``."""
+    g = torch.Generator().manual_seed(123)
+    split = trainer.train_split
+    h, w = split.height, split.width
+    frame = torch.randint(0, split.num_frames, (32,), generator=g)
+    rows, cols = torch.randint(0, h, (32,), generator=g), torch.randint(0, w, (32,), generator=g)
+    o, d = pixel_rays(split.poses[frame], split.intrinsics[frame], rows, cols)
+    return o, d, split.times[frame]
+
+
+def steps(trainer, n):
+    for _ in range(n):
+        trainer.train_step()
+        trainer.step += 1
+
+
+# --------------------------------------------------------------------------------- save / load
+def test_save_load_restores_outputs_and_optimizer(tiny_scene, tmp_path):
+    a = Trainer(make_cfg(tiny_scene, tmp_path / "a", 4))
+    steps(a, 2)  # non-trivial Adam moments, occupancy grid, ray count
+    path = a.save()
+    assert path == tmp_path / "a" / "ckpts" / "ckpt_0000002.pt"
+    b = Trainer(make_cfg(tiny_scene, tmp_path / "b", 4, "--seed", "1"))  # other init: loading must overwrite it
+    o, d, t = fixed_rays(a)
+    bg = torch.ones(3)
+    assert not torch.equal(a.model.render_rays(o, d, t, bg)["rgb"], b.model.render_rays(o, d, t, bg)["rgb"])
+    b.load_state_dict(load_checkpoint(path))
+    assert b.step == 2 and b.n_rays == a.n_rays
+    assert_same_tree(a.model.state_dict(), b.model.state_dict())
+    assert_same_tree(a.optimizer.state_dict(), b.optimizer.state_dict())
+    assert_same_tree(a.scheduler.state_dict(), b.scheduler.state_dict())
+    with torch.no_grad():
+        ra, rb = a.model.render_rays(o, d, t, bg), b.model.render_rays(o, d, t, bg)
+    for k in ("rgb", "depth", "opacity"):
+        assert torch.equal(ra[k], rb[k]), k
+    # and they keep training identically: b's batch generator came from the checkpoint; the global
+    # torch RNG (set by load_state_dict to the saved state) is shared by both trainers in this process
+    rng = torch.get_rng_state()
+    assert torch.equal(rng, load_checkpoint(path)["rng"]["torch"])
+    steps(a, 1)
+    torch.set_rng_state(rng)
+    steps(b, 1)
+    assert_same_tree(a.model.state_dict(), b.model.state_dict())
+
+
+def test_atomic_write_and_names(tmp_path):
+    p = save_checkpoint(tmp_path, 3, {"model": {"w": torch.arange(4)}})
+    assert p.name == "ckpt_0000003.pt" and p.is_file()
+    assert sorted(x.name for x in (tmp_path / "ckpts").iterdir()) == ["ckpt_0000003.pt"]  # no .tmp left
+    state = load_checkpoint(p)
+    assert state["step"] == 3 and state["format_version"] == 1 and torch.equal(state["model"]["w"], torch.arange(4))
+
+
+def test_crash_while_writing_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    good = save_checkpoint(tmp_path, 2, {"x": 1})
+
+    def broken_save(obj, f, *a, **k):
+        Path(f).write_bytes(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError):
+        save_checkpoint(tmp_path, 4, {"x": 2})
+    monkeypatch.undo()
+    assert not (tmp_path / "ckpts" / "ckpt_0000004.pt").exists()
+    assert latest_checkpoint(tmp_path) == good and list_checkpoints(tmp_path) == [good]  # the .tmp is ignored
+    assert load_checkpoint(good)["x"] == 1
+
+
+def test_keep_prunes_oldest(tmp_path):
+    for s in (1, 2, 10, 3):
+        save_checkpoint(tmp_path, s, {}, keep=2)
+    # numeric order, not write order: after saving 3, the newest two are 3 and 10
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["ckpt_0000003.pt", "ckpt_0000010.pt"]
+    for s in (20, 21, 22):
+        save_checkpoint(tmp_path, s, {}, keep=0)  # 0 keeps everything
+    assert len(list_checkpoints(tmp_path)) == 5
+    assert latest_checkpoint(tmp_path).name == "ckpt_0000022.pt"
+    assert latest_checkpoint(tmp_path / "nothing_here") is None
+
+
+def test_corrupt_or_foreign_checkpoint_is_a_clear_error(tmp_path):
+    good = save_checkpoint(tmp_path, 1, {"model": {"w": torch.zeros(1000)}})
+    bad = tmp_path / "ckpts" / "ckpt_0000005.pt"
+    bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])  # truncated
+    with pytest.raises(RuntimeError, match="ckpt_0000005.pt"):
+        load_checkpoint(bad)
+    bad.write_bytes(b"\x00garbage")
+    with pytest.raises(RuntimeError, match="ckpt_0000005.pt"):
+        load_checkpoint(bad)
+    foreign = tmp_path / "foreign.pt"
+    torch.save([1, 2, 3], foreign)
+    with pytest.raises(RuntimeError, match="foreign.pt.*not a kinfield checkpoint"):
+        load_checkpoint(foreign)
+    newer = tmp_path / "newer.pt"
+    torch.save({"format_version": 99, "step": 0}, newer)
+    with pytest.raises(RuntimeError, match="format 99"):
+        load_checkpoint(newer)
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_trainer_resume_from_corrupt_latest_names_it(tiny_scene, tmp_path):
+    save_checkpoint(tmp_path, 2, {"x": 1})
+    (tmp_path / "ckpts" / "ckpt_0000002.pt").write_bytes(b"junk")
+    tr = Trainer(make_cfg(tiny_scene, tmp_path, 4))
+    with pytest.raises(RuntimeError, match="ckpt_0000002.pt"):
+        tr.maybe_resume()
+
+
+# ------------------------------------------------------------------------------------- resume
+def read_metrics(run_dir):
+    return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_interrupted_and_resumed_run_equals_uninterrupted(tiny_scene, tmp_path):
+    """4 steps in one go vs. a run of the same config killed after step 2 and resumed: the trainer
+    checkpoints model, Adam, scheduler, ray count and both RNG states, so the result is bit-identical."""
+    whole = Trainer(make_cfg(tiny_scene, tmp_path / "whole", 4))
+    assert whole.fit()["step"] == 4
+
+    cut = Trainer(make_cfg(tiny_scene, tmp_path / "cut", 4))
+    real_step = cut.train_step
+
+    def interrupted_step():
+        if cut.step == 2:
+            raise KeyboardInterrupt  # Ctrl-C at the start of step 3
+        return real_step()
+
+    cut.train_step = interrupted_step
+    with pytest.raises(KeyboardInterrupt):
+        cut.fit()
+    assert latest_checkpoint(tmp_path / "cut").name == "ckpt_0000002.pt"
+
+    resumed = Trainer(make_cfg(tiny_scene, tmp_path / "cut", 4))
+    result = resumed.fit()
+    assert result["step"] == 4 and resumed.step == 4
+    assert_same_tree(whole.model.state_dict(), resumed.model.state_dict())
+    assert_same_tree(whole.optimizer.state_dict(), resumed.optimizer.state_dict())
+
+    rows_whole, rows_cut = read_metrics(tmp_path / "whole"), read_metrics(tmp_path / "cut")
+    assert [r["step"] for r in rows_cut] == [r["step"] for r in rows_whole] == [2, 4, 4]
+    for a, b in zip(rows_whole, rows_cut):
+        for k in ("loss", "psnr", "rays", "samples", "lr"):
+            assert a.get(k) == b.get(k), k
+    times = [r.get("time_s", r.get("train_time_s")) for r in rows_cut]
+    assert times == sorted(times)  # wall time continues across the resume
+
+
+def test_resume_with_more_iters_continues(tiny_scene, tmp_path):
+    """``--iters 2`` then the same run with ``--iters 4``: continues from step 2 to 4 and appends to
+    metrics.jsonl. (Not bit-equal to a 4-step run: the learning-rate decay is spread over ``iters``.)"""
+    out = tmp_path / "run"
+    assert Trainer(make_cfg(tiny_scene, out, 2)).fit()["step"] == 2
+    assert [p.name for p in list_checkpoints(out)] == ["ckpt_0000002.pt"]
+    again = Trainer(make_cfg(tiny_scene, out, 4))
+    assert again.fit()["step"] == 4
+    assert [r["step"] for r in read_metrics(out)] == [2, 2, 4, 4]
+    assert latest_checkpoint(out).name == "ckpt_0000004.pt"
+    # nothing left to do: a third start resumes at 4 and trains no further step
+    third = Trainer(make_cfg(tiny_scene, out, 4))
+    assert third.fit()["step"] == 4
+    assert_same_tree(again.model.state_dict(), third.model.state_dict())
+    # --resume none starts over
+    fresh = Trainer(make_cfg(tiny_scene, out, 4, "--resume", "none"))
+    assert not fresh.maybe_resume() and fresh.step == 0
