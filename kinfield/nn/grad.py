@@ -19,4 +19,6 @@ def scale_grad(x: torch.Tensor, scale: float) -> torch.Tensor:
     """Identity in the forward pass; multiplies the incoming gradient by ``scale`` in the backward pass."""
     if scale == 1.0:
         return x
+    if scale == 0.0:
+        return x.detach()
     return _ScaleGrad.apply(x, scale)

@@ -19,6 +19,8 @@ class RenderConfig:
 
     step_size: float = 0.01
     chunk: int = 4096
+    prune_transmittance: float = 1e-3
+    prune_alpha: float = 0.0
     occupancy: OccupancyConfig = field(default_factory=OccupancyConfig)
 
 
@@ -88,6 +90,22 @@ class SceneModel(nn.Module):
         step_size = self.render_cfg.step_size
         return self.occupancy.update(step, lambda x: self.union_density(x) * step_size)
 
+    @torch.no_grad()
+    def prune_samples(self, origins, dirs, times, ray_ids, t_starts, t_ends):
+        """Drop samples hidden behind opaque content or nearly empty (nerfacc's early stop, done as a
+        density-only pre-pass): keeps ``T > prune_transmittance`` and ``alpha > prune_alpha``."""
+        if ray_ids.numel() == 0:
+            return ray_ids, t_starts, t_ends
+        mid = 0.5 * (t_starts + t_ends)
+        x = origins[ray_ids] + dirs[ray_ids] * mid[:, None]
+        sigma = self.dynamic.density(x, times[ray_ids])
+        if self.static is not None:
+            sigma = sigma + self.static.density(x)
+        w, _, trans = composite_blended(sigma, torch.zeros_like(sigma), t_starts, t_ends, ray_ids, origins.shape[0])
+        alpha = w / trans.clamp_min(1e-10)
+        keep = (trans > self.render_cfg.prune_transmittance) & (alpha > self.render_cfg.prune_alpha)
+        return ray_ids[keep], t_starts[keep], t_ends[keep]
+
     def query(self, x: torch.Tensor, t: torch.Tensor, d: torch.Tensor):
         """Both fields at packed points: ``(sigma_s, rgb_s, sigma_d, rgb_d)`` (``[M]``, ``[M, 3]``)."""
         sigma_d, rgb_d = self.dynamic(x, t, d)
@@ -123,6 +141,8 @@ class SceneModel(nn.Module):
         """
         n_rays = origins.shape[0]
         ray_ids, t_starts, t_ends = self.occupancy.sample(origins, dirs, self.render_cfg.step_size, stratified)
+        if torch.is_grad_enabled() and (self.render_cfg.prune_transmittance > 0 or self.render_cfg.prune_alpha > 0):
+            ray_ids, t_starts, t_ends = self.prune_samples(origins, dirs, times, ray_ids, t_starts, t_ends)
         mid = 0.5 * (t_starts + t_ends)
         x = origins[ray_ids] + dirs[ray_ids] * mid[:, None]
         t = times[ray_ids]

@@ -1,0 +1,110 @@
+"""The kinematic field and the kinematic objective on a tiny model."""
+import math
+
+import pytest
+import torch
+
+from kinfield.fields import FieldConfig, KinematicConfig, KinematicField, taylor_displacement
+from kinfield.losses.kinematic import KinConfig, KinematicObjective
+from kinfield.nn import HashGridConfig, MLP
+from kinfield.render import OccupancyConfig, RenderConfig, SceneModel
+
+AABB = torch.tensor([-1.0, -1, -1, 1, 1, 1])
+SMALL = HashGridConfig(n_levels=3, log2_hashmap_size=12, base_resolution=4, per_level_scale=1.5)
+
+
+def make_model(time_scale=1.0, seed=0):
+    torch.manual_seed(seed)
+    fcfg = FieldConfig(grid=SMALL, geo_features=7, density_hidden=16, color_hidden=16, color_layers=1, sh_degree=2,
+                       density_bias=1.0, time_scale=time_scale)
+    model = SceneModel(AABB, fcfg, fcfg, RenderConfig(step_size=0.1, prune_transmittance=0.0,
+                                                      occupancy=OccupancyConfig(resolution=8)))
+    for p in model.parameters():  # visible, textured fields
+        if p.dim() == 1 and p.numel() > 100:
+            p.data.uniform_(-1, 1)
+    model.kinematic = KinematicField(AABB, 0.05, KinematicConfig(grid=SMALL, hidden=16, n_hidden=1))
+    model.normal_net = MLP(7, 3, 8, 1)
+    return model
+
+
+def step_context(model, n_rays=32, step=1000):
+    g = torch.Generator().manual_seed(1)
+    origins = torch.tensor([0.0, 0.0, 3.0]).expand(n_rays, 3).contiguous()
+    dirs = torch.cat([torch.rand(n_rays, 2, generator=g) * 0.4 - 0.2, -torch.ones(n_rays, 1)], dim=1)
+    dirs = dirs / dirs.norm(dim=-1, keepdim=True)
+    times = torch.rand(n_rays, generator=g)
+    bg = torch.ones(3)
+    render = model.render_rays(origins, dirs, times, bg, stratified=False)
+    batch = {"origins": origins, "dirs": dirs, "times": times}
+    return {"batch": batch, "target": render["rgb"].detach(), "render": render, "render_background": bg,
+            "model": model, "step": step}
+
+
+def test_kinematic_field_starts_still_and_taylor_displacement_is_the_polynomial():
+    kin = KinematicField(AABB, 0.1, KinematicConfig(grid=SMALL))
+    x, t = torch.rand(5, 3) * 2 - 1, torch.rand(5)
+    assert kin(x, t).abs().max() == 0  # zero-initialised output layer
+    q = torch.randn(5, 3, 3)
+    tau = torch.tensor([0.1, -0.2, 0.0, 0.3, 1.0])
+    want = q[:, 0] * tau[:, None] + q[:, 1] * tau[:, None] ** 2 / 2 + q[:, 2] * tau[:, None] ** 3 / 6
+    torch.testing.assert_close(taylor_displacement(q, tau), want)
+
+
+def test_taylor_mask_switches_orders_off():
+    kin = KinematicField(AABB, 0.1, KinematicConfig(grid=SMALL))
+    torch.nn.init.normal_(kin.mlp.net[-1].weight)
+    x, t = torch.rand(4, 3), torch.rand(4)
+    kin.set_active_orders(1)
+    q = kin(x, t)
+    assert q[:, 1:].abs().max() == 0 and q[:, 0].abs().max() > 0
+    kin.set_active_orders(3)
+    assert kin(x, t)[:, 2].abs().max() > 0
+    # order scaling: an O(1) raw output moves a point by motion_scale * extent in one frame
+    assert math.isclose(float(kin.order_scales[0]) * 0.1, 0.02 * 2.0, rel_tol=1e-6)
+
+
+def test_hops_stay_inside_the_time_range_and_ramp():
+    obj = KinematicObjective(KinConfig(hop_max_start=2.0, hop_max_end=3.0, hop_ramp_steps=100), make_model(), 0.05)
+    times = torch.cat([torch.zeros(500), torch.ones(500), torch.rand(1000)])
+    for step in (0, 50, 100):
+        h = obj.draw_hops(times, step)
+        tt = times + h * 0.05
+        assert ((tt >= 0) & (tt <= 1)).all()
+        assert set(h.abs().unique().tolist()) <= ({1.0} if step == 0 else {1.0, 2.0})
+    assert obj.active_orders(0) == 1 and obj.active_orders(10**6) == 3
+
+
+def test_warp_without_motion_and_time_dependence_reproduces_the_reference():
+    model = make_model(time_scale=0.0)  # dynamic field independent of time, zero motion
+    ctx = step_context(model)
+    obj = KinematicObjective(KinConfig(dyn_weight_threshold=0.0), model, 0.05)
+    for kind in ("hop", "inter"):
+        out = obj.warp(ctx, kind)
+        torch.testing.assert_close(out["rgb"], ctx["render"]["rgb"], atol=1e-5, rtol=0)
+    assert float(obj.photo_loss(ctx, "hop").detach()) < 1e-3
+
+
+def test_kinematic_terms_are_finite_and_reach_the_kinematic_field():
+    model = make_model()
+    torch.nn.init.normal_(model.kinematic.mlp.net[-1].weight, std=0.1)
+    ctx = step_context(model)
+    cfg = KinConfig(dyn_weight_threshold=0.0, physics_sigma_threshold=0.0, max_physics_points=64)
+    obj = KinematicObjective(cfg, model, 0.05)
+    model.kinematic.set_active_orders(3)
+    total = 0.0
+    for term in obj.terms():
+        value = term.fn(ctx)
+        assert torch.isfinite(value), term.name
+        total = total + value
+    total.backward()
+    g = model.kinematic.encoding.params.grad
+    assert g is not None and g.abs().sum() > 0
+    assert model.normal_net.net[0].weight.grad.abs().sum() > 0
+
+
+def test_empty_dynamic_set_gives_zero_losses():
+    model = make_model()
+    ctx = step_context(model)
+    obj = KinematicObjective(KinConfig(dyn_weight_threshold=10.0), model, 0.05)  # nothing selected
+    for term in obj.terms():
+        assert float(term.fn(ctx)) == 0.0, term.name
