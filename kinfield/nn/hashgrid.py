@@ -89,6 +89,8 @@ class HashGrid(nn.Module):
         n_params = int(offsets[-1]) * cfg.n_features_per_level
         self.params = nn.Parameter(torch.empty(n_params).uniform_(-1e-4, 1e-4))
         self._tcnn = None
+        if backend == "auto" and not torch.cuda.is_available():
+            _external.get("tinycudann", "hash grid")  # logs once per process why the torch path is used
 
     @property
     def n_output_dims(self) -> int:
