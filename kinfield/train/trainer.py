@@ -69,7 +69,7 @@ class Trainer:
         self.scene = scene if scene is not None else load_scene(cfg.data.scene, downscale=cfg.data.downscale,
                                                                 background=self._background_arg())
         self.train_split = self.scene.split("train")
-        self.background = torch.tensor(cfg.data.background, dtype=torch.float32, device=self.device)
+        self.background = self.scene.background.to(torch.float32).to(self.device)  # what the images sit on
         self.model = build_model(cfg, self.scene.aabb, self.scene.frame_dt).to(self.device)
         self.batcher = RayBatcher(self.train_split, self.device, self.gen)
         self.optimizer = self._make_optimizer()

@@ -1,7 +1,6 @@
 """The kinematic field and the kinematic objective on a tiny model."""
 import math
 
-import pytest
 import torch
 
 from kinfield.fields import FieldConfig, KinematicConfig, KinematicField, taylor_displacement
