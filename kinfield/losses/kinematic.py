@@ -28,6 +28,7 @@ class KinConfig:
 
     enabled: bool = True
     start: int = 0
+    ramp: int = 0  # warped/cycle terms ramp linearly from 0 at `start` to full weight over this many steps
     unlock_acceleration: int = 500
     unlock_jerk: int = 1500
     hop_max_start: float = 2.0
@@ -251,10 +252,12 @@ class KinematicObjective:
 
         transport_schedule = Schedule("step", milestones=tuple(c.transport_decay_milestones), rate=0.1) \
             if c.transport_decay_milestones else Schedule()
+        ramp = Schedule("linear", ramp=c.ramp)
         return [
-            Term("warp_photo", lambda ctx: self.photo_loss(ctx, "hop"), c.photo_weight, s0),
-            Term("warp_photo_inter", lambda ctx: self.photo_loss(ctx, "inter"), c.photo_inter_weight, s0),
-            Term("cycle", self.cycle_loss, c.cycle_weight, s0),
+            Term("warp_photo", lambda ctx: self.photo_loss(ctx, "hop"), c.photo_weight, s0, schedule=ramp),
+            Term("warp_photo_inter", lambda ctx: self.photo_loss(ctx, "inter"), c.photo_inter_weight, s0,
+                 schedule=ramp),
+            Term("cycle", self.cycle_loss, c.cycle_weight, s0, schedule=ramp),
             Term("static_motion", self.static_motion_loss, c.static_motion_weight, s0),
             Term("integrity", phys("integrity"), c.integrity_weight, sp),
             Term("transport", phys("transport"), c.transport_weight, sp, schedule=transport_schedule),

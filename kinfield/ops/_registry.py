@@ -9,7 +9,7 @@ from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
-from . import _torch
+from . import _cuda, _torch
 
 
 @dataclass
@@ -54,5 +54,6 @@ def _composite_inputs(device: str, dtype: torch.dtype, seed: int):
 
 REGISTRY: Dict[str, OpEntry] = {
     "hash_grid_encode": OpEntry("hash_grid_encode", _torch.hash_grid_encode, None, _hash_inputs, (0, 1)),
-    "composite_blended": OpEntry("composite_blended", _torch.composite_blended, None, _composite_inputs, (0, 1, 2, 3)),
+    "composite_blended": OpEntry("composite_blended", _torch.composite_blended, _cuda.composite_blended, _composite_inputs,
+                                   (0, 1, 2, 3), first_order_only=True),
 }

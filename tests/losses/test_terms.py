@@ -1,0 +1,35 @@
+"""Loss terms: weights, start/end steps and schedules."""
+import pytest
+import torch
+
+from kinfield.losses import Schedule, Term, total_loss
+
+
+def test_schedules():
+    assert Schedule()(123, 0) == 1.0
+    ramp = Schedule("linear", ramp=100)
+    assert ramp(50, 50) == 0.0 and ramp(100, 50) == 0.5 and ramp(1000, 50) == 1.0
+    decay = Schedule("step", milestones=(10, 20), rate=0.1)
+    assert decay(5, 0) == 1.0 and decay(10, 0) == pytest.approx(0.1) and decay(25, 0) == pytest.approx(0.01)
+    with pytest.raises(ValueError):
+        Schedule("cosine")(0, 0)
+
+
+def test_term_window_and_total():
+    calls = []
+
+    def value(name, v):
+        def fn(ctx):
+            calls.append(name)
+            return torch.tensor(v)
+        return fn
+
+    terms = [Term("a", value("a", 2.0), 1.0), Term("b", value("b", 3.0), 0.5, start=10, end=20),
+             Term("off", value("off", 9.0), 0.0)]
+    total, logs = total_loss(terms, {}, 5)
+    assert float(total) == 2.0 and set(logs) == {"loss/a"}
+    total, logs = total_loss(terms, {}, 15)
+    assert float(total) == 3.5 and logs["loss/b"] == 3.0
+    assert "off" not in calls  # a zero-weight term is never computed
+    with pytest.raises(RuntimeError, match="no loss term"):
+        total_loss([Term("b", value("b", 1.0), 1.0, start=10)], {}, 0)
