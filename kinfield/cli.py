@@ -12,6 +12,19 @@ def setup_logging(verbose: bool = False) -> None:
                         stream=sys.stderr)
 
 
+def _terminate_like_ctrl_c() -> None:
+    """Make SIGTERM (``kill``, job schedulers) behave like Ctrl-C: the trainer saves a checkpoint first."""
+    import signal
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not in the main thread
+        pass
+
+
 def main_train(argv: List[str]) -> int:
     from .config import parse_train_args
     from .data import DatasetError
@@ -19,6 +32,7 @@ def main_train(argv: List[str]) -> int:
 
     setup_logging()
     cfg = parse_train_args(argv)
+    _terminate_like_ctrl_c()
     try:
         trainer = Trainer(cfg)
     except DatasetError as exc:

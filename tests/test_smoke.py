@@ -58,3 +58,29 @@ def test_missing_scene_exits_2_naming_the_path(tmp_path):
     assert "Traceback" not in proc.stderr
     assert not (out / "ckpts").exists()
 
+
+
+def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    from kinfield.data.synthetic import PRESETS, write_scene
+
+    scene = write_scene(PRESETS["tiny"], tmp_path / "scene")
+    out = tmp_path / "run"
+    cmd = [sys.executable, str(root / "tools" / "train.py"), str(scene), str(root / "configs" / "debug.yaml"),
+           "--out", str(out), "--device", "cpu", "--iters", "100000", "--train_save_every", "100000"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "metrics.jsonl").exists() and time.time() < deadline:  # training has started
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    ckpts = sorted((out / "ckpts").glob("ckpt_*.pt"))
+    assert ckpts and "interrupted" in err
+    assert not list((out / "ckpts").glob("*.tmp"))
