@@ -93,6 +93,8 @@ def _render_parser():
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("run_dir", help="run folder (the --out of tools/train.py)")
+    p.add_argument("--overlay-tracks", default=None,
+                   help="trajectory npz from tools/export_trajectories.py drawn over the rgb frames")
     p.add_argument("--path", choices=RENDER_PATHS, default="spiral",
                    help="spiral / orbit: time sweeps 0->1; fixed-view: a train camera, time sweeps; "
                         "bullet-time: orbit at frozen --time; test: the --split cameras at their times (+ PNGs)")
@@ -177,6 +179,20 @@ def main_render(argv: List[str]) -> int:
              name, ",".join(outputs), run.checkpoint, run.step)
     frames = render_frames(run.model, poses, times, intrinsics, height, width, scene.background, outputs,
                            progress=not args.no_progress, desc=f"render {name}")
+    if args.overlay_tracks and "rgb" in outputs:
+        import numpy as np
+
+        from .render.overlay import draw_tracks
+
+        try:
+            tracks = dict(np.load(args.overlay_tracks))
+        except (OSError, ValueError) as exc:
+            print(f"error: cannot read tracks {args.overlay_tracks}: {exc} (use an npz from "
+                  f"tools/export_trajectories.py)", file=sys.stderr)
+            return 2
+        intr_all = intrinsics if intrinsics.dim() == 2 else intrinsics[None].expand(poses.shape[0], 4)
+        frames["rgb"] = [draw_tracks(np.asarray(f), poses[i], intr_all[i], tracks, float(times[i]))
+                         for i, f in enumerate(frames["rgb"])]
     written = {}
     for o in outputs:
         if is_test:
