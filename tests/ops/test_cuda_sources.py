@@ -1,7 +1,6 @@
 """Compile check of cuda/ with nvcc (no GPU needed): every kernel source must compile against torch's headers."""
 import shutil
 import subprocess
-import sys
 import sysconfig
 from pathlib import Path
 
