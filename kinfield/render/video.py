@@ -216,7 +216,8 @@ def write_video(frames: Sequence[ArrayLike], path, fps: float = 24) -> Path:
 # ------------------------------------------------------------------------------ render to frames
 #: video outputs and the render keys they need: rgb (blended), depth (blended, colourised),
 #: static / dynamic (each field rendered alone)
-VIDEO_OUTPUTS = ("rgb", "depth", "static", "dynamic")
+KINEMATIC_OUTPUTS = ("velocity", "acceleration", "jerk")
+VIDEO_OUTPUTS = ("rgb", "depth", "static", "dynamic") + KINEMATIC_OUTPUTS
 
 
 def render_frames(model, poses: torch.Tensor, times: torch.Tensor, intrinsics: torch.Tensor, height: int, width: int,
@@ -227,7 +228,9 @@ def render_frames(model, poses: torch.Tensor, times: torch.Tensor, intrinsics: t
         model: a :class:`~kinfield.render.SceneModel`.
         poses: ``[F, 4, 4]`` c2w; times: ``[F]``; intrinsics: ``[4]`` shared or ``[F, 4]`` per frame.
         outputs: subset of :data:`VIDEO_OUTPUTS`. Depth uses one colour scale for the whole path
-            (percentiles of the visible depths over all frames).
+            (percentiles of the visible depths over all frames). ``velocity``/``acceleration``/``jerk``
+            colour-code the kinematic field at the visible surface, projected on the image plane (hue =
+            direction, brightness = magnitude, one scale per video).
 
     Returns:
         dict output name -> list of ``F`` uint8 ``[H, W, 3]`` arrays.
@@ -256,10 +259,51 @@ def render_frames(model, poses: torch.Tensor, times: torch.Tensor, intrinsics: t
             if "depth" in frames:
                 depths.append(out["depth"].float().cpu().numpy())
                 opacities.append(out["opacity"].float().cpu().numpy())
+            for name in KINEMATIC_OUTPUTS:
+                if name in frames:
+                    frames[name].append(image_plane_kinematics(model, poses[i], intrinsics[i], height, width,
+                                                               float(times[i]), out, name))
     finally:
         model.train(was_training)
     if "depth" in frames:
         rng = depth_range(depths, opacities)
         near, far = rng if rng is not None else (None, None)
         frames["depth"] = [colorize_depth(d, o, near, far) for d, o in zip(depths, opacities)]
+    for name in KINEMATIC_OUTPUTS:
+        if name in frames:
+            frames[name] = colorize_vectors(frames[name])
     return frames
+
+
+@torch.no_grad()
+def image_plane_kinematics(model, c2w, intrinsics, height, width, time, render_out, quantity) -> np.ndarray:
+    """Camera-plane components (right, up) ``[H, W, 2]`` of ``quantity`` at the rendered surface (NaN where empty)."""
+    from ..geometry import image_rays
+
+    if model.kinematic is None:
+        raise RuntimeError("this run has no kinematic field: velocity/acceleration/jerk maps need one")
+    dev = model.aabb.device
+    o, d = image_rays(c2w.to(dev), intrinsics.to(dev), height, width)
+    x = o + d * render_out["depth"].reshape(-1, 1).to(dev)
+    k = model.kinematic.kinematics(x, torch.full((x.shape[0],), time, device=dev))[quantity]
+    cam = k @ c2w[:3, :3].to(dev)  # world vector -> camera axes (x right, y up)
+    vec = cam[:, :2].reshape(height, width, 2).cpu().numpy().astype(np.float64)
+    vec[render_out["opacity"].cpu().numpy() < 0.5] = np.nan
+    return vec
+
+
+def colorize_vectors(vectors: Sequence[np.ndarray]) -> List[np.ndarray]:
+    """Colour-code ``[H, W, 2]`` vector maps (hue = direction, value = magnitude / 99th percentile); NaN -> black."""
+    mags = np.concatenate([np.linalg.norm(v, axis=-1).ravel() for v in vectors])
+    mags = mags[np.isfinite(mags)]
+    scale = float(np.percentile(mags, 99)) if mags.size else 1.0
+    scale = scale if scale > 1e-12 else 1.0
+    out = []
+    for v in vectors:
+        ang = (np.arctan2(v[..., 1], v[..., 0]) / (2 * np.pi)) % 1.0
+        val = np.clip(np.linalg.norm(v, axis=-1) / scale, 0.0, 1.0)
+        rgb = np.stack([np.abs(ang * 6 - 3) - 1, 2 - np.abs(ang * 6 - 2), 2 - np.abs(ang * 6 - 4)], -1)
+        img = np.clip(rgb, 0, 1) * val[..., None]
+        img[~np.isfinite(img).all(-1)] = 0.0
+        out.append((img * 255 + 0.5).astype(np.uint8))
+    return out

@@ -32,3 +32,34 @@ def test_tracks_are_interpolated_and_drawn():
     frame = np.zeros((24, 32, 3), np.uint8)
     out = draw_tracks(frame, c2w, intr, tracks, 0.5)
     assert out[12, 16].any() and not out[0, 0].any() and not frame.any()
+
+
+def test_vector_maps_code_direction_and_magnitude():
+    from kinfield.render.video import colorize_vectors
+
+    v = np.zeros((2, 2, 2))
+    v[0, 0] = [1.0, 0.0]  # +x: red hue, full value
+    v[0, 1] = [0.0, 0.0]  # still: black
+    v[1, 0] = [-1.0, 0.0]  # -x: cyan-ish hue
+    v[1, 1] = np.nan  # empty pixel: black
+    img = colorize_vectors([v])[0]
+    assert tuple(img[0, 0]) == (255, 0, 0)
+    assert not img[0, 1].any() and not img[1, 1].any()
+    assert img[1, 0, 0] == 0 and img[1, 0, 1] > 200 and img[1, 0, 2] > 200
+
+
+def test_kinematic_outputs_render_for_a_model_with_a_kinematic_field():
+    from kinfield.fields import FieldConfig, KinematicConfig, KinematicField
+    from kinfield.nn import HashGridConfig
+    from kinfield.render import OccupancyConfig, RenderConfig, SceneModel
+    from kinfield.render.video import render_frames
+
+    small = HashGridConfig(n_levels=2, log2_hashmap_size=10)
+    aabb = torch.tensor([-1.0, -1, -1, 1, 1, 1])
+    f = FieldConfig(grid=small, density_bias=3.0)
+    model = SceneModel(aabb, f, f, RenderConfig(step_size=0.2, occupancy=OccupancyConfig(resolution=8)))
+    model.kinematic = KinematicField(aabb, 0.1, KinematicConfig(grid=small))
+    c2w, intr = _camera()
+    frames = render_frames(model, c2w[None], torch.tensor([0.5]), torch.tensor([8.0, 8.0, 4.0, 3.0]), 6, 8,
+                           torch.ones(3), outputs=("velocity", "jerk"), progress=False)
+    assert frames["velocity"][0].shape == (6, 8, 3) and frames["velocity"][0].dtype == np.uint8
