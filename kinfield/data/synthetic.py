@@ -38,6 +38,9 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+import torch
+
+from ..geometry.paths import look_at
 
 GENERATOR_VERSION = 1
 WORLD_BOUND = 1.5
@@ -366,17 +369,6 @@ PRESETS: Dict[str, SyntheticSceneSpec] = {
 
 
 # -------------------------------------------------------------------------------------- cameras
-def look_at_c2w(position: np.ndarray, target=(0.0, 0.0, 0.0), up=(0.0, 0.0, 1.0)) -> np.ndarray:
-    """OpenGL camera-to-world ``[4, 4]`` at ``position [3]`` looking at ``target`` (no roll)."""
-    position = np.asarray(position, dtype=np.float64)
-    z = _normalize(position - np.asarray(target, dtype=np.float64))
-    x = _normalize(np.cross(np.asarray(up, dtype=np.float64), z))
-    y = np.cross(z, x)
-    m = np.eye(4)
-    m[:3, 0], m[:3, 1], m[:3, 2], m[:3, 3] = x, y, z, position
-    return m
-
-
 def _random_cameras(rng: np.random.Generator, n: int, radius: float, elev_deg) -> np.ndarray:
     """``n`` look-at-origin c2w ``[n, 4, 4]`` on the upper hemisphere (uniform in area)."""
     lo, hi = np.sin(np.deg2rad(elev_deg[0])), np.sin(np.deg2rad(elev_deg[1]))
@@ -384,7 +376,7 @@ def _random_cameras(rng: np.random.Generator, n: int, radius: float, elev_deg) -
     az = rng.uniform(0.0, 2.0 * np.pi, size=n)
     cos_el = np.sqrt(1.0 - sin_el**2)
     pos = radius * np.stack([cos_el * np.cos(az), cos_el * np.sin(az), sin_el], axis=-1)
-    return np.stack([look_at_c2w(p) for p in pos]) if n else np.zeros((0, 4, 4))
+    return np.stack([look_at(p, (0.0, 0.0, 0.0), dtype=torch.float64).numpy() for p in pos]) if n else np.zeros((0, 4, 4))
 
 
 def split_times(n_train: int, n_val: int, n_test: int) -> Dict[str, np.ndarray]:
@@ -719,8 +711,6 @@ def load_synthetic(spec: SyntheticSceneSpec, background=(1.0, 1.0, 1.0)):
     Images are composited on ``background``; ``meta`` holds the scene_meta dict and ``"scene"``
     (the :class:`SyntheticScene`, for exact GT via its ``motion`` method).
     """
-    import torch
-
     from kinfield.data.scene import Scene, SceneSplit
 
     scene = build_scene(spec)

@@ -48,8 +48,9 @@ def _check_n(n_frames: int) -> int:
     return n
 
 
-def look_at(eye: Vec3, target: Vec3, up: Vec3 = (0.0, 0.0, 1.0)) -> torch.Tensor:
-    """OpenGL camera-to-world ``[4, 4]`` (float32) at ``eye`` whose -z axis points at ``target``.
+def look_at(eye: Vec3, target: Vec3, up: Vec3 = (0.0, 0.0, 1.0), dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """OpenGL camera-to-world ``[4, 4]`` (computed in float64, returned as ``dtype``) at ``eye`` whose -z
+    axis points at ``target``.
 
     The camera y axis is ``up`` projected perpendicular to the viewing direction (no roll). When
     ``up`` is (anti)parallel to the viewing direction, another perpendicular up is chosen.
@@ -66,7 +67,7 @@ def look_at(eye: Vec3, target: Vec3, up: Vec3 = (0.0, 0.0, 1.0)) -> torch.Tensor
     y = torch.linalg.cross(z, x)
     m = torch.eye(4, dtype=_F64)
     m[:3, 0], m[:3, 1], m[:3, 2], m[:3, 3] = x, y, z, eye
-    return m.to(torch.float32)
+    return m.to(dtype)
 
 
 def _times_arg(times, n: int) -> torch.Tensor:
