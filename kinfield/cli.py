@@ -209,10 +209,9 @@ def main_render(argv: List[str]) -> int:
 def main_eval(argv: List[str]) -> int:
     """``tools/eval.py``: re-render and score a split of a run (``evaluate_split``); prints the summary JSON."""
     import argparse
-    from pathlib import Path
 
     from .data import DatasetError
-    from .train.evaluate import evaluate_split
+    from .train.evaluate import evaluate_split, read_metrics
 
     setup_logging()
     p = argparse.ArgumentParser(prog="tools/eval.py",
@@ -240,14 +239,9 @@ def main_eval(argv: List[str]) -> int:
         return 2
     extra = {"step": run.step, "checkpoint": str(run.checkpoint)}
     use_lpips = not args.no_lpips
-    metrics_path = Path(run.run_dir) / "metrics.json"
-    if metrics_path.is_file():  # keep the training time of the same checkpoint
-        try:
-            prev = json.loads(metrics_path.read_text()).get(args.split) or {}
-        except (json.JSONDecodeError, AttributeError):
-            prev = {}
-        if prev.get("step") == run.step and "train_time_s" in prev:
-            extra["train_time_s"] = prev["train_time_s"]
+    prev = read_metrics(run.run_dir).get(args.split)
+    if isinstance(prev, dict) and prev.get("step") == run.step and "train_time_s" in prev:
+        extra["train_time_s"] = prev["train_time_s"]  # keep the training time of the same checkpoint
     summary = evaluate_split(run.model, scene, args.split, run.run_dir, use_lpips=use_lpips,
                              progress=not args.no_progress, extra=extra)
     print(json.dumps(summary, indent=2))
@@ -325,6 +319,7 @@ def main_eval_motion(argv: List[str]) -> int:
     from pathlib import Path
 
     from .motion import score_against_ground_truth
+    from .train.evaluate import update_metrics
 
     setup_logging()
     p = argparse.ArgumentParser(prog="tools/eval_motion.py",
@@ -349,17 +344,7 @@ def main_eval_motion(argv: List[str]) -> int:
         return 2
     scores = score_against_ground_truth(run.model, gt, substeps=args.substeps)
     scores["step"] = run.step
-    metrics_path = Path(run.run_dir) / "metrics.json"
-    metrics = {}
-    if metrics_path.is_file():
-        try:
-            metrics = json.loads(metrics_path.read_text())
-        except json.JSONDecodeError:
-            pass
-    metrics["motion"] = scores
-    tmp = metrics_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(metrics, indent=2))
-    tmp.replace(metrics_path)
+    update_metrics(run.run_dir, "motion", scores)
     print(json.dumps(scores, indent=2))
     return 0
 

@@ -6,6 +6,8 @@ from typing import Dict
 import numpy as np
 import torch
 
+from .video import hue_wheel
+
 
 def project_points(points: np.ndarray, c2w: np.ndarray, intrinsics: np.ndarray) -> np.ndarray:
     """Pixel coordinates ``[N, 2]`` (col, row; NaN behind the camera) of world points ``[N, 3]``.
@@ -39,9 +41,7 @@ def positions_at(tracks: Dict[str, np.ndarray], t: float) -> np.ndarray:
 
 def track_colours(n: int) -> np.ndarray:
     """``[n, 3]`` uint8 distinct colours (golden-ratio hues)."""
-    h = (np.arange(n) * 0.61803398875) % 1.0
-    rgb = np.stack([np.abs(h * 6 - 3) - 1, 2 - np.abs(h * 6 - 2), 2 - np.abs(h * 6 - 4)], -1)
-    return (np.clip(rgb, 0, 1) * 255).astype(np.uint8)
+    return (hue_wheel((np.arange(n) * 0.61803398875) % 1.0) * 255).astype(np.uint8)
 
 
 def draw_tracks(frame: np.ndarray, c2w, intrinsics, tracks: Dict[str, np.ndarray], t: float,

@@ -302,8 +302,13 @@ def colorize_vectors(vectors: Sequence[np.ndarray]) -> List[np.ndarray]:
     for v in vectors:
         ang = (np.arctan2(v[..., 1], v[..., 0]) / (2 * np.pi)) % 1.0
         val = np.clip(np.linalg.norm(v, axis=-1) / scale, 0.0, 1.0)
-        rgb = np.stack([np.abs(ang * 6 - 3) - 1, 2 - np.abs(ang * 6 - 2), 2 - np.abs(ang * 6 - 4)], -1)
-        img = np.clip(rgb, 0, 1) * val[..., None]
+        img = hue_wheel(ang) * val[..., None]
         img[~np.isfinite(img).all(-1)] = 0.0
         out.append((img * 255 + 0.5).astype(np.uint8))
     return out
+
+
+def hue_wheel(hue: np.ndarray) -> np.ndarray:
+    """Fully saturated RGB ``[..., 3]`` in [0, 1] for hues ``[...]`` in [0, 1) (0 = red, 1/3 = green, 2/3 = blue)."""
+    h6 = np.asarray(hue, np.float64)[..., None] * 6.0
+    return np.clip(np.concatenate([np.abs(h6 - 3) - 1, 2 - np.abs(h6 - 2), 2 - np.abs(h6 - 4)], -1), 0.0, 1.0)

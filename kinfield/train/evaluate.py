@@ -80,15 +80,37 @@ def evaluate_split(
     if not have_lpips:
         summary["lpips_note"] = why
     summary.update(extra or {})
-    metrics_path = out_dir / "metrics.json"
-    all_metrics = {}
-    if metrics_path.is_file():
-        try:
-            all_metrics = json.loads(metrics_path.read_text())
-        except json.JSONDecodeError:
-            log.warning("%s is not valid JSON; rewriting it", metrics_path)
-    all_metrics[split] = summary
-    tmp = metrics_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(all_metrics, indent=2, default=lambda v: None if isinstance(v, float) and math.isnan(v) else v))
-    tmp.replace(metrics_path)
+    update_metrics(out_dir, split, summary)
     return summary
+
+
+def read_metrics(run_dir) -> Dict:
+    """``RUN_DIR/metrics.json`` as a dict (empty when missing; a broken file is reported and ignored)."""
+    path = Path(run_dir) / "metrics.json"
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        log.warning("%s is not valid JSON; rewriting it", path)
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _finite_or_none(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    return value
+
+
+def update_metrics(run_dir, key: str, value: Dict) -> Path:
+    """Set ``metrics[key] = value`` in ``RUN_DIR/metrics.json``, atomically (NaN/inf written as null)."""
+    path = Path(run_dir) / "metrics.json"
+    metrics = read_metrics(run_dir)
+    metrics[key] = value
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(_finite_or_none(metrics), indent=2))
+    tmp.replace(path)
+    return path
