@@ -54,17 +54,16 @@ def _load_run_scene(cfg, scene_arg, downscale_arg, splits):
     """The scene of a run (``--scene`` / ``--downscale`` override the run config), only ``splits`` decoded."""
     from pathlib import Path
 
-    from .data import DatasetError, load_scene
+    from .data import DatasetError
+    from .train import load_configured_scene
 
     path = scene_arg or cfg.data.scene
     if not path:
         raise DatasetError("<run config>", "the run's config names no scene", "pass --scene PATH")
-    downscale = downscale_arg if downscale_arg is not None else cfg.data.downscale
+    scene = load_configured_scene(cfg.data, path, downscale_arg, tuple(splits))
     if str(path).lower().endswith(".npz"):
-        scene = load_scene(path, downscale=downscale, background=None)
         have = sorted(scene.splits)
     else:
-        scene = load_scene(path, downscale=downscale, background=tuple(cfg.data.background), splits=tuple(splits))
         root = Path(path).parent if Path(path).is_file() else Path(path)
         have = sorted(q.name[len("transforms_"):-len(".json")] for q in root.glob("transforms_*.json"))
     for name in splits:

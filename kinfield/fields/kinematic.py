@@ -66,8 +66,7 @@ class KinematicField(nn.Module):
 
     def finest_cell(self) -> float:
         """World size of one cell of the finest grid level (sets finite-difference steps)."""
-        extent = float((self.aabb[3:] - self.aabb[:3]).max())
-        return extent / float(self.encoding.scales[-1])
+        return self.encoding.finest_cell(self.aabb)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Kinematics ``[N, K, 3]`` (``[:, 0]`` velocity, ``[:, 1]`` acceleration, ``[:, 2]`` jerk).

@@ -92,6 +92,10 @@ class HashGrid(nn.Module):
         if backend == "auto" and not torch.cuda.is_available():
             _external.get("tinycudann", "hash grid")  # logs once per process why the torch path is used
 
+    def finest_cell(self, aabb: torch.Tensor) -> float:
+        """World size of one cell of the finest level when [0, 1] spans the longest side of ``aabb [6]``."""
+        return float((aabb[3:] - aabb[:3]).max()) / float(self.scales[-1])
+
     @property
     def n_output_dims(self) -> int:
         return self.cfg.n_levels * self.cfg.n_features_per_level

@@ -65,8 +65,7 @@ class SceneModel(nn.Module):
 
     def dynamic_finest_cell(self) -> float:
         """World size of a cell of the dynamic field's finest grid level."""
-        extent = float((self.aabb[3:] - self.aabb[:3]).max())
-        return extent / float(self.dynamic.encoding.scales[-1])
+        return self.dynamic.encoding.finest_cell(self.aabb)
 
     def predict_normals(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Unit normals ``[N, 3]`` regressed from the dynamic field's geometry features (METHOD 1.3)."""
@@ -78,9 +77,11 @@ class SceneModel(nn.Module):
     def aabb(self) -> torch.Tensor:
         return self.occupancy.aabb
 
-    def union_density(self, x: torch.Tensor) -> torch.Tensor:
-        """Static density plus dynamic density at one random time per point: ``[N]`` (occupancy updates)."""
-        t = torch.rand(x.shape[0], device=x.device)
+    def union_density(self, x: torch.Tensor, t: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Static plus dynamic density ``[N]`` at times ``t [N]`` (default: one random time per point, as the
+        occupancy updates use to cover the union over time)."""
+        if t is None:
+            t = torch.rand(x.shape[0], device=x.device)
         sigma = self.dynamic.density(x, t)
         if self.static is not None:
             sigma = sigma + self.static.density(x)
@@ -98,9 +99,7 @@ class SceneModel(nn.Module):
             return ray_ids, t_starts, t_ends
         mid = 0.5 * (t_starts + t_ends)
         x = origins[ray_ids] + dirs[ray_ids] * mid[:, None]
-        sigma = self.dynamic.density(x, times[ray_ids])
-        if self.static is not None:
-            sigma = sigma + self.static.density(x)
+        sigma = self.union_density(x, times[ray_ids])
         w, _, trans = composite_blended(sigma, torch.zeros_like(sigma), t_starts, t_ends, ray_ids, origins.shape[0])
         alpha = w / trans.clamp_min(1e-10)
         keep = (trans > self.render_cfg.prune_transmittance) & (alpha > self.render_cfg.prune_alpha)

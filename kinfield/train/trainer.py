@@ -10,7 +10,7 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
-from ..config import Config, save_config, to_flat_dict
+from ..config import Config, DataConfig, save_config, to_flat_dict
 from ..data import RayBatcher, Scene, load_scene
 from ..fields import KinematicField
 from ..losses import Term, psnr_from_mse, rgb_loss, total_loss
@@ -37,6 +37,19 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+def load_configured_scene(data: DataConfig, path: Optional[str] = None, downscale: Optional[float] = None,
+                          splits: Optional[tuple] = None) -> Scene:
+    """The scene a data config names (``path`` / ``downscale`` override it). ``.npz`` scenes carry their own
+    black background and all their splits; D-NeRF folders are composited on the configured background and
+    only ``splits`` (default: all) are decoded."""
+    path = path or data.scene
+    downscale = data.downscale if downscale is None else downscale
+    if str(path).lower().endswith(".npz"):
+        return load_scene(path, downscale=downscale, background=None)
+    kw = {"splits": tuple(splits)} if splits else {}
+    return load_scene(path, downscale=downscale, background=tuple(data.background), **kw)
 
 
 def build_model(cfg: Config, scene_aabb: torch.Tensor, frame_dt: float) -> SceneModel:
@@ -66,8 +79,7 @@ class Trainer:
         self.run_dir = Path(cfg.train.out)
         self.device = resolve_device(cfg.train.device)
         self.gen = seed_everything(cfg.train.seed)
-        self.scene = scene if scene is not None else load_scene(cfg.data.scene, downscale=cfg.data.downscale,
-                                                                background=self._background_arg())
+        self.scene = scene if scene is not None else load_configured_scene(cfg.data)
         self.train_split = self.scene.split("train")
         self.background = self.scene.background.to(torch.float32).to(self.device)  # what the images sit on
         self.model = build_model(cfg, self.scene.aabb, self.scene.frame_dt).to(self.device)
@@ -82,11 +94,6 @@ class Trainer:
         self.step = 0
         self.n_rays = cfg.train.rays
         self.n_bad_steps = 0
-
-    def _background_arg(self):
-        if str(self.cfg.data.scene).endswith(".npz"):
-            return None
-        return tuple(self.cfg.data.background)
 
     # ----------------------------------------------------------------------------------- setup
     def _make_optimizer(self) -> torch.optim.Optimizer:
@@ -183,7 +190,8 @@ class Trainer:
         t = self.cfg.train
         if t.target_samples > 0:
             ratio = t.target_samples / max(n_samples, 1)
-            self.n_rays = int(min(t.max_rays, max(t.min_rays, self.n_rays * ratio ** 0.5 if ratio < 1 else self.n_rays * min(ratio, 2.0) ** 0.5)))
+            # move towards the target sample count (at most x1.41 up per step)
+            self.n_rays = int(min(t.max_rays, max(t.min_rays, self.n_rays * min(ratio, 2.0) ** 0.5)))
         with torch.no_grad():
             mse = torch.mean((render["rgb"] - target) ** 2)
         logs.update({"loss": float(loss.detach()), "psnr": float(psnr_from_mse(mse)), "rays": float(batch["rgb"].shape[0]),
