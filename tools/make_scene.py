@@ -1,9 +1,10 @@
 #!/usr/bin/env python
 """Write a synthetic dynamic scene (D-NeRF format + exact motion GT) into OUT_DIR.
 
-Example::
+Examples::
 
     python tools/make_scene.py assets/demo_scene --preset demo --seed 0 --resolution 64
+    python tools/make_scene.py data/forward --preset forward --format nsff     # forward-facing rig, NSFF layout
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ try:
 except ImportError:  # running from a source checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kinfield.data.synthetic import PRESETS, write_scene  # noqa: E402
+from kinfield.data.synthetic import CAMERA_MODES, PRESETS, write_nsff_scene, write_scene  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -33,22 +34,35 @@ def main(argv=None) -> int:
     ap.add_argument("--supersample", type=int, default=None, help="s -> s x s samples per pixel")
     ap.add_argument("--query-time", type=float, default=None)
     ap.add_argument("--n-query", type=int, default=None, help="GT query points per moving object")
+    ap.add_argument("--camera-mode", choices=CAMERA_MODES, default=None,
+                    help="random: cameras all around; forward: forward-facing rig (default: the preset's; "
+                         "forward with --format nsff)")
+    ap.add_argument("--n-rig", type=int, default=None, help="forward mode: number of rig cameras")
+    ap.add_argument("--format", choices=["dnerf", "nsff"], default="dnerf",
+                    help="dnerf: transforms_*.json + RGBA PNGs; nsff: images/, poses_bounds.npy, flow_i1/, "
+                         "motion_masks/, mv_images/, rig_poses.npy ... (forward mode only)")
+    ap.add_argument("--no-flow", action="store_true", help="nsff: leave out flow_i1/")
     ap.add_argument("--overwrite", action="store_true", help="replace a scene already in OUT_DIR")
     args = ap.parse_args(argv)
 
     overrides = {
         "seed": args.seed, "resolution": args.resolution, "n_train": args.n_train,
         "n_val": args.n_val, "n_test": args.n_test, "supersample": args.supersample,
-        "query_time": args.query_time, "n_query_per_object": args.n_query,
+        "query_time": args.query_time, "n_query_per_object": args.n_query, "n_rig": args.n_rig,
+        "camera_mode": args.camera_mode or ("forward" if args.format == "nsff" else None),
     }
     spec = dataclasses.replace(PRESETS[args.preset], **{k: v for k, v in overrides.items() if v is not None})
     t0 = time.perf_counter()
     try:
-        out = write_scene(spec, args.out_dir, overwrite=args.overwrite)
+        if args.format == "nsff":
+            out = write_nsff_scene(spec, args.out_dir, overwrite=args.overwrite, flow=not args.no_flow)
+        else:
+            out = write_scene(spec, args.out_dir, overwrite=args.overwrite)
     except (FileExistsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {spec.preset} scene to {out} in {time.perf_counter() - t0:.2f} s")
+    print(f"wrote {spec.preset} scene ({spec.camera_mode} cameras, {args.format} format) to {out} "
+          f"in {time.perf_counter() - t0:.2f} s")
     return 0
 
 

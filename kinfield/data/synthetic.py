@@ -27,6 +27,13 @@ Output folder layout of :func:`write_scene`::
     {train,val,test}/r_000.png         # RGBA 8-bit
     motion_gt.npz                      # exact GT motion of surface points (see write_scene)
     scene_meta.json                    # spec + object parameters, for humans and ensure_scene
+
+Forward-facing scenes (``camera_mode="forward"``, presets ``forward`` / ``forward_tiny``): a rig of
+``n_rig`` cameras on a small arc in front of the scene (plus a textured backdrop wall), train frame
+``i`` seen by rig camera ``i mod n_rig`` (NVIDIA-style teleporting monocular video).
+:func:`write_nsff_scene` writes them in the NSFF layout of :mod:`kinfield.preprocess.writer` plus
+``mv_images/``, ``mv_masks/`` (every rig camera at every frame time) and ``rig_poses.npy``;
+:func:`render_forward_video` renders a smoothly moving camera along the arc to an mp4 (for SfM tests).
 """
 from __future__ import annotations
 
@@ -271,6 +278,54 @@ class StaticBox:
         return c - h, c + h
 
 
+@dataclass
+class TexturedWall:
+    """Static backdrop ``|x - cx| <= half_x``, ``z_lo <= z <= z_hi`` in the plane ``y = y``
+    (normal towards -y, the side the forward-facing rig looks from), only in ``camera_mode="forward"``.
+
+    Its texture is a mosaic of ``cell``-sized squares with colours drawn once from a fixed
+    ``numpy.random.default_rng(texture_seed)``: distinctive corners for feature matching (SfM).
+    """
+
+    name: str = "wall"
+    y: float = 1.4
+    half_x: float = 1.5
+    z_lo: float = -0.9
+    z_hi: float = 1.5
+    cell: float = 0.125
+    texture_seed: int = 7
+
+    def _colors(self) -> np.ndarray:
+        nx = int(np.ceil(2.0 * self.half_x / self.cell))
+        nz = int(np.ceil((self.z_hi - self.z_lo) / self.cell))
+        rng = np.random.default_rng(self.texture_seed)
+        return 0.15 + 0.8 * rng.random((nz, nx, 3))
+
+    def intersect(self, o: np.ndarray, d: np.ndarray, t: float) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            s = (self.y - o[:, 1]) / d[:, 1]
+        p = o + s[:, None] * d
+        ok = (s > 1e-6) & (np.abs(p[:, 0]) <= self.half_x) & (p[:, 2] >= self.z_lo) & (p[:, 2] <= self.z_hi)
+        return np.where(ok, s, np.inf)
+
+    def surface(self, p: np.ndarray, t: float) -> Tuple[np.ndarray, np.ndarray]:
+        cols = self._colors()
+        i = np.clip(np.floor((p[:, 2] - self.z_lo) / self.cell).astype(np.int64), 0, cols.shape[0] - 1)
+        j = np.clip(np.floor((p[:, 0] + self.half_x) / self.cell).astype(np.int64), 0, cols.shape[1] - 1)
+        n = np.broadcast_to(np.array([0.0, -1.0, 0.0]), p.shape)
+        # the light comes from behind the wall (LIGHT_DIR . n < 0): pre-divide the albedo by the Lambert
+        # factor so that the shaded colour is exactly the mosaic colour
+        return n, cols[i, j] / (AMBIENT + (1.0 - AMBIENT) * max(0.0, float(-LIGHT_DIR[1])))
+
+    def surface_distance(self, points: np.ndarray, t: float) -> np.ndarray:
+        dx = np.clip(np.abs(points[:, 0]) - self.half_x, 0.0, None)
+        dz = np.clip(np.maximum(self.z_lo - points[:, 2], points[:, 2] - self.z_hi), 0.0, None)
+        return np.sqrt(dx**2 + dz**2 + (points[:, 1] - self.y) ** 2)
+
+    def extent(self) -> Tuple[np.ndarray, np.ndarray]:
+        return np.array([-self.half_x, self.y, self.z_lo]), np.array([self.half_x, self.y, self.z_hi])
+
+
 # ------------------------------------------------------------------------------------- layouts
 def _ball(motion_type: str) -> MovingSphere:
     """The thrown ball (projectile / both): flies from x=-0.75 to x=0.75, peaks at z~0.42."""
@@ -326,6 +381,15 @@ class SyntheticSceneSpec:
         query_time: time at which GT query points are sampled on the moving spheres.
         n_query_per_object: GT query points per moving object.
         n_dense_times: extra uniform GT times ``linspace(0, 1, n)`` merged into ``times`` (0: none).
+        camera_mode: ``"random"`` (cameras all around, upper hemisphere, from ``seed``) or
+            ``"forward"``: a forward-facing rig of ``n_rig`` cameras on a horizontal arc of radius
+            ``camera_radius`` around the origin (chord half-width ``rig_half_width``) at azimuth
+            ``rig_azimuth_deg`` and elevation ``rig_elevation_deg`` (alternate cameras raised /
+            lowered by ``rig_stagger`` world units), all looking at the origin; train frame ``i``
+            (time ``i / (n_train - 1)``) is seen by rig camera ``i mod n_rig`` (the "teleporting"
+            monocular protocol of the NVIDIA dynamic-scenes dataset). Forward scenes add a textured
+            backdrop wall (:class:`TexturedWall`) behind the content. The ``rig_*`` fields are ignored
+            (and left out of :meth:`to_dict`) in ``"random"`` mode.
     """
 
     preset: str = "demo"
@@ -341,10 +405,19 @@ class SyntheticSceneSpec:
     query_time: float = 0.5
     n_query_per_object: int = 64
     n_dense_times: int = 101
+    camera_mode: str = "random"
+    n_rig: int = 12
+    rig_half_width: float = 0.5
+    rig_elevation_deg: float = 25.0
+    rig_azimuth_deg: float = -90.0
+    rig_stagger: float = 0.08
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["elevation_deg"] = list(d["elevation_deg"])
+        if self.camera_mode == "random":  # keep the dict (and scene_meta.json) of random-camera scenes unchanged
+            for k in _FORWARD_FIELDS:
+                d.pop(k)
         return d
 
     @classmethod
@@ -355,7 +428,9 @@ class SyntheticSceneSpec:
         return cls(**d)
 
 
-_LAYOUT_OF_PRESET = {"tiny": "demo"}
+_FORWARD_FIELDS = ("camera_mode", "n_rig", "rig_half_width", "rig_elevation_deg", "rig_azimuth_deg", "rig_stagger")
+CAMERA_MODES = ("random", "forward")
+_LAYOUT_OF_PRESET = {"tiny": "demo", "forward": "demo", "forward_tiny": "demo"}
 
 PRESETS: Dict[str, SyntheticSceneSpec] = {
     "demo": SyntheticSceneSpec(preset="demo"),
@@ -365,6 +440,11 @@ PRESETS: Dict[str, SyntheticSceneSpec] = {
     "pulse": SyntheticSceneSpec(preset="pulse"),
     "tiny": SyntheticSceneSpec(preset="tiny", resolution=16, n_train=6, n_val=2, n_test=2,
                                n_query_per_object=16, n_dense_times=11),
+    # forward-facing rig (NVIDIA-style teleporting monocular video), demo objects + backdrop wall
+    "forward": SyntheticSceneSpec(preset="forward", camera_mode="forward", resolution=64, n_train=24,
+                                  n_val=4, n_test=8),
+    "forward_tiny": SyntheticSceneSpec(preset="forward_tiny", camera_mode="forward", resolution=24, n_train=8,
+                                       n_val=1, n_test=2, n_rig=4, n_query_per_object=16, n_dense_times=11),
 }
 
 
@@ -377,6 +457,44 @@ def _random_cameras(rng: np.random.Generator, n: int, radius: float, elev_deg) -
     cos_el = np.sqrt(1.0 - sin_el**2)
     pos = radius * np.stack([cos_el * np.cos(az), cos_el * np.sin(az), sin_el], axis=-1)
     return np.stack([look_at(p, (0.0, 0.0, 0.0), dtype=torch.float64).numpy() for p in pos]) if n else np.zeros((0, 4, 4))
+
+
+def _arc_camera(spec: "SyntheticSceneSpec", u: float, dz: float = 0.0) -> np.ndarray:
+    """OpenGL c2w ``[4, 4]`` of a forward-rig camera at arc coordinate ``u`` in [-1, 1] (chord
+    ``u * rig_half_width`` from the arc centre), raised by ``dz``, looking at the origin."""
+    r = float(spec.camera_radius)
+    half_angle = np.arcsin(np.clip(spec.rig_half_width / r, -1.0, 1.0))
+    az = np.deg2rad(spec.rig_azimuth_deg) + u * half_angle
+    el = np.deg2rad(spec.rig_elevation_deg)
+    eye = r * np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)]) + np.array([0.0, 0.0, dz])
+    return look_at(eye, (0.0, 0.0, 0.0), dtype=torch.float64).numpy()
+
+
+def forward_rig_cameras(spec: "SyntheticSceneSpec") -> np.ndarray:
+    """The ``n_rig`` forward-facing rig cameras of ``spec``: OpenGL c2w ``[C, 4, 4]`` float64.
+
+    Camera ``c`` sits at arc coordinate ``linspace(-1, 1, C)[c]``, raised by ``+rig_stagger`` for
+    even ``c`` and lowered for odd ``c`` (two staggered rows: vertical parallax too).
+    """
+    n = int(spec.n_rig)
+    us = np.linspace(-1.0, 1.0, n) if n > 1 else np.zeros(1)
+    return np.stack([_arc_camera(spec, float(u), spec.rig_stagger * (1.0 if c % 2 == 0 else -1.0))
+                     for c, u in enumerate(us)])
+
+
+def forward_smooth_path(spec: "SyntheticSceneSpec", n_frames: int, half_width: Optional[float] = None,
+                        bob: float = 0.15) -> np.ndarray:
+    """A continuously moving camera (not teleporting) for SfM tests: OpenGL c2w ``[F, 4, 4]`` float64.
+
+    The camera slides along the rig's arc from one end to the other (chord half-width ``half_width``,
+    default ``spec.rig_half_width``) while bobbing up and down by ``bob * sin(2 pi s)`` (``s`` in
+    [0, 1] along the path), so the camera centres are not collinear.
+    """
+    if n_frames < 1:
+        raise ValueError("n_frames must be >= 1")
+    sp = spec if half_width is None else dataclasses.replace(spec, rig_half_width=float(half_width))
+    ss = np.linspace(0.0, 1.0, n_frames) if n_frames > 1 else np.zeros(1)
+    return np.stack([_arc_camera(sp, 2.0 * s - 1.0, bob * np.sin(2.0 * np.pi * s)) for s in ss])
 
 
 def split_times(n_train: int, n_val: int, n_test: int) -> Dict[str, np.ndarray]:
@@ -407,6 +525,8 @@ class SyntheticScene:
         static: static objects (ground square, box).
         cameras: split -> ``[N, 4, 4]`` float64 camera-to-world.
         times: split -> ``[N]`` float64 frame times.
+        rig, rig_index: forward mode only: the rig cameras ``[C, 4, 4]`` and, per split, the rig
+            camera ``[N]`` of each frame (train: ``i mod C``; val/test: the camera half the rig away).
     """
 
     spec: SyntheticSceneSpec
@@ -414,6 +534,8 @@ class SyntheticScene:
     static: list
     cameras: Dict[str, np.ndarray] = field(default_factory=dict)
     times: Dict[str, np.ndarray] = field(default_factory=dict)
+    rig: Optional[np.ndarray] = None  # forward mode: rig cameras [C, 4, 4]
+    rig_index: Dict[str, np.ndarray] = field(default_factory=dict)  # forward mode: split -> rig camera per frame
 
     @property
     def objects(self) -> list:
@@ -424,8 +546,13 @@ class SyntheticScene:
         return 0.5 * self.spec.resolution / np.tan(0.5 * self.spec.camera_angle_x)
 
     # --- rendering ------------------------------------------------------------------------
-    def trace(self, o: np.ndarray, d: np.ndarray, time: float) -> Tuple[np.ndarray, np.ndarray]:
-        """Shade rays ``o, d [M, 3]`` (unit d) at ``time``: ``rgb [M, 3]``, ``hit [M]`` bool."""
+    def trace(self, o: np.ndarray, d: np.ndarray, time: float, return_ids: bool = False):
+        """Shade rays ``o, d [M, 3]`` (unit d) at ``time``: ``rgb [M, 3]``, ``hit [M]`` bool.
+
+        With ``return_ids`` also ``ids [M]`` int64 (index into :attr:`objects` of the surface hit,
+        -1 on a miss; ids below ``len(moving)`` are moving spheres) and ``dist [M]`` (ray distance,
+        ``inf`` on a miss).
+        """
         dist = np.stack([obj.intersect(o, d, time) for obj in self.objects])  # [K, M]
         winner = np.argmin(dist, axis=0)
         best = dist[winner, np.arange(len(winner))]
@@ -437,11 +564,31 @@ class SyntheticScene:
                 p = o[sel] + best[sel, None] * d[sel]
                 n, albedo = obj.surface(p, time)
                 rgb[sel] = _shade(n, albedo)
+        if return_ids:
+            return rgb, hit, np.where(hit, winner, -1).astype(np.int64), best
         return rgb, hit
 
+    def trace_pixels(self, c2w: np.ndarray, time: float, width: int, height: int, focal: float
+                     ) -> Tuple[np.ndarray, np.ndarray]:
+        """Pixel-centre rays of one view: ``depth [H, W]`` (distance along the viewing axis, ``inf``
+        on a miss) and ``ids [H, W]`` (see :meth:`trace`)."""
+        c2w = np.asarray(c2w, dtype=np.float64)
+        uu, vv = np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5, indexing="xy")
+        dirs = np.stack([(uu - 0.5 * width) / focal, -(vv - 0.5 * height) / focal,
+                         -np.ones_like(uu)], axis=-1).reshape(-1, 3)
+        norm = np.linalg.norm(dirs, axis=-1)
+        d = (dirs / norm[:, None]) @ c2w[:3, :3].T
+        o = np.broadcast_to(c2w[:3, 3], d.shape)
+        _, _, ids, dist = self.trace(o, d, float(time), return_ids=True)
+        return (dist / norm).reshape(height, width), ids.reshape(height, width)
+
     def render(self, c2w: np.ndarray, time: float, width: int, height: int, focal: float,
-               supersample: Optional[int] = None) -> np.ndarray:
-        """Render one view: ``c2w [4, 4]`` OpenGL -> straight-alpha ``rgba [H, W, 4]`` float32."""
+               supersample: Optional[int] = None, return_ids: bool = False):
+        """Render one view: ``c2w [4, 4]`` OpenGL -> straight-alpha ``rgba [H, W, 4]`` float32.
+
+        With ``return_ids`` returns ``(rgba, ids [H, W, s*s])``: the object hit by every sub-sample
+        (see :meth:`trace`).
+        """
         s = int(self.spec.supersample if supersample is None else supersample)
         c2w = np.asarray(c2w, dtype=np.float64)
         off = (np.arange(s) + 0.5) / s
@@ -452,11 +599,14 @@ class SyntheticScene:
                          -np.ones_like(uu)], axis=-1).reshape(-1, 3)
         d = _normalize(dirs @ c2w[:3, :3].T)
         o = np.broadcast_to(c2w[:3, 3], d.shape)
-        rgb, hit = self.trace(o, d, float(time))
+        rgb, hit, ids, _ = self.trace(o, d, float(time), return_ids=True)
         rgb = rgb.reshape(height, s, width, s, 3).sum(axis=(1, 3))
         cnt = hit.reshape(height, s, width, s).sum(axis=(1, 3)).astype(np.float64)
         rgb = np.where(cnt[..., None] > 0, rgb / np.maximum(cnt, 1.0)[..., None], 0.0)
-        return np.concatenate([rgb, (cnt / (s * s))[..., None]], axis=-1).astype(np.float32)
+        rgba = np.concatenate([rgb, (cnt / (s * s))[..., None]], axis=-1).astype(np.float32)
+        if return_ids:
+            return rgba, ids.reshape(height, s, width, s).transpose(0, 2, 1, 3).reshape(height, width, s * s)
+        return rgba
 
     # --- motion ---------------------------------------------------------------------------
     def assign(self, points: np.ndarray, t0: float, tol: float = 1e-2) -> np.ndarray:
@@ -554,16 +704,31 @@ def build_scene(spec: SyntheticSceneSpec) -> SyntheticScene:
     """Objects and cameras of ``spec`` (checked to stay in the world box, collision free)."""
     if spec.resolution < 1 or spec.supersample < 1 or min(spec.n_val, spec.n_test) < 0:
         raise ValueError(f"invalid spec {spec}")
+    if spec.camera_mode not in CAMERA_MODES:
+        raise ValueError(f"unknown camera_mode {spec.camera_mode!r}; expected one of {CAMERA_MODES}")
     layout = _LAYOUT_OF_PRESET.get(spec.preset, spec.preset)
     try:
         moving = _layout(layout)
     except KeyError:
         raise ValueError(f"unknown preset {spec.preset!r}; known: {sorted(PRESETS)}") from None
-    rng = np.random.default_rng(spec.seed)
     times = split_times(spec.n_train, spec.n_val, spec.n_test)
-    cameras = {s: _random_cameras(rng, len(times[s]), spec.camera_radius, spec.elevation_deg) for s in SPLITS}
-    scene = SyntheticScene(spec=spec, moving=moving, static=[GroundSquare(), StaticBox()],
-                           cameras=cameras, times=times)
+    if spec.camera_mode == "random":
+        rng = np.random.default_rng(spec.seed)
+        cameras = {s: _random_cameras(rng, len(times[s]), spec.camera_radius, spec.elevation_deg) for s in SPLITS}
+        scene = SyntheticScene(spec=spec, moving=moving, static=[GroundSquare(), StaticBox()],
+                               cameras=cameras, times=times)
+    else:
+        if spec.n_rig < 1 or not 0.0 <= spec.rig_half_width < spec.camera_radius:
+            raise ValueError(f"invalid forward rig in {spec}: need n_rig >= 1 and 0 <= rig_half_width < camera_radius")
+        rig = forward_rig_cameras(spec)
+        c = len(rig)
+        frame = {s: np.round(times[s] * (spec.n_train - 1)).astype(np.int64) for s in SPLITS}
+        index = {"train": np.arange(spec.n_train) % c}
+        for s in ("val", "test"):  # held-out views: the rig camera half the rig away from the training one
+            index[s] = (frame[s] + c // 2) % c
+        cameras = {s: rig[index[s]] if len(index[s]) else np.zeros((0, 4, 4)) for s in SPLITS}
+        scene = SyntheticScene(spec=spec, moving=moving, static=[GroundSquare(), StaticBox(), TexturedWall()],
+                               cameras=cameras, times=times, rig=rig, rig_index=index)
     scene.check()
     return scene
 
@@ -678,6 +843,168 @@ def write_scene(spec: SyntheticSceneSpec, out_dir: Union[str, Path], overwrite: 
     gt = _ground_truth(scene)
     _save_npz_deterministic(out / "motion_gt.npz", gt)
     (out / "scene_meta.json").write_text(json.dumps(_meta(scene), indent=2) + "\n")
+    return out
+
+
+def _composite(rgba: np.ndarray, background=(1.0, 1.0, 1.0)) -> np.ndarray:
+    """Straight-alpha ``rgba [H, W, 4]`` float -> RGB uint8 on ``background``."""
+    a = rgba[..., 3:4]
+    return _to_uint8(rgba[..., :3] * a + np.asarray(background, dtype=np.float64) * (1.0 - a))
+
+
+def _moving_cover(ids: np.ndarray, n_moving: int) -> np.ndarray:
+    """``ids [H, W, S]`` (sub-sample object ids) -> bool ``[H, W]``: some sub-sample hits a moving sphere."""
+    return np.any((ids >= 0) & (ids < n_moving), axis=-1)
+
+
+def _write_mp4(frames: Sequence[np.ndarray], path: Path, fps: float, quality: float = 9.0) -> None:
+    import imageio_ffmpeg
+
+    h, w = frames[0].shape[:2]
+    writer = imageio_ffmpeg.write_frames(str(path), (w, h), fps=float(fps), codec="libx264", pix_fmt_in="rgb24",
+                                         pix_fmt_out="yuv420p", quality=quality, macro_block_size=1,
+                                         ffmpeg_log_level="error")
+    writer.send(None)
+    try:
+        for f in frames:
+            writer.send(np.ascontiguousarray(f))
+    finally:
+        writer.close()
+
+
+def render_forward_video(spec: SyntheticSceneSpec, path: Union[str, Path], n_frames: int = 16,
+                         width: Optional[int] = None, height: Optional[int] = None, fps: float = 10.0,
+                         half_width: Optional[float] = None, bob: float = 0.15, animate: bool = True,
+                         background=(1.0, 1.0, 1.0)) -> Dict[str, np.ndarray]:
+    """Render the smooth forward camera path (:func:`forward_smooth_path`) of ``spec`` (any camera
+    mode; the forward-mode scene content, with the backdrop wall, is used) to an H.264 mp4 at ``path``
+    (imageio-ffmpeg; even ``width`` / ``height`` required by yuv420p).
+
+    Frame ``k`` shows the scene at time ``k / (n_frames - 1)`` (``animate=False``: time 0, a static
+    scene). Returns ``c2w [F, 4, 4]`` (OpenGL, float64), ``times [F]``, ``focal`` (pixels),
+    ``width``, ``height``, ``frames [F, H, W, 3]`` uint8 (before compression) and ``moving_masks
+    [F, H, W]`` bool (pixels showing a moving sphere).
+    """
+    fspec = dataclasses.replace(spec, camera_mode="forward")
+    scene = build_scene(fspec)
+    w = int(width or spec.resolution)
+    h = int(height or spec.resolution)
+    if w % 2 or h % 2:
+        raise ValueError(f"video width and height must be even, got {w}x{h}")
+    focal = 0.5 * w / np.tan(0.5 * spec.camera_angle_x)
+    c2w = forward_smooth_path(fspec, n_frames, half_width=half_width, bob=bob)
+    times = np.linspace(0.0, 1.0, n_frames) if n_frames > 1 else np.zeros(1)
+    frames, moving = [], []
+    for c, t in zip(c2w, times):
+        rgba, ids = scene.render(c, float(t) if animate else 0.0, w, h, focal, return_ids=True)
+        frames.append(_composite(rgba, background))
+        moving.append(_moving_cover(ids, len(scene.moving)))
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _write_mp4(frames, out, fps)
+    return {"c2w": c2w, "times": times, "focal": np.float64(focal), "width": w, "height": h,
+            "frames": np.stack(frames), "moving_masks": np.stack(moving)}
+
+
+def write_nsff_scene(spec: SyntheticSceneSpec, out_dir: Union[str, Path], overwrite: bool = False,
+                     n_sparse_depth: int = 256, flow: bool = True) -> Path:
+    """Render a ``camera_mode="forward"`` spec into ``out_dir`` in the NSFF layout (see
+    :mod:`kinfield.preprocess.writer`), deterministically from the spec.
+
+    Training frame ``i`` (time ``i / (N - 1)``) is seen by rig camera ``i mod C``. Writes
+    ``images/``, ``poses_bounds.npy`` (exact poses; per-frame near / far = 1st / 99th percentile of
+    the exact depths times 0.9 / 1.1), ``sparse_depth/`` (``n_sparse_depth`` random pixels per frame
+    with exact depth, weight 1), ``sparse/points3D.npy`` (the static ones in world space),
+    ``flow_i1/`` (OpenCV DIS flow of :mod:`kinfield.preprocess.flow`; left out when ``flow`` is
+    False or OpenCV is missing), ``motion_masks/`` (exact: 255 where a sub-sample hits a moving
+    sphere), ``mv_images/{i:05d}/cam{c:02d}.png`` and ``mv_masks/`` (every rig camera at every frame
+    time), ``rig_poses.npy [C, 3, 5]`` (LLFF), ``motion_gt.npz`` (as :func:`write_scene`),
+    ``scene_meta.json`` and ``preprocess.json``. Images are composited on white.
+
+    Raises ``ValueError`` for a spec that is not forward-facing and ``FileExistsError`` if
+    ``out_dir`` is non-empty and ``overwrite`` is False (with ``overwrite`` the layout's own files
+    are replaced, others kept).
+    """
+    import imageio.v3 as iio
+
+    from ..preprocess import writer as W
+
+    if spec.camera_mode != "forward":
+        raise ValueError(f"the NSFF layout needs a forward-facing rig: use camera_mode='forward' "
+                         f"(preset 'forward'), got {spec.camera_mode!r}")
+    scene = build_scene(spec)
+    out = W.prepare_out_dir(out_dir, overwrite=overwrite)
+    res, focal = spec.resolution, scene.focal
+    n_mov = len(scene.moving)
+    rig, cam_of_frame, times = scene.rig, scene.rig_index["train"], scene.times["train"]
+    hwf = (float(res), float(res), float(focal))
+    rng = np.random.default_rng(spec.seed)
+    images, masks, sparse, bounds, static_pts = [], [], [], [], []
+    for i, t in enumerate(times):
+        c2w = rig[cam_of_frame[i]]
+        rgba, ids = scene.render(c2w, float(t), res, res, focal, return_ids=True)
+        images.append(_composite(rgba))
+        masks.append(_moving_cover(ids, n_mov))
+        depth, pid = scene.trace_pixels(c2w, float(t), res, res, focal)
+        finite = np.isfinite(depth)
+        bounds.append(W.depth_bounds(depth[finite]))
+        rows, cols = np.nonzero(finite)
+        pick = np.sort(rng.choice(len(rows), size=min(n_sparse_depth, len(rows)), replace=False))
+        rows, cols = rows[pick], cols[pick]
+        uv = np.stack([cols + 0.5, rows + 0.5], axis=-1)
+        z = depth[rows, cols]
+        sparse.append({"uv": uv, "depth": z, "weight": np.ones_like(z)})
+        cam_pts = np.stack([(uv[:, 0] - 0.5 * res) / focal * z, -(uv[:, 1] - 0.5 * res) / focal * z, -z], axis=-1)
+        world = cam_pts @ c2w[:3, :3].T + c2w[:3, 3]
+        static_pts.append(world[pid[rows, cols] >= n_mov])
+    W.write_images(out / "images", images)
+    W.write_masks(out / "motion_masks", masks)
+    W.write_poses_bounds(out / "poses_bounds.npy", W.make_poses_bounds(rig[cam_of_frame], hwf, np.array(bounds)))
+    (out / "sparse").mkdir(exist_ok=True)
+    np.save(out / "sparse" / "points3D.npy", np.concatenate(static_pts).astype(np.float32))
+    W.write_sparse_depth(out / "sparse_depth", sparse)
+    np.save(out / "rig_poses.npy", W.opengl_to_llff(rig, hwf))
+    for i, t in enumerate(times):
+        folder_i, mfolder_i = out / "mv_images" / f"{i:05d}", out / "mv_masks" / f"{i:05d}"
+        folder_i.mkdir(parents=True, exist_ok=True)
+        mfolder_i.mkdir(parents=True, exist_ok=True)
+        for c in range(len(rig)):
+            if c == cam_of_frame[i]:
+                img, m = images[i], masks[i]
+            else:
+                rgba, ids = scene.render(rig[c], float(t), res, res, focal, return_ids=True)
+                img, m = _composite(rgba), _moving_cover(ids, n_mov)
+            iio.imwrite(folder_i / f"cam{c:02d}.png", img)
+            iio.imwrite(mfolder_i / f"cam{c:02d}.png", np.where(m, 255, 0).astype(np.uint8))
+    flow_info = {"written": False}
+    if flow:
+        try:
+            from ..preprocess.flow import neighbour_flows
+
+            flows = neighbour_flows(images)
+            W.write_flows(out / "flow_i1", flows)
+            flow_info = {"written": True, "method": "dis", "preset": "auto", "fb_abs_thresh_px": 1.0,
+                         "fb_rel_thresh": 0.05}
+        except ImportError as exc:  # OpenCV missing: the layout allows leaving flow out
+            flow_info = {"written": False, "reason": str(exc)}
+    _save_npz_deterministic(out / "motion_gt.npz", _ground_truth(scene))
+    meta = _meta(scene)
+    meta.update({
+        "format": "nsff", "camera_mode": "forward", "width": res, "height": res, "background": [1.0, 1.0, 1.0],
+        "frame_times": times.tolist(), "frame_rig_camera": cam_of_frame.tolist(),
+        "rig_c2w_opengl": rig.tolist(), "n_rig": int(len(rig)),
+    })
+    (out / "scene_meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    W.write_json(out / "preprocess.json", {
+        "format": "nsff", "source": f"synthetic:{spec.preset}", "source_type": "synthetic", "fps": None,
+        "frame_count": int(len(times)), "size": [res, res], "resize_scale": 1.0, "focal": float(focal),
+        "frame_times": times.tolist(),
+        "sfm": {"poses": "exact (synthetic rig)", "registered_frames": int(len(times)), "total_frames": int(len(times)),
+                "mean_reprojection_error_px": 0.0,
+                "num_points3D": int(sum(len(p) for p in static_pts))},
+        "flow": flow_info, "motion_masks": {"method": "exact object ids (any sub-sample on a moving sphere)"},
+        "generator_version": GENERATOR_VERSION, "spec": spec.to_dict(),
+    })
     return out
 
 

@@ -18,7 +18,10 @@ from kinfield.data.synthetic import (
     SyntheticSceneSpec,
     build_scene,
     ensure_scene,
+    forward_smooth_path,
     load_synthetic,
+    render_forward_video,
+    write_nsff_scene,
     write_scene,
 )
 
@@ -287,3 +290,134 @@ def test_invalid_spec():
         build_scene(SyntheticSceneSpec(preset="nope"))
     with pytest.raises(ValueError):
         build_scene(dataclasses.replace(TINY, n_train=1))
+
+
+# ------------------------------------------------------------------------------ forward-facing rig
+FWD_TINY = PRESETS["forward_tiny"]
+
+
+def test_random_mode_spec_dict_unchanged():
+    d = TINY.to_dict()
+    assert "camera_mode" not in d and "n_rig" not in d  # scene_meta.json of random scenes stays as before
+    assert SyntheticSceneSpec.from_dict(d) == TINY
+    f = PRESETS["forward"].to_dict()
+    assert f["camera_mode"] == "forward" and f["n_rig"] == 12
+    assert SyntheticSceneSpec.from_dict(json.loads(json.dumps(f))) == PRESETS["forward"]
+    with pytest.raises(ValueError, match="camera_mode"):
+        build_scene(dataclasses.replace(TINY, camera_mode="orbit"))
+
+
+def test_forward_rig_geometry_and_teleporting_frames():
+    spec = PRESETS["forward"]
+    scene = build_scene(spec)
+    rig = scene.rig
+    assert rig.shape == (12, 4, 4)
+    centres = rig[:, :3, 3]
+    assert np.allclose(np.linalg.norm(centres, axis=1), spec.camera_radius, atol=spec.rig_stagger)
+    mid = centres.mean(axis=0)
+    assert np.abs(centres - mid).max() <= spec.rig_half_width + spec.rig_stagger + 1e-6  # small baseline
+    assert np.all(centres[:, 1] < 0)                                                       # all on one side
+    for c2w in rig:  # each looks at the origin (OpenGL: down -z), upright (x axis horizontal)
+        assert np.allclose(-c2w[:3, 2], -c2w[:3, 3] / np.linalg.norm(c2w[:3, 3]), atol=1e-9)
+        assert abs(c2w[2, 0]) < 1e-9
+    assert np.array_equal(scene.rig_index["train"], np.arange(spec.n_train) % 12)
+    assert np.allclose(scene.cameras["train"], rig[np.arange(spec.n_train) % 12])
+    assert np.allclose(scene.times["train"], np.linspace(0, 1, spec.n_train))
+    assert np.all(scene.rig_index["test"] != scene.rig_index["train"][np.round(scene.times["test"] * 23).astype(int)])
+    assert any(type(o).__name__ == "TexturedWall" for o in scene.static)
+
+
+def test_smooth_path_and_video(tmp_path):
+    spec = PRESETS["forward"]
+    path = forward_smooth_path(spec, 9, half_width=1.0)
+    steps = np.linalg.norm(np.diff(path[:, :3, 3], axis=0), axis=1)
+    assert steps.max() < 1.5 * steps.min() and steps.max() < 0.5  # continuous, no teleporting
+    assert abs(path[0, 0, 3] + path[-1, 0, 3]) < 1e-9 and path[0, 0, 3] < -0.9
+    r = render_forward_video(spec, tmp_path / "v.mp4", n_frames=5, width=64, height=48)
+    assert r["c2w"].shape == (5, 4, 4) and r["frames"].shape == (5, 48, 64, 3) and r["moving_masks"].any()
+    assert r["focal"] == pytest.approx(0.5 * 64 / np.tan(0.5 * spec.camera_angle_x))
+    frames = iio.imread(tmp_path / "v.mp4")
+    assert frames.shape == (5, 48, 64, 3)
+    assert np.abs(frames.mean(-1) - r["frames"].mean(-1)).mean() < 8  # lossy (chroma subsampled) but close
+
+
+def test_render_ids_and_depth():
+    scene = build_scene(FWD_TINY)
+    c2w, res, f = scene.rig[0], 24, scene.focal
+    rgba, ids = scene.render(c2w, 0.3, res, res, f, return_ids=True)
+    assert np.array_equal(rgba, scene.render(c2w, 0.3, res, res, f))
+    assert ids.shape == (res, res, FWD_TINY.supersample ** 2)
+    assert np.allclose(rgba[..., 3], (ids >= 0).mean(axis=-1))
+    depth, pid = scene.trace_pixels(c2w, 0.3, res, res, f)
+    hit = np.isfinite(depth)
+    assert np.array_equal(hit, pid >= 0) and depth[hit].min() > 1.0
+    # back-projected pixel depths lie on the surface of the object that was hit
+    rows, cols = np.nonzero(hit)
+    z = depth[rows, cols]
+    cam = np.stack([(cols + 0.5 - res / 2) / f * z, -(rows + 0.5 - res / 2) / f * z, -z], axis=-1)
+    world = cam @ c2w[:3, :3].T + c2w[:3, 3]
+    for k, obj in enumerate(scene.objects):
+        sel = pid[rows, cols] == k
+        if sel.any():
+            assert obj.surface_distance(world[sel], 0.3).max() < 1e-6, obj.name
+
+
+@pytest.fixture(scope="module")
+def nsff_dir(tmp_path_factory) -> Path:
+    return write_nsff_scene(FWD_TINY, tmp_path_factory.mktemp("nsff") / "scene")
+
+
+def test_nsff_layout_and_determinism(nsff_dir, tmp_path):
+    from kinfield.preprocess.writer import check_layout, llff_to_opengl
+
+    info = check_layout(nsff_dir)
+    n, c, res = FWD_TINY.n_train, FWD_TINY.n_rig, FWD_TINY.resolution
+    assert (info["n_frames"], info["height"], info["width"]) == (n, res, res)
+    scene = build_scene(FWD_TINY)
+    pb = np.load(nsff_dir / "poses_bounds.npy")
+    assert np.allclose(llff_to_opengl(pb), scene.rig[np.arange(n) % c])
+    assert np.allclose(pb[:, 14], scene.focal)
+    rig = np.load(nsff_dir / "rig_poses.npy")
+    assert rig.shape == (c, 3, 5) and np.allclose(rig[np.arange(n) % c].reshape(n, 15), pb[:, :15])
+    for i in range(n):
+        for cam in range(c):
+            assert iio.imread(nsff_dir / "mv_images" / f"{i:05d}" / f"cam{cam:02d}.png").shape == (res, res, 3)
+        same = nsff_dir / "mv_images" / f"{i:05d}" / f"cam{i % c:02d}.png"
+        assert same.read_bytes() == (nsff_dir / "images" / f"{i:03d}.png").read_bytes()
+        mv_mask = iio.imread(nsff_dir / "mv_masks" / f"{i:05d}" / f"cam{i % c:02d}.png")
+        assert np.array_equal(mv_mask, iio.imread(nsff_dir / "motion_masks" / f"{i:03d}.png"))
+        # sparse depths are exact: back-projected, they lie on the scene's surfaces at the frame time
+        with np.load(nsff_dir / "sparse_depth" / f"{i:03d}.npz") as z:
+            uv, depth = z["uv"].astype(np.float64), z["depth"].astype(np.float64)
+        c2w = scene.rig[i % c]
+        cam_pts = np.stack([(uv[:, 0] - res / 2) / scene.focal * depth, -(uv[:, 1] - res / 2) / scene.focal * depth,
+                            -depth], axis=-1)
+        world = cam_pts @ c2w[:3, :3].T + c2w[:3, 3]
+        dist = np.min(np.stack([o.surface_distance(world, float(scene.times["train"][i])) for o in scene.objects]), 0)
+        assert dist.max() < 1e-4
+        assert np.mean((depth > pb[i, 15]) & (depth < pb[i, 16])) > 0.95
+    assert any(iio.imread(p).any() for p in sorted((nsff_dir / "motion_masks").glob("*.png")))
+    assert (nsff_dir / "motion_gt.npz").is_file() and (nsff_dir / "flow_i1" / "000_fwd.npz").is_file()
+    meta = json.loads((nsff_dir / "scene_meta.json").read_text())
+    assert meta["frame_rig_camera"] == (np.arange(n) % c).tolist() and meta["format"] == "nsff"
+    again = write_nsff_scene(FWD_TINY, tmp_path / "again")
+    a, b = _files(nsff_dir), _files(again)
+    assert sorted(a) == sorted(b)
+    for k in a:
+        assert a[k] == b[k], f"{k} differs between two writes of the same spec"
+
+
+def test_nsff_needs_forward_mode_and_cli(tmp_path):
+    with pytest.raises(ValueError, match="forward"):
+        write_nsff_scene(TINY, tmp_path / "x")
+    out = tmp_path / "cli"
+    cmd = [sys.executable, str(REPO / "tools/make_scene.py"), str(out), "--preset", "forward", "--format", "nsff",
+           "--resolution", "16", "--n-train", "4", "--n-rig", "3", "--no-flow"]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr
+    assert np.load(out / "rig_poses.npy").shape == (3, 3, 5) and not (out / "flow_i1").exists()
+    assert iio.imread(out / "mv_images" / "00003" / "cam02.png").shape == (16, 16, 3)
+    r = subprocess.run(cmd[:4] + ["--preset", "demo", "--format", "nsff", "--camera-mode", "random"],
+                       capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert r.returncode == 2 and "forward" in r.stderr
