@@ -19,6 +19,7 @@ import yaml
 
 from .fields import FieldConfig, KinematicConfig
 from .losses.kinematic import KinConfig
+from .losses.priors import PriorConfig
 from .nn import HashGridConfig
 from .render import RenderConfig
 
@@ -72,6 +73,7 @@ class Config:
     render: RenderConfig = field(default_factory=RenderConfig)
     kin: KinConfig = field(default_factory=KinConfig)
     kinematic: KinematicConfig = field(default_factory=KinematicConfig)
+    prior: PriorConfig = field(default_factory=PriorConfig)
 
 
 def _flat_fields(cls, prefix: str = "", path: Tuple[str, ...] = ()):

@@ -8,10 +8,11 @@ from typing import Optional, Sequence, Union
 from .batcher import RayBatcher
 from .dnerf import load_dnerf
 from .errors import DatasetError
+from .nsff import is_nsff_scene, load_nsff
 from .scene import Scene, SceneSplit
 from .tiny_npz import load_tiny_npz
 
-__all__ = ["RayBatcher", "Scene", "SceneSplit", "DatasetError", "load_dnerf", "load_tiny_npz", "load_scene"]
+__all__ = ["RayBatcher", "Scene", "SceneSplit", "DatasetError", "load_dnerf", "load_nsff", "load_tiny_npz", "load_scene"]
 
 
 def load_scene(
@@ -22,7 +23,8 @@ def load_scene(
 ) -> Scene:
     """Load a scene, picking the reader from what ``path`` is.
 
-    * a folder containing ``transforms_train.json`` (or that file itself) -> :func:`load_dnerf`
+    * a folder containing ``poses_bounds.npy`` -> :func:`load_nsff` (forward-facing, NDC);
+    * else a folder containing ``transforms_train.json`` (or that file itself) -> :func:`load_dnerf`
       (``background`` defaults to white);
     * a ``.npz`` file -> :func:`load_tiny_npz` (its images are already on black, so ``background``
       must be None or black).
@@ -36,13 +38,13 @@ def load_scene(
     if p.is_file() and p.name.startswith("transforms_") and p.suffix == ".json":
         p = p.parent
     if p.is_dir():
+        if is_nsff_scene(p):  # before transforms_*.json: some captures (Balloon1) carry both
+            return load_nsff(p, downscale=downscale, **kw)
         if (p / "transforms_train.json").is_file():
             if background is not None:
                 kw["background"] = background
             return load_dnerf(p, downscale=downscale, **kw)
         hints = []
-        if (p / "poses_bounds.npy").exists():
-            hints.append("it looks like an LLFF capture (poses_bounds.npy), which load_scene does not read")
         npz = sorted(q.name for q in p.glob("*.npz"))
         if npz:
             hints.append(f"it holds {', '.join(npz[:3])}: pass that .npz file instead")
@@ -51,7 +53,8 @@ def load_scene(
         raise DatasetError(
             p / "transforms_train.json",
             "folder has no transforms_train.json" + (f" ({'; '.join(hints)})" if hints else ""),
-            "pass a D-NeRF scene folder (with transforms_train.json) or a .npz file such as tiny_dnerf_data.npz",
+            "pass a D-NeRF scene folder (with transforms_train.json), a forward-facing capture (with "
+            "poses_bounds.npy, see tools/preprocess.py) or a .npz file such as tiny_dnerf_data.npz",
         )
     if p.suffix.lower() == ".npz":
         if background is not None and any(float(c) != 0.0 for c in background):

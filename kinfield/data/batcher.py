@@ -27,11 +27,12 @@ class RayBatcher:
         self.poses = split.poses.to(device)
         self.intrinsics = split.intrinsics.to(device)
         self.times = split.times.to(device)
+        self.extras = {k: v.to(device) for k, v in split.extras.items()}
         self.n_pixels = split.num_frames * split.height * split.width
 
     def sample(self, n_rays: int) -> Dict[str, torch.Tensor]:
         """``n_rays`` random pixels: ``origins, dirs [R, 3]``, ``times [R]``, ``rgb [R, 3]``,
-        ``alpha [R]`` (or absent), ``frame [R]``, ``rows``, ``cols``."""
+        ``alpha [R]`` (or absent), ``frame [R]``, ``rows``, ``cols``, and each of the split's ``extras``."""
         h, w = self.split.height, self.split.width
         flat = torch.randint(0, self.n_pixels, (n_rays,), generator=self.gen).to(self.device)
         frame = flat // (h * w)
@@ -49,4 +50,6 @@ class RayBatcher:
         }
         if self.alphas is not None:
             batch["alpha"] = self.alphas[frame, rows, cols]
+        for k, v in self.extras.items():
+            batch[k] = v[frame, rows, cols]
         return batch

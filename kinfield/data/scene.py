@@ -13,7 +13,7 @@ Conventions:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
@@ -30,6 +30,8 @@ class SceneSplit:
         times: ``[N]`` float32 normalised times in [0, 1].
         intrinsics: ``[N, 4]`` float32 ``(fx, fy, cx, cy)`` in pixels.
         paths: ``N`` source file paths (for error messages and per-image reports).
+        extras: optional per-pixel priors ``[N, H, W(, C)]`` by name (e.g. ``disp``, ``motion_mask``,
+            ``flow_fwd``/``flow_fwd_mask``, ``sparse_depth``); ray batches carry them per ray.
     """
 
     name: str
@@ -39,6 +41,7 @@ class SceneSplit:
     times: torch.Tensor
     intrinsics: torch.Tensor
     paths: List[str] = field(default_factory=list)
+    extras: Dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def num_frames(self) -> int:
@@ -64,6 +67,8 @@ class Scene:
         near, far: ray range used when a ray misses nothing else (world units).
         background: ``[3]`` float32 background colour the images were composited on.
         frame_dt: spacing of consecutive training frames in dataset time units (Delta in METHOD.md).
+        ndc: ``(focal, width, height, near)`` for forward-facing captures rendered in NDC (``aabb`` is
+            then an NDC box), ``None`` for world-space scenes.
         meta: free-form extra information (e.g. the synthetic generator's parameters).
     """
 
@@ -74,6 +79,7 @@ class Scene:
     far: float
     background: torch.Tensor
     frame_dt: float
+    ndc: Optional[Tuple[float, float, float, float]] = None
     meta: dict = field(default_factory=dict)
 
     def split(self, name: str) -> SceneSplit:

@@ -131,7 +131,7 @@ class KinematicObjective:
         rid = s.ray_ids[idx]
         tau = tau_ray[rid]
         q = self._kinematics_at_samples(ctx)
-        x_w = scale_grad(s.positions[idx] + taylor_displacement(q, tau), self.cfg.flowgrad_scale)
+        x_w = scale_grad(self.model.space.move(s.positions[idx], taylor_displacement(q, tau)), self.cfg.flowgrad_scale)
         t_w = (s.times[idx] + tau).clamp(0.0, 1.0)
         sigma_w, rgb_w = self.model.dynamic(x_w, t_w, s.dirs[idx])
         # composite along the reference rays (first n_rays of them) with the static field detached
@@ -195,20 +195,24 @@ class KinematicObjective:
             pts = pts[torch.randperm(pts.numel(), device=pts.device)[: c.max_physics_points]]
         if pts.numel() == 0:
             return res
-        x, t = w["x"].detach()[pts], w["t"].detach()[pts]
+        # derivatives once, in world space (METHOD 3, 8.3): probes in world, mapped to field space to query
+        space = self.model.space
+        x, t = space.to_world(w["x"].detach()[pts]), w["t"].detach()[pts]
         kin = self.model.kinematic
         k_orders = kin.order
-        cell = min(kin.finest_cell(), self.model.dynamic_finest_cell())
+        cell = min(kin.finest_cell(), self.model.dynamic_finest_cell())  # field units
         jit = (lambda n: torch.rand(n, device=x.device) + 0.5) if c.fd_jitter else (lambda n: torch.ones(n, device=x.device))
-        eps_x = c.fd_cell_fraction * cell * jit(1)
+        eps_x = space.world_step(x, c.fd_cell_fraction * cell) * jit(1)
         eps_t = c.fd_time_frames * self.dt * jit(1)
 
         def fn(px, pt):
-            q = kin(px, pt).reshape(px.shape[0], -1)
-            sigma = self.model.dynamic.density(px, pt)[:, None]
+            pf = space.to_field(px)
+            q = kin(pf, pt).reshape(px.shape[0], -1)
+            sigma = space.density_to_world(self.model.dynamic.density(pf, pt), px)[:, None]
             return torch.cat([q, sigma], dim=-1)
 
-        d = central_differences(fn, x, t, eps_x, eps_t, self.model.aabb)
+        d = central_differences(fn, x, t, eps_x, eps_t,
+                                inside=lambda p: self.model.dynamic.inside(space.to_field(p)))
         valid = d["valid"]
         n = x.shape[0]
         q = d["value"][:, : 3 * k_orders].view(n, k_orders, 3)
@@ -233,7 +237,7 @@ class KinematicObjective:
         if getattr(self.model, "normal_net", None) is not None:
             gnorm = sigma_grad.detach().norm(dim=-1, keepdim=True)
             n_grad = -scale_grad(d["grad"][:, -1], c.normal_density_grad_scale) / gnorm.clamp_min(1e-8)
-            n_pred = self.model.predict_normals(x + (torch.rand_like(x) - 0.5) * eps_x, t)
+            n_pred = self.model.predict_normals(space.to_field(x + (torch.rand_like(x) - 0.5) * eps_x[:, None]), t)
             alpha = 1.0 - torch.exp(-w["sigma"].detach()[pts] * self.model.render_cfg.step_size)
             weight = alpha * (gnorm[:, 0] > 1e-6).float()
             res["normal"] = _masked_mean(weight * ((n_pred - n_grad) ** 2).sum(-1), valid)

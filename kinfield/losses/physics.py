@@ -23,6 +23,7 @@ def central_differences(
     eps_x,
     eps_t,
     aabb: torch.Tensor = None,
+    inside: Callable[[torch.Tensor], torch.Tensor] = None,
 ) -> Dict[str, torch.Tensor]:
     """Value, spatial gradient and time derivative of ``fn`` at ``(x, t)`` from 9 evaluations.
 
@@ -31,6 +32,7 @@ def central_differences(
         x: ``[N, 3]`` world points (detached here); t: ``[N]`` times in [0, 1].
         eps_x, eps_t: scalar or ``[N]`` spatial (world) and temporal steps.
         aabb: ``[6]`` box; probes outside it make the point invalid.
+        inside: instead of ``aabb``, ``x [M, 3] -> [M]`` truthy where a probe is valid.
 
     Returns:
         dict with ``value [N, C]``, ``grad [N, C, 3]``, ``dt [N, C]``, ``valid [N]`` bool.
@@ -57,6 +59,8 @@ def central_differences(
         lo, hi = aabb[:3], aabb[3:]
         probes = torch.stack(xs[:7])  # [7, N, 3]
         valid = ((probes >= lo) & (probes <= hi)).all(-1).all(0)
+    elif inside is not None:
+        valid = inside(torch.cat(xs[:7])).view(7, n).bool().all(0)
     else:
         valid = torch.ones(n, dtype=torch.bool, device=x.device)
     return {"value": vals[0], "grad": grad, "dt": dt, "valid": valid}

@@ -59,11 +59,8 @@ def sample_dynamic_points(model: SceneModel, c2w: torch.Tensor, intrinsics: torc
     Returns:
         ``[n, 3]`` world points (``n <= n_points``).
     """
-    from ..geometry import image_rays
-
     out = model.render_image(c2w, intrinsics, height, width, time, background, decompose=True)
-    dev = model.aabb.device
-    origins, dirs = image_rays(c2w.to(dev), intrinsics.to(dev), height, width)
+    surface = model.surface_points(c2w, intrinsics, height, width, out["depth"])
     keep = ((out["opacity"] > 0.5) & (out["dynamic_share"] > 0.5)).reshape(-1)
     idx = torch.nonzero(keep)[:, 0]
     if idx.numel() == 0:
@@ -71,7 +68,7 @@ def sample_dynamic_points(model: SceneModel, c2w: torch.Tensor, intrinsics: torc
                            "or pass --points")
     g = torch.Generator().manual_seed(seed)
     idx = idx[torch.randperm(idx.numel(), generator=g)[:n_points].to(idx.device)]
-    pts = origins[idx] + dirs[idx] * out["depth"].reshape(-1)[idx, None]
+    pts = surface[idx]
     return pts.cpu().numpy().astype(np.float64)
 
 
@@ -94,11 +91,11 @@ def compute_trajectories(model: SceneModel, points: np.ndarray, query_time: floa
     tt = torch.as_tensor(times, dtype=torch.float32, device=dev)
 
     def vel(x, t):
-        return kin(x, t)[:, 0]
+        return model.kinematics_at(x, t)["velocity"]
 
     pos = torch.cat([integrate(vel, x0[i : i + chunk], float(query_time), tt, dt / substeps)
                      for i in range(0, x0.shape[0], chunk)], dim=1)
-    kin_along = kinematics_along(kin.kinematics, pos, tt)
+    kin_along = kinematics_along(model.kinematics_at, pos, tt)
     out = {"times": times.astype(np.float32), "positions": pos.cpu().numpy(), "query_points": np.asarray(points, np.float32),
            "query_time": np.float32(query_time)}
     out.update({k: v.cpu().numpy() for k, v in kin_along.items()})
@@ -148,20 +145,38 @@ def score_against_ground_truth(model: SceneModel, gt_path, substeps: int = 4) ->
     the true position. Velocity/acceleration/jerk errors compare the field at the TRUE positions with
     the true values (relative error = mean |pred - gt| / mean |gt|).
     """
-    gt = np.load(gt_path, allow_pickle=False)
+    gt = dict(np.load(gt_path, allow_pickle=False))
+    unit = _to_training_world(gt, Path(gt_path).parent)  # world units of the GT per training-world unit
     gt_times = gt["times"].astype(np.float64)
     traj = compute_trajectories(model, gt["query_points"], float(gt["query_time"]), gt_times, substeps=substeps)
-    err = np.linalg.norm(traj["positions"] - gt["positions"], axis=-1)  # [T, N]
+    err = np.linalg.norm(traj["positions"] - gt["positions"], axis=-1) * unit  # [T, N], GT units
     dev = model.aabb.device
     P = torch.as_tensor(gt["positions"], dtype=torch.float32, device=dev)
-    at_true = kinematics_along(model.kinematic.kinematics, P, torch.as_tensor(gt_times, dtype=torch.float32, device=dev))
+    at_true = kinematics_along(model.kinematics_at, P, torch.as_tensor(gt_times, dtype=torch.float32, device=dev))
     out = {"epe_mean": float(err.mean()), "epe_final": float(err[np.argmax(np.abs(gt_times - float(gt["query_time"])))].mean()),
            "epe_max": float(err.max()), "n_points": int(err.shape[1]), "n_times": int(err.shape[0])}
     for name in ("velocity", "acceleration", "jerk"):
         pred = at_true[name].cpu().numpy()
         true = gt[name]
-        num = np.linalg.norm(pred - true, axis=-1).mean()
-        den = np.linalg.norm(true, axis=-1).mean()
+        num = np.linalg.norm(pred - true, axis=-1).mean() * unit
+        den = np.linalg.norm(true, axis=-1).mean() * unit
         out[f"{name}_abs_err"] = float(num)
         out[f"{name}_rel_err"] = float(num / den) if den > 1e-9 else float("nan")
     return out
+
+
+def _to_training_world(gt: Dict[str, np.ndarray], scene_dir: Path) -> float:
+    """Map a forward-facing scene's GT (written in the generator's frame) into the frame the NSFF loader
+    trains in (rescaled, recentred; see :func:`kinfield.data.nsff.world_transform`), in place.
+    Returns the GT length unit per training-world unit (1 for world-space scenes)."""
+    from ..data.nsff import is_nsff_scene, world_transform
+
+    if not is_nsff_scene(scene_dir):
+        return 1.0
+    scale, m = world_transform(scene_dir)
+    rot = m[:3, :3] * scale
+    for k in ("query_points", "positions"):
+        gt[k] = (gt[k].astype(np.float64) @ rot.T + m[:3, 3]).astype(np.float32)
+    for k in ("velocity", "acceleration", "jerk"):
+        gt[k] = (gt[k].astype(np.float64) @ rot.T).astype(np.float32)
+    return 1.0 / scale

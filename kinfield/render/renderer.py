@@ -11,6 +11,7 @@ from ..fields import FieldConfig, RadianceField
 from ..geometry import image_rays
 from .composite import accumulate, composite_blended
 from .occupancy import OccupancyConfig, OccupancyGrid
+from .space import SceneSpace
 
 
 @dataclass
@@ -35,7 +36,7 @@ class Samples:
     ray_ids: torch.Tensor  # [M] int64
     t_starts: torch.Tensor  # [M]
     t_ends: torch.Tensor  # [M]
-    positions: torch.Tensor  # [M, 3] world
+    positions: torch.Tensor  # [M, 3] field coordinates (world, or NDC: see SceneModel.space)
     times: torch.Tensor  # [M]
     dirs: torch.Tensor  # [M, 3]
     sigma_s: torch.Tensor  # [M]
@@ -50,13 +51,16 @@ class Samples:
 class SceneModel(nn.Module):
     """The learned scene: static field F_ST, dynamic field F_DY and the occupancy grid.
 
-    The kinematic field (``kinematic``) is attached by the kinematic part of the trainer.
+    The kinematic field (``kinematic``) is attached by the kinematic part of the trainer. ``aabb`` is
+    in field coordinates: world, or NDC when ``ndc = (focal, width, height, near)`` is given (``space``
+    maps between them; rays passed in are always world rays).
     """
 
     def __init__(self, aabb: torch.Tensor, static_cfg: FieldConfig, dynamic_cfg: FieldConfig, render_cfg: RenderConfig,
-                 use_static: bool = True):
+                 use_static: bool = True, ndc=None):
         super().__init__()
         self.render_cfg = render_cfg
+        self.space = SceneSpace(ndc)
         self.static = RadianceField(aabb, static_cfg, n_dims=3) if use_static else None
         self.dynamic = RadianceField(aabb, dynamic_cfg, n_dims=4)
         self.occupancy = OccupancyGrid(aabb, render_cfg.occupancy)
@@ -64,8 +68,19 @@ class SceneModel(nn.Module):
         self.normal_net: Optional[nn.Module] = None
 
     def dynamic_finest_cell(self) -> float:
-        """World size of a cell of the dynamic field's finest grid level."""
+        """Field-space size of a cell of the dynamic field's finest grid level."""
         return self.dynamic.encoding.finest_cell(self.aabb)
+
+    def kinematics_at(self, x: torch.Tensor, t: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """World velocity/acceleration/jerk (``[N, 3]`` each) at world points ``x [N, 3]``, times ``t [N]``."""
+        return self.kinematic.kinematics(self.space.to_field(x), t)
+
+    def surface_points(self, c2w: torch.Tensor, intrinsics: torch.Tensor, height: int, width: int,
+                       depth: torch.Tensor) -> torch.Tensor:
+        """World points ``[H*W, 3]`` at a rendered ``depth [H, W]`` (field-space distance along each pixel's ray)."""
+        dev = self.aabb.device
+        origins, dirs = self.space.rays(*image_rays(c2w.to(dev), intrinsics.to(dev), height, width))
+        return self.space.to_world(origins + dirs * depth.reshape(-1, 1).to(dev))
 
     def predict_normals(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Unit normals ``[N, 3]`` regressed from the dynamic field's geometry features (METHOD 1.3)."""
@@ -126,7 +141,7 @@ class SceneModel(nn.Module):
         """Render a batch of rays.
 
         Args:
-            origins, dirs: ``[R, 3]`` world rays (unit directions).
+            origins, dirs: ``[R, 3]`` world rays (unit directions; mapped to field space here).
             times: ``[R]`` normalised times.
             background: ``[3]`` or ``[R, 3]`` colour behind the scene.
             stratified: jitter sample positions (training).
@@ -139,6 +154,7 @@ class SceneModel(nn.Module):
             ``depth_static``, ``depth_dynamic``, ``dynamic_share`` ``[R]``.
         """
         n_rays = origins.shape[0]
+        origins, dirs = self.space.rays(origins, dirs)
         ray_ids, t_starts, t_ends = self.occupancy.sample(origins, dirs, self.render_cfg.step_size, stratified)
         if torch.is_grad_enabled() and (self.render_cfg.prune_transmittance > 0 or self.render_cfg.prune_alpha > 0):
             ray_ids, t_starts, t_ends = self.prune_samples(origins, dirs, times, ray_ids, t_starts, t_ends)

@@ -278,14 +278,11 @@ def render_frames(model, poses: torch.Tensor, times: torch.Tensor, intrinsics: t
 @torch.no_grad()
 def image_plane_kinematics(model, c2w, intrinsics, height, width, time, render_out, quantity) -> np.ndarray:
     """Camera-plane components (right, up) ``[H, W, 2]`` of ``quantity`` at the rendered surface (NaN where empty)."""
-    from ..geometry import image_rays
-
     if model.kinematic is None:
         raise RuntimeError("this run has no kinematic field: velocity/acceleration/jerk maps need one")
     dev = model.aabb.device
-    o, d = image_rays(c2w.to(dev), intrinsics.to(dev), height, width)
-    x = o + d * render_out["depth"].reshape(-1, 1).to(dev)
-    k = model.kinematic.kinematics(x, torch.full((x.shape[0],), time, device=dev))[quantity]
+    x = model.surface_points(c2w, intrinsics, height, width, render_out["depth"])
+    k = model.kinematics_at(x, torch.full((x.shape[0],), time, device=dev))[quantity]
     cam = k @ c2w[:3, :3].to(dev)  # world vector -> camera axes (x right, y up)
     vec = cam[:, :2].reshape(height, width, 2).cpu().numpy().astype(np.float64)
     vec[render_out["opacity"].cpu().numpy() < 0.5] = np.nan

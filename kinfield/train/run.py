@@ -52,6 +52,7 @@ def load_run(run_dir, device: str = "auto", checkpoint: Optional[str] = None) ->
     if has_kin and cfg.kin.normal_weight > 0 and not any(k.startswith("normal_net.") for k in state["model"]):
         cfg = dataclasses.replace(cfg, kin=dataclasses.replace(cfg.kin, normal_weight=0.0))
     frame_dt = float(state["model"].get("kinematic.frame_dt", torch.tensor(1.0)))
+    state["model"].setdefault("space.ndc", torch.zeros(4))  # runs from before forward-facing support
     model = build_model(cfg, state["model"]["occupancy.aabb"].cpu(), frame_dt).to(dev)
     model.load_state_dict(state["model"])
     model.eval()

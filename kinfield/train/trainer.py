@@ -1,6 +1,7 @@
 """The training loop: data, model, optimiser, loss terms, logging, checkpoints, final evaluation."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
@@ -15,6 +16,7 @@ from ..data import RayBatcher, Scene, load_scene
 from ..fields import KinematicField
 from ..losses import Term, psnr_from_mse, rgb_loss, total_loss
 from ..losses.kinematic import KinematicObjective
+from ..losses.priors import PriorObjective, prior_summary
 from ..nn import MLP
 from ..render import SceneModel
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -52,9 +54,10 @@ def load_configured_scene(data: DataConfig, path: Optional[str] = None, downscal
     return load_scene(path, downscale=downscale, background=tuple(data.background), **kw)
 
 
-def build_model(cfg: Config, scene_aabb: torch.Tensor, frame_dt: float) -> SceneModel:
-    """The scene model of ``cfg``; with the kinematic part on, its kinematic field and normal regressor."""
-    model = SceneModel(scene_aabb, cfg.static, cfg.dynamic, cfg.render, use_static=cfg.model.use_static)
+def build_model(cfg: Config, scene_aabb: torch.Tensor, frame_dt: float, ndc=None) -> SceneModel:
+    """The scene model of ``cfg``; with the kinematic part on, its kinematic field and normal regressor.
+    ``ndc = (focal, width, height, near)`` renders in NDC (forward-facing scenes; ``scene_aabb`` in NDC)."""
+    model = SceneModel(scene_aabb, cfg.static, cfg.dynamic, cfg.render, use_static=cfg.model.use_static, ndc=ndc)
     if cfg.kin.enabled:
         model.kinematic = KinematicField(scene_aabb, frame_dt, cfg.kinematic)
         if cfg.kin.normal_weight > 0:
@@ -82,15 +85,22 @@ class Trainer:
         self.scene = scene if scene is not None else load_configured_scene(cfg.data)
         self.train_split = self.scene.split("train")
         self.background = self.scene.background.to(torch.float32).to(self.device)  # what the images sit on
-        self.model = build_model(cfg, self.scene.aabb, self.scene.frame_dt).to(self.device)
+        self.model = build_model(cfg, self.scene.aabb, self.scene.frame_dt, self.scene.ndc).to(self.device)
         self.batcher = RayBatcher(self.train_split, self.device, self.gen)
         self.optimizer = self._make_optimizer()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
-        self.terms: List[Term] = [Term("rgb", lambda ctx: rgb_loss(ctx["render"]["rgb"], ctx["target"], cfg.train.loss))]
+        self.priors = PriorObjective(cfg.prior, self.model, self.train_split, self.scene.frame_dt) \
+            if self.train_split.extras else None
+        pretrain = self.priors.pretrain_steps if self.priors is not None else 0
+        self.terms: List[Term] = [Term("rgb", lambda ctx: rgb_loss(ctx["render"]["rgb"], ctx["target"], cfg.train.loss),
+                                       start=pretrain)]
         self.kinematic = None
         if self.model.kinematic is not None:
             self.kinematic = KinematicObjective(cfg.kin, self.model, self.scene.frame_dt)
-            self.terms += self.kinematic.terms()
+            self.terms += [dataclasses.replace(t, start=max(t.start, pretrain)) for t in self.kinematic.terms()]
+        if self.priors is not None:
+            log.info("priors of %s: %s", self.scene.root, ", ".join(k for k, v in prior_summary(self.train_split).items() if v))
+            self.terms += self.priors.terms()
         self.step = 0
         self.n_rays = cfg.train.rays
         self.n_bad_steps = 0
@@ -169,7 +179,9 @@ class Trainer:
             self.model.kinematic.set_active_orders(self.kinematic.active_orders(step))
         batch = self.batcher.sample(self.n_rays)
         target, bg = self.make_target(batch)
-        render = self.model.render_rays(batch["origins"], batch["dirs"], batch["times"], bg, stratified=True)
+        decompose = self.priors is not None and self.priors.needs_decomposition
+        render = self.model.render_rays(batch["origins"], batch["dirs"], batch["times"], bg, stratified=True,
+                                        decompose=decompose)
         ctx = {"batch": batch, "target": target, "render": render, "render_background": bg, "model": self.model,
                "step": step}
         loss, logs = total_loss(self.terms, ctx, step)

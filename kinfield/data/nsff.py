@@ -1,0 +1,319 @@
+"""Forward-facing captures in the NSFF / DynamicNeRF layout (METHOD 1.5 and 5).
+
+Layout (what ``tools/preprocess.py`` and the synthetic generator write; NVIDIA Balloon1 is a real example)::
+
+    images/000.png ...            RGB frames in time order (or the first images_* folder)
+    poses_bounds.npy              (N, 17): LLFF [R | t | (h, w, f)] per frame (columns down, right,
+                                  back) + near/far depth bounds
+    disp/*.npy | disp_png/*.png   optional inverse-depth prior per frame (larger = nearer)
+    flow_i1/NNN_fwd.npz, _bwd.npz optional flow to the next / previous frame: ``flow`` (H, W, 2) px, ``mask``
+    motion_masks/NNN.png          optional, 255 where content moves
+    sparse_depth/NNN.npz          optional SfM depths: ``uv`` (K, 2) px, ``depth`` (K,), ``weight`` (K,)
+    mv_images/IIIII/camCC.png     optional held-out views (every rig camera at every frame time)
+    mv_masks/IIIII/camCC.png      optional dynamic-region masks of the held-out views
+    rig_poses.npy                 optional (C, 3, 5) LLFF poses of the rig cameras (else frames 0..C-1)
+
+Frame ``i`` of ``N`` has time ``i / (N - 1)``. Poses are rescaled so the nearest bound sits at
+``1 / 0.75`` (LLFF's ``bd_factor``), recentred on their mean pose, and rays are rendered in NDC with
+``near = 1`` (scene box ``[-1.5, 1.5]^2 x [-1, 1]`` in NDC, so warped points may leave the frustum).
+Per-pixel priors are returned as ``SceneSplit.extras`` (resampled with the images).
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple, Union
+
+import numpy as np
+import torch
+
+from .dnerf import area_downscale, check_downscale, downscaled_size, read_image
+from .errors import DatasetError
+from .scene import Scene, SceneSplit
+
+NDC_AABB = (-1.5, -1.5, -1.0, 1.5, 1.5, 1.0)
+BD_FACTOR = 0.75
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".PNG", ".JPG", ".JPEG")
+
+
+def is_nsff_scene(path: Union[str, Path]) -> bool:
+    return (Path(path) / "poses_bounds.npy").is_file()
+
+
+# ---------------------------------------------------------------------------------------- poses
+def llff_to_opengl(poses: np.ndarray) -> np.ndarray:
+    """LLFF ``[N, 3, 5]`` (rotation columns down, right, back) to OpenGL camera-to-world ``[N, 4, 4]``."""
+    r = poses[:, :, :3]
+    out = np.tile(np.eye(4), (poses.shape[0], 1, 1))
+    out[:, :3, 0] = r[:, :, 1]
+    out[:, :3, 1] = -r[:, :, 0]
+    out[:, :3, 2] = r[:, :, 2]
+    out[:, :3, 3] = poses[:, :, 3]
+    return out
+
+
+def mean_pose(c2w: np.ndarray) -> np.ndarray:
+    """The average camera ``[4, 4]``: mean centre, mean viewing axis, mean up (LLFF's ``poses_avg``)."""
+    center = c2w[:, :3, 3].mean(0)
+    z = c2w[:, :3, 2].sum(0)
+    z /= np.linalg.norm(z)
+    up = c2w[:, :3, 1].sum(0)
+    x = np.cross(up, z)
+    x /= np.linalg.norm(x)
+    y = np.cross(z, x)
+    out = np.eye(4)
+    out[:3, :3] = np.stack([x, y, z], axis=1)
+    out[:3, 3] = center
+    return out
+
+
+def normalize_poses(c2w: np.ndarray, bounds: np.ndarray) -> Tuple[np.ndarray, float, np.ndarray]:
+    """Rescale so the nearest bound is ``1 / BD_FACTOR`` and recentre on the mean pose.
+
+    Returns:
+        ``(c2w [N, 4, 4], scale, world_from_llff [4, 4])``; apply the same ``scale`` then
+        ``world_from_llff`` to any other pose or point of the capture.
+    """
+    scale = 1.0 / (float(bounds.min()) * BD_FACTOR)
+    scaled = c2w.copy()
+    scaled[:, :3, 3] *= scale
+    world_from_llff = np.linalg.inv(mean_pose(scaled))
+    return world_from_llff[None] @ scaled, scale, world_from_llff
+
+
+def world_transform(root: Union[str, Path]) -> Tuple[float, np.ndarray]:
+    """``(scale, world_from_llff [4, 4])`` that :func:`load_nsff` applies to the capture at ``root``:
+    a point ``p`` of the capture's own frame is ``world_from_llff @ (scale * p)`` in the training world."""
+    pb = np.load(Path(root) / "poses_bounds.npy").astype(np.float64)
+    poses = pb[:, :15].reshape(-1, 3, 5)
+    _, scale, world_from_llff = normalize_poses(llff_to_opengl(poses), pb[:, 15:])
+    return scale, world_from_llff
+
+
+# ---------------------------------------------------------------------------------------- files
+def _frame_files(folder: Path) -> List[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix in IMAGE_SUFFIXES and not p.name.startswith("."))
+
+
+def _image_dir(root: Path) -> Path:
+    if (root / "images").is_dir():
+        return root / "images"
+    cands = sorted(p for p in root.glob("images_*") if p.is_dir() and p.name != "images_colmap")
+    if cands:
+        return cands[0]
+    raise DatasetError(root / "images", "no images/ folder (nor images_*/)",
+                       "put the frames, in time order, into images/ (tools/preprocess.py writes this layout)")
+
+
+def _load_rgb(path: Path, factor) -> np.ndarray:
+    img = read_image(path)
+    if img.shape[-1] == 4:
+        img = img[..., :3] * img[..., 3:]  # opaque captures: alpha, if any, composited on black
+    return area_downscale(np.ascontiguousarray(img, dtype=np.float32), factor)
+
+
+def _resize(x: np.ndarray, size: Tuple[int, int], mode: str) -> np.ndarray:
+    """``[H, W, C]`` float32 to ``size`` (area for values, nearest for masks/sparse maps)."""
+    if x.shape[:2] == tuple(size):
+        return x
+    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).permute(2, 0, 1)[None]
+    t = torch.nn.functional.interpolate(t, size=size, mode=mode)
+    return t[0].permute(1, 2, 0).contiguous().numpy()
+
+
+def _read_priors(root: Path, n: int, size: Tuple[int, int]) -> Dict[str, torch.Tensor]:
+    """Optional per-pixel priors ``[N, H, W(, C)]`` resampled to the training size."""
+    h, w = size
+    extras: Dict[str, torch.Tensor] = {}
+    disp_files = sorted((root / "disp").glob("*.npy")) if (root / "disp").is_dir() else []
+    if not disp_files and (root / "disp_png").is_dir():
+        disp_files = _frame_files(root / "disp_png")
+    if disp_files:
+        if len(disp_files) != n:
+            raise DatasetError(disp_files[0].parent, f"{len(disp_files)} disparity maps for {n} frames",
+                               "provide one disparity map per frame (or remove the folder)")
+        maps = []
+        for p in disp_files:
+            d = np.load(p).astype(np.float32) if p.suffix == ".npy" else read_image(p)[..., :1].astype(np.float32)
+            d = d.reshape(d.shape[0], d.shape[1], 1)
+            if not np.isfinite(d).all():
+                raise DatasetError(p, "disparity map has NaN or infinite values", "recompute or remove it")
+            maps.append(_resize(d, size, "area")[..., 0])
+        extras["disp"] = torch.from_numpy(np.stack(maps))
+    if (root / "motion_masks").is_dir():
+        files = _frame_files(root / "motion_masks")
+        if len(files) != n:
+            raise DatasetError(root / "motion_masks", f"{len(files)} motion masks for {n} frames",
+                               "provide one mask per frame (or remove the folder)")
+        masks = [_resize(read_image(p)[..., :1], size, "area")[..., 0] > 0.5 for p in files]
+        extras["motion_mask"] = torch.from_numpy(np.stack(masks).astype(np.float32))
+    flow_dir = root / "flow_i1"
+    if flow_dir.is_dir():
+        for kind, other in (("fwd", 1), ("bwd", -1)):
+            flows = np.zeros((n, h, w, 2), np.float32)
+            valid = np.zeros((n, h, w), np.float32)
+            for i in range(n):
+                p = flow_dir / f"{i:03d}_{kind}.npz"
+                if not p.is_file() or not 0 <= i + other < n:
+                    continue
+                try:
+                    z = np.load(p)
+                    f, m = z["flow"].astype(np.float32), z["mask"].astype(np.float32)
+                except (OSError, ValueError, KeyError) as e:
+                    raise DatasetError(p, f"unreadable flow file ({e})", "it must hold arrays 'flow' (H, W, 2) and 'mask' (H, W)") from None
+                if f.ndim != 3 or f.shape[-1] != 2 or m.shape != f.shape[:2]:
+                    raise DatasetError(p, f"flow {f.shape} / mask {m.shape} have the wrong shapes", "expect (H, W, 2) and (H, W)")
+                sx, sy = w / f.shape[1], h / f.shape[0]
+                f = _resize(f, size, "area") * np.array([sx, sy], np.float32)
+                m = _resize(m[..., None], size, "area")[..., 0] > 0.99
+                ok = np.isfinite(f).all(-1)
+                flows[i] = np.where(ok[..., None], f, 0.0)
+                valid[i] = m & ok
+            if valid.any():
+                extras[f"flow_{kind}"] = torch.from_numpy(flows)
+                extras[f"flow_{kind}_mask"] = torch.from_numpy(valid)
+    return extras
+
+
+def _read_sparse_depth(root: Path, n: int, size: Tuple[int, int], orig_size: Tuple[int, int], scale: float
+                       ) -> Dict[str, torch.Tensor]:
+    """SfM depths splatted into sparse maps ``[N, H, W]`` (0 = none), in rescaled world units."""
+    folder = root / "sparse_depth"
+    if not folder.is_dir():
+        return {}
+    h, w = size
+    depth = np.zeros((n, h, w), np.float32)
+    weight = np.zeros((n, h, w), np.float32)
+    sx, sy = w / orig_size[1], h / orig_size[0]
+    for i in range(n):
+        p = folder / f"{i:03d}.npz"
+        if not p.is_file():
+            continue
+        z = np.load(p)
+        uv, d = z["uv"].astype(np.float64), z["depth"].astype(np.float32)
+        wt = z["weight"].astype(np.float32) if "weight" in z else np.ones_like(d)
+        col = np.clip((uv[:, 0] * sx).astype(int), 0, w - 1)
+        row = np.clip((uv[:, 1] * sy).astype(int), 0, h - 1)
+        ok = np.isfinite(d) & (d > 0)
+        depth[i, row[ok], col[ok]] = d[ok] * scale
+        weight[i, row[ok], col[ok]] = wt[ok]
+    return {"sparse_depth": torch.from_numpy(depth), "sparse_depth_weight": torch.from_numpy(weight)}
+
+
+def _mv_views(root: Path, n_frames: int, n_train_cams: int) -> List[Tuple[int, int, Path]]:
+    """Held-out views ``(frame, camera, path)``: every rig camera at every frame except the training view."""
+    folder = root / "mv_images"
+    if not folder.is_dir():
+        return []
+    views = []
+    for fdir in sorted(p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()):
+        for p in _frame_files(fdir):
+            m = re.fullmatch(r"cam(\d+)", p.stem)
+            if m:
+                views.append((int(fdir.name), int(m.group(1)), p))
+    if not views:
+        return []
+    base = min(c for _, c, _ in views)  # NSFF numbers cameras from 1, the generator from 0
+    return [(i, c - base, p) for i, c, p in views if i < n_frames and (c - base) != i % n_train_cams]
+
+
+# ---------------------------------------------------------------------------------------- reader
+def load_nsff(root: Union[str, Path], downscale: Union[int, float] = 1, splits=None, **_) -> Scene:
+    """Read a forward-facing capture (see the module docstring) into a :class:`Scene` rendered in NDC.
+
+    Splits: ``train`` (every frame), and ``test`` (held-out rig views) when ``mv_images/`` exists.
+
+    Raises:
+        DatasetError: naming the file and the fix for missing/malformed poses, images or priors.
+    """
+    root = Path(root)
+    factor = check_downscale(downscale, root)
+    pb_path = root / "poses_bounds.npy"
+    if not pb_path.is_file():
+        raise DatasetError(pb_path, "file not found", "run tools/preprocess.py on the video, or add LLFF poses_bounds.npy")
+    try:
+        pb = np.load(pb_path).astype(np.float64)
+    except (OSError, ValueError) as e:
+        raise DatasetError(pb_path, f"cannot read ({e})", "regenerate it with tools/preprocess.py") from None
+    if pb.ndim != 2 or pb.shape[1] != 17 or pb.shape[0] < 2:
+        raise DatasetError(pb_path, f"shape {pb.shape}, expected (N >= 2, 17)",
+                           "write one row per frame: 15 pose values (3x5 [R|t|hwf]) then near and far")
+    if not np.isfinite(pb).all():
+        raise DatasetError(pb_path, "non-finite values in the poses or bounds", "re-run SfM (tools/preprocess.py)")
+    n = pb.shape[0]
+    poses, bounds = pb[:, :15].reshape(n, 3, 5), pb[:, 15:]
+    if (bounds <= 0).any():
+        raise DatasetError(pb_path, "near/far bounds must be positive", "recompute the bounds from the SfM points")
+    img_dir = _image_dir(root)
+    files = _frame_files(img_dir)
+    if len(files) != n:
+        raise DatasetError(img_dir, f"{len(files)} images but {n} poses in {pb_path.name}",
+                           "keep exactly one image per row of poses_bounds.npy, in the same order")
+    first = read_image(files[0])
+    oh, ow = first.shape[:2]
+    h_pose, w_pose, f_pose = poses[0, :, 4]
+    focal = float(f_pose) * ow / float(w_pose)  # images may be resized relative to the poses' hwf
+    if abs(oh / float(h_pose) - ow / float(w_pose)) > 0.02:
+        raise DatasetError(files[0], f"image {ow}x{oh} has another aspect ratio than the poses' {w_pose:.0f}x{h_pose:.0f}",
+                           "use the images the poses were computed for")
+    h, w = downscaled_size(oh, ow, factor)
+    images = []
+    for p in files:
+        img = _load_rgb(p, factor)
+        if img.shape[:2] != (h, w):
+            raise DatasetError(p, f"image is {img.shape[1]}x{img.shape[0]} after downscaling, others are {w}x{h}",
+                               "all frames must have the same size")
+        images.append(img)
+    focal *= w / ow
+    c2w, scale, world_from_llff = normalize_poses(llff_to_opengl(poses), bounds)
+    intr = torch.tensor([focal, focal, w / 2.0, h / 2.0], dtype=torch.float32)
+    times = np.linspace(0.0, 1.0, n)
+    extras = _read_priors(root, n, (h, w))
+    extras.update(_read_sparse_depth(root, n, (h, w), (oh, ow), scale))
+    out_splits = {"train": SceneSplit(
+        "train", torch.from_numpy(np.stack(images)), None, torch.from_numpy(c2w).float(),
+        torch.from_numpy(times).float(), intr[None].expand(n, 4).clone(), [str(p) for p in files], extras=extras)}
+    want = set(splits) if splits else {"train", "test"}
+    if "test" in want:
+        test = _read_test_split(root, n, factor, (h, w), intr, c2w, scale, world_from_llff, times)
+        if test is not None:
+            out_splits["test"] = test
+    return Scene(root=str(root), splits=out_splits, aabb=torch.tensor(NDC_AABB, dtype=torch.float32),
+                 near=0.0, far=1.0, background=torch.zeros(3), frame_dt=1.0 / (n - 1),
+                 ndc=(float(focal), float(w), float(h), 1.0),
+                 meta={"format": "nsff", "world_scale": scale, "world_from_llff": world_from_llff.tolist()})
+
+
+def _read_test_split(root, n, factor, size, intr, c2w_train, scale, world_from_llff, times) -> Optional[SceneSplit]:
+    rig_path = root / "rig_poses.npy"
+    if rig_path.is_file():
+        rig = llff_to_opengl(np.load(rig_path).astype(np.float64).reshape(-1, 3, 5))
+        rig[:, :3, 3] *= scale
+        rig = world_from_llff[None] @ rig
+    else:
+        rig = None
+    n_cams = rig.shape[0] if rig is not None else min(n, 12)
+    views = _mv_views(root, n, n_cams)
+    if not views:
+        return None
+    imgs, poses, ts, paths, masks = [], [], [], [], []
+    for i, c, p in views:
+        if c >= n_cams:
+            continue
+        img = _load_rgb(p, factor)
+        if img.shape[:2] != size:
+            img = _resize(img, size, "area")  # NSFF protocol: GT resized to the training size
+        imgs.append(img)
+        poses.append(rig[c] if rig is not None else c2w_train[c])
+        ts.append(times[i])
+        paths.append(str(p))
+        mp = root / "mv_masks" / p.parent.name / (p.stem + ".png")
+        masks.append(_resize(read_image(mp)[..., :1], size, "area")[..., 0] > 0.5 if mp.is_file() else None)
+    if not imgs:
+        return None
+    k = len(imgs)
+    extras = {}
+    if all(m is not None for m in masks):
+        extras["dynamic_mask"] = torch.from_numpy(np.stack(masks).astype(np.float32))
+    return SceneSplit("test", torch.from_numpy(np.stack(imgs)), None, torch.from_numpy(np.stack(poses)).float(),
+                      torch.tensor(ts, dtype=torch.float32), intr[None].expand(k, 4).clone(), paths, extras=extras)

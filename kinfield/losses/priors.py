@@ -1,0 +1,192 @@
+"""Losses that use a capture's priors: depth, SfM depth, optical flow, motion masks (METHOD 2.10-2.15).
+
+Each term reads what the ray batch carries (``SceneSplit.extras``, see :mod:`kinfield.data.nsff`) and
+returns zero, with a gradient path, when the scene has no such prior. Defaults follow the
+reference's configs; the flow and depth terms share its step decay (x0.2 at each milestone).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Tuple
+
+import torch
+
+from ..fields import taylor_displacement
+from ..render.composite import accumulate
+from .base import Schedule, Term
+
+
+@dataclass
+class PriorConfig:
+    """Prior-based terms (0 disables a term; a term is inert when the scene lacks its prior)."""
+
+    depth_weight: float = 0.005
+    sparse_depth_weight: float = 0.0
+    sparse_depth_rays: int = 128
+    flow_weight: float = 0.04
+    flow_max_rays: int = 1024
+    flow_clamp_px: float = 400.0
+    decay_milestones: Tuple[int, ...] = (200, 10000, 17500, 25000, 35000, 65000)
+    decay_rate: float = 0.2
+    static_pretrain_steps: int = 0
+    static_masked_weight: float = 0.5
+    dynamic_masked_weight: float = 0.5
+    masked_start: int = 0
+    entropy_weight: float = 1e-3
+    entropy_skew: float = 2.0
+    entropy_start: int = 5000
+
+
+def median_normalize(x: torch.Tensor) -> torch.Tensor:
+    """``(x - med) / mean|x - med|`` of a ``[K]`` vector (METHOD 2.12)."""
+    med = x.median()
+    return (x - med) / (x - med).abs().mean().clamp_min(1e-8)
+
+
+def project(points: torch.Tensor, c2w: torch.Tensor, intrinsics: torch.Tensor) -> torch.Tensor:
+    """Pixel coordinates ``[R, 2]`` (x right, y down, pixel centres at +0.5) of world ``points [R, 3]``
+    in OpenGL cameras ``c2w [R, 4, 4]`` with ``intrinsics [R, 4]``."""
+    cam = ((points - c2w[:, :3, 3])[:, None, :] @ c2w[:, :3, :3])[:, 0]  # R^T (p - c)
+    z = (-cam[:, 2]).clamp_min(1e-6)
+    fx, fy, cx, cy = intrinsics.unbind(-1)
+    return torch.stack([fx * cam[:, 0] / z + cx, -fy * cam[:, 1] / z + cy], dim=-1)
+
+
+class PriorObjective:
+    """Prior terms for one training split.
+
+    Args:
+        cfg: weights and schedules.
+        model: the :class:`~kinfield.render.SceneModel`.
+        split: the training :class:`~kinfield.data.SceneSplit` (poses of neighbouring frames for flow).
+        frame_dt: training frame spacing (dataset time).
+    """
+
+    def __init__(self, cfg: PriorConfig, model, split, frame_dt: float, dyn_weight_threshold: float = 1e-4):
+        self.cfg = cfg
+        self.model = model
+        self.split = split
+        self.dt = float(frame_dt)
+        self.thresh = dyn_weight_threshold
+        self.has = set(split.extras)
+
+    @property
+    def pretrain_steps(self) -> int:
+        """Steps of static pre-training (only with motion masks): the other photometric terms start after."""
+        return self.cfg.static_pretrain_steps if "motion_mask" in self.has else 0
+
+    @property
+    def needs_decomposition(self) -> bool:
+        c = self.cfg
+        return "motion_mask" in self.has and (c.static_masked_weight > 0 or c.dynamic_masked_weight > 0
+                                              or c.static_pretrain_steps > 0)
+
+    def _zero(self, ctx) -> torch.Tensor:
+        return ctx["render"]["rgb"].sum() * 0.0
+
+    # ------------------------------------------------------------------ depth
+    def depth_loss(self, ctx) -> torch.Tensor:
+        """Median-normalised depth vs negated disparity, per frame of the batch (METHOD 2.12)."""
+        b = ctx["batch"]
+        if "disp" not in b:
+            return self._zero(ctx)
+        depth, frame = ctx["render"]["depth"], b["frame"]
+        losses = []
+        for f in torch.unique(frame):  # a handful of frames per batch: no per-sample loop
+            m = frame == f
+            if int(m.sum()) < 8:
+                continue
+            losses.append(((median_normalize(depth[m]) - median_normalize(-b["disp"][m])) ** 2).mean())
+        return torch.stack(losses).mean() if losses else self._zero(ctx)
+
+    # ------------------------------------------------------------------ flow
+    def expected_points(self, ctx, sign: float, n_rays: int) -> torch.Tensor:
+        """World point each of the first ``n_rays`` rays sees, with dynamic samples moved by ``sign`` frames
+        through the kinematic field (METHOD 2.10): ``[n_rays, 3]``."""
+        s = ctx["render"]["samples"]
+        space = self.model.space
+        keep = s.ray_ids < n_rays
+        ids = s.ray_ids[keep]
+        x = s.positions[keep]
+        x_world = space.to_world(x)
+        moved = x_world
+        if self.model.kinematic is not None:
+            dyn = torch.nonzero(s.w_d[keep].detach() > self.thresh)[:, 0]
+            if dyn.numel():
+                tau = torch.full((dyn.numel(),), sign * self.dt, device=x.device)
+                d = taylor_displacement(self.model.kinematic(x[dyn], s.times[keep][dyn]), tau)
+                moved = x_world.index_add(0, dyn, d)
+        w_s, w_d = s.w_s[keep], s.w_d[keep]
+        p = accumulate(w_d[:, None] * moved + w_s[:, None] * x_world, ids, n_rays)
+        rest = (1.0 - accumulate(w_s + w_d, ids, n_rays)).clamp_min(0.0)
+        # the remaining weight sits at the end of the ray
+        t_last = torch.zeros(n_rays, dtype=x.dtype, device=x.device).scatter_reduce(
+            0, ids, s.t_ends[keep].detach(), "amax", include_self=True)
+        o, d = space.rays(ctx["batch"]["origins"][:n_rays], ctx["batch"]["dirs"][:n_rays])
+        far = space.to_world(o + d * t_last[:, None])
+        return p + rest[:, None] * far
+
+    def flow_loss(self, ctx) -> torch.Tensor:
+        """L1 between rendered and precomputed 2-D flow to the next / previous frame (METHOD 2.10)."""
+        b = ctx["batch"]
+        if "flow_fwd" not in b and "flow_bwd" not in b:
+            return self._zero(ctx)
+        n = min(self.cfg.flow_max_rays, b["frame"].shape[0])
+        frame = b["frame"][:n]
+        own = torch.stack([b["cols"][:n].float() + 0.5, b["rows"][:n].float() + 0.5], dim=-1)
+        poses, intr = self.split.poses.to(own.device), self.split.intrinsics.to(own.device)
+        total, n_frames = self._zero(ctx), self.split.num_frames
+        for kind, sign in (("fwd", 1.0), ("bwd", -1.0)):
+            if f"flow_{kind}" not in b:
+                continue
+            other = (frame + int(sign)).clamp(0, n_frames - 1)
+            mask = b[f"flow_{kind}_mask"][:n] * ((frame + int(sign) >= 0) & (frame + int(sign) < n_frames)).float()
+            if float(mask.sum()) == 0:
+                continue
+            pts = self.expected_points(ctx, sign, n)
+            pred = project(pts, poses[other], intr[other]) - own
+            pred = torch.nan_to_num(pred).clamp(-self.cfg.flow_clamp_px, self.cfg.flow_clamp_px)
+            total = total + (mask[:, None] * (pred - b[f"flow_{kind}"][:n]).abs()).mean()
+        return total
+
+    # ------------------------------------------------------------------ masks, entropy
+    def masked_loss(self, ctx, part: str) -> torch.Tensor:
+        """Static-only render on static pixels / dynamic-only render on moving pixels (METHOD 2.15)."""
+        b, r = ctx["batch"], ctx["render"]
+        if "motion_mask" not in b or f"rgb_{part}" not in r:
+            return self._zero(ctx)
+        m = b["motion_mask"] if part == "dynamic" else 1.0 - b["motion_mask"]
+        err = ((r[f"rgb_{part}"] - ctx["target"]) ** 2).mean(-1)
+        return (m * err).sum() / m.sum().clamp_min(1.0)
+
+    def entropy_loss(self, ctx) -> torch.Tensor:
+        """Skewed binary entropy of the per-sample dynamic share (METHOD 2.14)."""
+        s = ctx["render"]["samples"]
+        if s.ray_ids.numel() == 0:
+            return self._zero(ctx)
+        share = s.sigma_d / (s.sigma_d + s.sigma_s).clamp_min(1e-10)
+        p = share.pow(self.cfg.entropy_skew).clamp(1e-6, 1 - 1e-6)
+        return -(p * p.log() + (1 - p) * (1 - p).log()).mean()
+
+    def terms(self) -> List[Term]:
+        c = self.cfg
+        decay = Schedule("step", milestones=tuple(c.decay_milestones), rate=c.decay_rate)
+        pre = self.pretrain_steps
+        out = [
+            Term("depth_prior", self.depth_loss, c.depth_weight if "disp" in self.has else 0.0, pre, schedule=decay),
+            Term("flow_prior", self.flow_loss,
+                 c.flow_weight if {"flow_fwd", "flow_bwd"} & self.has else 0.0, pre, schedule=decay),
+            Term("static_masked", lambda ctx: self.masked_loss(ctx, "static"),
+                 c.static_masked_weight if "motion_mask" in self.has else 0.0, max(pre, c.masked_start)),
+            Term("dynamic_masked", lambda ctx: self.masked_loss(ctx, "dynamic"),
+                 c.dynamic_masked_weight if "motion_mask" in self.has else 0.0, max(pre, c.masked_start)),
+            Term("entropy", self.entropy_loss, c.entropy_weight, c.entropy_start),
+        ]
+        if pre > 0:  # static pre-training: the static field alone on static pixels
+            out.append(Term("static_pretrain", lambda ctx: self.masked_loss(ctx, "static"), 1.0, 0, end=pre))
+        return out
+
+
+def prior_summary(split) -> Dict[str, bool]:
+    """Which priors a split carries (for the training log)."""
+    return {k: k in split.extras for k in ("disp", "flow_fwd", "flow_bwd", "motion_mask", "sparse_depth")}

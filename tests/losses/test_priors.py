@@ -1,0 +1,97 @@
+"""Prior losses: median-normalised depth, projection, flow from expected points, masks, entropy."""
+from types import SimpleNamespace
+
+import torch
+
+from kinfield.geometry import pixel_rays
+from kinfield.losses.priors import PriorConfig, PriorObjective, median_normalize, project
+from kinfield.render.renderer import Samples
+from kinfield.render.space import SceneSpace
+
+
+def test_median_normalize_is_affine_invariant():
+    x = torch.rand(100) * 3
+    assert torch.allclose(median_normalize(2.5 * x + 7.0), median_normalize(x), atol=1e-5)
+    assert abs(float(median_normalize(x).median())) < 1e-6
+
+
+def _camera(x=0.0):
+    c2w = torch.eye(4)
+    c2w[0, 3] = x
+    return c2w
+
+
+def test_project_inverts_pixel_rays():
+    intr = torch.tensor([40.0, 40.0, 16.0, 12.0])
+    rows, cols = torch.tensor([0, 5, 23]), torch.tensor([0, 17, 31])
+    o, d = pixel_rays(_camera(0.3), intr, rows, cols)
+    uv = project(o + 2.7 * d, _camera(0.3).expand(3, 4, 4), intr.expand(3, 4))
+    assert torch.allclose(uv, torch.stack([cols + 0.5, rows + 0.5], -1).float(), atol=1e-4)
+
+
+def _objective(split_poses, intr, extras, kinematic=None):
+    model = SimpleNamespace(space=SceneSpace(), kinematic=kinematic)
+    split = SimpleNamespace(poses=split_poses, intrinsics=intr, num_frames=split_poses.shape[0], extras=extras)
+    return PriorObjective(PriorConfig(), model, split, frame_dt=0.5)
+
+
+def _ctx_one_surface(depth_along_ray, frame, rows, cols, poses, intr, target=None):
+    """A render whose every ray is fully absorbed by one static sample at ``depth_along_ray``."""
+    o, d = pixel_rays(poses[frame], intr[frame], rows, cols)
+    n = o.shape[0]
+    ids = torch.arange(n)
+    t0 = torch.full((n,), depth_along_ray)
+    pos = o + d * t0[:, None]
+    one, zero = torch.ones(n), torch.zeros(n)
+    s = Samples(ids, t0, t0 + 0.01, pos, torch.zeros(n), d, one, torch.zeros(n, 3), zero, torch.zeros(n, 3),
+                one, zero, n)
+    batch = {"origins": o, "dirs": d, "frame": frame, "rows": rows, "cols": cols}
+    return {"batch": batch, "render": {"samples": s, "rgb": torch.zeros(n, 3, requires_grad=True),
+                                       "depth": t0}, "target": target}
+
+
+def test_flow_loss_is_zero_for_the_true_camera_flow():
+    intr = torch.tensor([[40.0, 40.0, 16.0, 12.0]]).expand(3, 4)
+    poses = torch.stack([_camera(0.0), _camera(0.2), _camera(0.4)])
+    frame = torch.tensor([0, 1, 1, 2])
+    rows, cols = torch.tensor([3, 7, 12, 20]), torch.tensor([4, 9, 30, 2])
+    ctx = _ctx_one_surface(3.0, frame, rows, cols, poses, intr)
+    obj = _objective(poses, intr, {})
+    pts = obj.expected_points(ctx, 1.0, 4)
+    # true flow: project the seen point into the neighbouring cameras
+    true = {}
+    for kind, sign in (("fwd", 1), ("bwd", -1)):
+        other = (frame + sign).clamp(0, 2)
+        true[kind] = project(pts, poses[other], intr[other]) - torch.stack([cols + 0.5, rows + 0.5], -1).float()
+    ok = {"fwd": (frame < 2).float(), "bwd": (frame > 0).float()}
+    ctx["batch"].update({"flow_fwd": true["fwd"], "flow_fwd_mask": ok["fwd"], "flow_bwd": true["bwd"],
+                         "flow_bwd_mask": ok["bwd"]})
+    assert float(obj.flow_loss(ctx).detach()) < 1e-4
+    ctx["batch"]["flow_fwd"] = true["fwd"] + 1.0  # one pixel off in x and y everywhere valid
+    assert abs(float(obj.flow_loss(ctx).detach()) - float(ok["fwd"].mean())) < 1e-3  # mean over rays and x, y
+    # a camera moving +x makes static content flow towards -x
+    assert float(true["fwd"][0, 0]) < 0
+
+
+def test_depth_masked_and_entropy_terms():
+    intr = torch.tensor([[40.0, 40.0, 16.0, 12.0]])
+    poses = _camera()[None]
+    n = 32
+    frame, rows, cols = torch.zeros(n, dtype=torch.long), torch.arange(n) % 24, torch.arange(n)
+    ctx = _ctx_one_surface(2.0, frame, rows, cols, poses, intr, target=torch.rand(n, 3))
+    obj = _objective(poses, intr, {"disp": None, "motion_mask": None})
+    ctx["render"]["depth"] = torch.linspace(1, 3, n)
+    ctx["batch"]["disp"] = 1.0 / torch.linspace(1, 3, n)  # monotone, not affine: small, non-zero loss
+    small = float(obj.depth_loss(ctx))
+    ctx["batch"]["disp"] = -(0.5 * torch.linspace(1, 3, n) + 4.0)  # affine in -depth: exact
+    assert float(obj.depth_loss(ctx)) < 1e-10 < small
+    ctx["batch"]["motion_mask"] = (torch.arange(n) < 8).float()
+    ctx["render"]["rgb_static"] = ctx["target"].clone()
+    ctx["render"]["rgb_dynamic"] = ctx["target"] + 0.1
+    assert float(obj.masked_loss(ctx, "static")) == 0.0
+    assert abs(float(obj.masked_loss(ctx, "dynamic")) - 0.01) < 1e-6
+    # entropy: zero for a clean static/dynamic split, largest for an ambiguous one
+    s = ctx["render"]["samples"]
+    assert float(obj.entropy_loss(ctx)) < 1e-4
+    s.sigma_d = s.sigma_s * 2.0 ** 0.5 / (1 - 2.0 ** -0.5) * 0 + s.sigma_s * 2.41421356  # share^2 = 1/2
+    assert abs(float(obj.entropy_loss(ctx)) - float(torch.log(torch.tensor(2.0)))) < 1e-3
