@@ -21,8 +21,7 @@ class PriorConfig:
     """Prior-based terms (0 disables a term; a term is inert when the scene lacks its prior)."""
 
     depth_weight: float = 0.005
-    sparse_depth_weight: float = 0.0
-    sparse_depth_rays: int = 128
+    sparse_depth_weight: float = 0.01
     flow_weight: float = 0.04
     flow_max_rays: int = 1024
     flow_clamp_px: float = 400.0
@@ -99,6 +98,23 @@ class PriorObjective:
             losses.append(((median_normalize(depth[m]) - median_normalize(-b["disp"][m])) ** 2).mean())
         return torch.stack(losses).mean() if losses else self._zero(ctx)
 
+    def sparse_depth_loss(self, ctx) -> torch.Tensor:
+        """Relative error of the rendered depth (along each camera's axis) at pixels with an SfM depth:
+        ``weight * |z_sfm / z - 1|`` over the batch's rays that hit such a pixel."""
+        b = ctx["batch"]
+        if "sparse_depth" not in b:
+            return self._zero(ctx)
+        hit = torch.nonzero(b["sparse_depth"] > 0)[:, 0]
+        if hit.numel() == 0:
+            return self._zero(ctx)
+        space = self.model.space
+        o, d = space.rays(b["origins"][hit], b["dirs"][hit])
+        p = space.to_world(o + d * ctx["render"]["depth"][hit, None])
+        c2w = self.split.poses.to(p.device)[b["frame"][hit]]
+        z = -((p - c2w[:, :3, 3])[:, None, :] @ c2w[:, :3, :3])[:, 0, 2]
+        rel = (b["sparse_depth"][hit] / z.clamp_min(1e-6) - 1.0).abs()
+        return (b["sparse_depth_weight"][hit] * rel).mean()
+
     # ------------------------------------------------------------------ flow
     def expected_points(self, ctx, sign: float, n_rays: int) -> torch.Tensor:
         """World point each of the first ``n_rays`` rays sees, with dynamic samples moved by ``sign`` frames
@@ -174,6 +190,8 @@ class PriorObjective:
         pre = self.pretrain_steps
         out = [
             Term("depth_prior", self.depth_loss, c.depth_weight if "disp" in self.has else 0.0, pre, schedule=decay),
+            Term("sparse_depth_prior", self.sparse_depth_loss,
+                 c.sparse_depth_weight if "sparse_depth" in self.has else 0.0, pre, schedule=decay),
             Term("flow_prior", self.flow_loss,
                  c.flow_weight if {"flow_fwd", "flow_bwd"} & self.has else 0.0, pre, schedule=decay),
             Term("static_masked", lambda ctx: self.masked_loss(ctx, "static"),

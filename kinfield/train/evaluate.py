@@ -63,6 +63,12 @@ def evaluate_split(
         row = {"index": i, "file": sp.paths[i] if i < len(sp.paths) else "", "time": float(sp.times[i]),
                "psnr": psnr(pred, gt), "ssim": ssim(pred, gt)}
         row["lpips"] = lpips_alex(pred, gt) if have_lpips else float("nan")
+        if "dynamic_mask" in sp.extras:  # NSFF protocol: the same metrics on the moving region only
+            mask = sp.extras["dynamic_mask"][i]
+            has = bool(mask.sum() > 0)
+            row["psnr_dynamic"] = psnr(pred, gt, mask) if has else float("nan")
+            row["ssim_dynamic"] = ssim(pred, gt, mask) if has else float("nan")
+            row["lpips_dynamic"] = lpips_alex(pred, gt, mask=mask) if has and have_lpips else float("nan")
         rows.append(row)
     model.train()
     with (out_dir / f"metrics_{split}.csv").open("w", newline="") as f:
@@ -77,6 +83,10 @@ def evaluate_split(
         "height": sp.height,
         "width": sp.width,
     }
+    for key in ("psnr_dynamic", "ssim_dynamic", "lpips_dynamic"):
+        vals = [r[key] for r in rows if key in r and math.isfinite(r[key])]
+        if vals:
+            summary[key] = float(np.mean(vals))
     if not have_lpips:
         summary["lpips_note"] = why
     summary.update(extra or {})

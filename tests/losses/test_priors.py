@@ -95,3 +95,20 @@ def test_depth_masked_and_entropy_terms():
     assert float(obj.entropy_loss(ctx)) < 1e-4
     s.sigma_d = s.sigma_s * 2.0 ** 0.5 / (1 - 2.0 ** -0.5) * 0 + s.sigma_s * 2.41421356  # share^2 = 1/2
     assert abs(float(obj.entropy_loss(ctx)) - float(torch.log(torch.tensor(2.0)))) < 1e-3
+
+
+def test_sparse_depth_loss_vanishes_at_the_true_depth():
+    intr = torch.tensor([[40.0, 40.0, 16.0, 12.0]])
+    poses = _camera(0.5)[None]
+    n = 6
+    frame, rows, cols = torch.zeros(n, dtype=torch.long), torch.arange(n), torch.arange(n) * 3
+    ctx = _ctx_one_surface(2.0, frame, rows, cols, poses, intr)
+    d = ctx["batch"]["dirs"]
+    z_true = -(d[:, 2] * 2.0)  # camera looks down -z: depth along its axis
+    obj = _objective(poses, intr, {"sparse_depth": None})
+    ctx["render"]["depth"] = torch.full((n,), 2.0)
+    ctx["batch"]["sparse_depth"] = torch.where(torch.arange(n) % 2 == 0, z_true, torch.zeros(n))
+    ctx["batch"]["sparse_depth_weight"] = torch.ones(n)
+    assert float(obj.sparse_depth_loss(ctx)) < 1e-6
+    ctx["render"]["depth"] = torch.full((n,), 2.5)  # 25 % too far: |z_sfm / z - 1| = 0.2
+    assert abs(float(obj.sparse_depth_loss(ctx)) - 0.2) < 1e-4

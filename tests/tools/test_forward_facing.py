@@ -41,6 +41,7 @@ def test_training_logs_every_prior_term(fwd_run):
     # NSFF protocol: 4 rig cameras x 8 times, less the 8 training views
     test = json.loads((fwd_run / "metrics.json").read_text())["test"]
     assert test["n_images"] == 24 and math.isfinite(test["psnr"])
+    assert math.isfinite(test["psnr_dynamic"]) and math.isfinite(test["ssim_dynamic"])  # moving-region metrics
 
 
 def test_render_and_motion(fwd_run, capsys):
