@@ -198,13 +198,25 @@ def to_flat_dict(cfg: Config) -> Dict[str, Any]:
     return out
 
 
-def from_flat_dict(flat: Dict[str, Any]) -> Config:
-    """Inverse of :func:`to_flat_dict` (missing keys take their defaults)."""
+def from_flat_dict(flat: Dict[str, Any], strict: bool = True) -> Config:
+    """Inverse of :func:`to_flat_dict` (missing keys take their defaults).
+
+    ``strict=False`` (opening a saved run) skips keys this version no longer has, with a warning,
+    so a run from an older version still renders, evaluates and exports.
+    """
     ns = build_parser().parse_args([])
+    unknown = []
     for k, v in flat.items():
         if not hasattr(ns, k):
-            raise KeyError(f"unknown config key {k!r}")
+            if strict:
+                raise KeyError(f"unknown config key {k!r}")
+            unknown.append(k)
+            continue
         setattr(ns, k, v)
+    if unknown:
+        import logging
+
+        logging.getLogger("kinfield").warning("ignoring options this version does not have: %s", ", ".join(unknown))
     return config_from_namespace(ns)
 
 

@@ -123,3 +123,12 @@ def test_parse_train_args_takes_scene_and_overrides():
     cfg = parse_train_args(["my/scene", str(REPO / "configs" / "debug.yaml"), "--iters", "3"])
     assert cfg.data.scene == "my/scene" and cfg.train.iters == 3
     assert cfg.static.grid.n_levels == 4  # from debug.yaml
+
+
+def test_saved_runs_with_removed_options_still_load(caplog):
+    """A run saved by an older version (an option since removed) opens with a warning, not an error."""
+    flat = to_flat_dict(Config())
+    flat["prior_removed_option"] = 3
+    with caplog.at_level("WARNING", logger="kinfield"):
+        assert from_flat_dict(flat, strict=False) == Config()
+    assert "prior_removed_option" in caplog.text
