@@ -55,6 +55,7 @@ class TrainConfig:
     keep_ckpts: int = 3
     eval_split: str = field(default="test", metadata={"help": "split rendered and scored at the end ('' = none)"})
     eval_lpips: bool = True
+    eval_max_views: int = field(default=0, metadata={"help": "score at most this many evenly spaced views of the split at the end (0 = all; tools/eval.py scores all)"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
 
 

@@ -33,11 +33,14 @@ def evaluate_split(
     use_lpips: bool = True,
     progress: bool = False,
     extra: Optional[Dict] = None,
+    max_views: int = 0,
 ) -> Dict:
     """Render every view of ``split`` to ``out_dir/renders/<split>/NNN.png`` and score it.
 
     Writes ``out_dir/metrics.json`` (means, merged with what is already there) and
     ``out_dir/metrics_<split>.csv`` (one row per image).
+
+    ``max_views > 0`` scores that many evenly spaced views only (``n_images`` and ``n_views_in_split`` say so).
 
     Returns:
         dict with ``psnr``, ``ssim``, ``lpips`` (or None with ``lpips_note``), ``n_images``.
@@ -55,7 +58,10 @@ def evaluate_split(
         log.warning("LPIPS not computed: %s", why)
     rows = []
     model.eval()
-    for i in tqdm(range(sp.num_frames), desc=f"eval {split}", disable=not progress):
+    views = list(range(sp.num_frames))
+    if 0 < max_views < sp.num_frames:
+        views = sorted({int(round(v)) for v in np.linspace(0, sp.num_frames - 1, max_views)})
+    for i in tqdm(views, desc=f"eval {split}", disable=not progress):
         out = model.render_image(sp.poses[i], sp.intrinsics[i], sp.height, sp.width, float(sp.times[i]), scene.background)
         pred = out["rgb"].cpu()
         gt = sp.images[i]
@@ -80,6 +86,7 @@ def evaluate_split(
         "ssim": float(np.mean([r["ssim"] for r in rows])),
         "lpips": float(np.mean([r["lpips"] for r in rows])) if have_lpips else None,
         "n_images": len(rows),
+        "n_views_in_split": sp.num_frames,
         "height": sp.height,
         "width": sp.width,
     }

@@ -254,7 +254,7 @@ class Trainer:
         split = cfg.train.eval_split
         if split and split in self.scene.splits:
             result[split] = evaluate_split(self.model, self.scene, split, self.run_dir, use_lpips=cfg.train.eval_lpips,
-                                           progress=cfg.train.progress,
+                                           progress=cfg.train.progress, max_views=cfg.train.eval_max_views,
                                            extra={"step": self.step, "train_time_s": round(train_time, 1)})
         return result
 

@@ -44,6 +44,19 @@ def test_training_logs_every_prior_term(fwd_run):
     assert math.isfinite(test["psnr_dynamic"]) and math.isfinite(test["ssim_dynamic"])  # moving-region metrics
 
 
+def test_eval_can_subsample_views(fwd_run, tmp_path):
+    from kinfield.data import load_scene
+    from kinfield.train.evaluate import evaluate_split
+    from kinfield.train.run import load_run
+
+    run = load_run(fwd_run, device="cpu")
+    scene = load_scene(run.cfg.data.scene, splits=("train", "test"))
+    res = evaluate_split(run.model, scene, "test", tmp_path, use_lpips=False, max_views=5)
+    assert res["n_images"] == 5 and res["n_views_in_split"] == 24
+    assert sorted(p.name for p in (tmp_path / "renders" / "test").glob("*.png")) == \
+        ["000.png", "006.png", "012.png", "017.png", "023.png"]
+
+
 def test_render_and_motion(fwd_run, capsys):
     from kinfield.cli import main_eval_motion, main_render
 
