@@ -27,6 +27,7 @@ from typing import Dict, List, Optional, Tuple, Union
 import numpy as np
 import torch
 
+from ..preprocess.writer import llff_to_opengl  # the writer's inverse lives beside it
 from .dnerf import area_downscale, check_downscale, downscaled_size, read_image
 from .errors import DatasetError
 from .scene import Scene, SceneSplit
@@ -41,17 +42,6 @@ def is_nsff_scene(path: Union[str, Path]) -> bool:
 
 
 # ---------------------------------------------------------------------------------------- poses
-def llff_to_opengl(poses: np.ndarray) -> np.ndarray:
-    """LLFF ``[N, 3, 5]`` (rotation columns down, right, back) to OpenGL camera-to-world ``[N, 4, 4]``."""
-    r = poses[:, :, :3]
-    out = np.tile(np.eye(4), (poses.shape[0], 1, 1))
-    out[:, :3, 0] = r[:, :, 1]
-    out[:, :3, 1] = -r[:, :, 0]
-    out[:, :3, 2] = r[:, :, 2]
-    out[:, :3, 3] = poses[:, :, 3]
-    return out
-
-
 def mean_pose(c2w: np.ndarray) -> np.ndarray:
     """The average camera ``[4, 4]``: mean centre, mean viewing axis, mean up (LLFF's ``poses_avg``)."""
     center = c2w[:, :3, 3].mean(0)
