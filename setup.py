@@ -40,7 +40,7 @@ def cuda_extensions():
         name="kinfield._C",
         sources=sources,
         include_dirs=[str(ROOT / "cuda" / "include")],
-        extra_compile_args={"cxx": ["-O3"], "nvcc": ["-O3", "--use_fast_math"]},
+        extra_compile_args={"cxx": ["-O3"], "nvcc": ["-O3"]},
     )
     return [ext], {"build_ext": BuildExtension}
 

@@ -45,11 +45,12 @@ std::vector<torch::Tensor> composite_blended_fwd_cuda(torch::Tensor sigma_s, tor
   const int64_t n_rays = ray_begin.size(0);
   if (n_rays == 0 || sigma_s.numel() == 0) return {w_s, w_d, trans};
   AT_DISPATCH_FLOATING_TYPES(sigma_s.scalar_type(), "composite_blended_fwd", [&] {
-    composite_fwd_kernel<scalar_t><<<kinfield::blocks_for(n_rays), kinfield::kThreads>>>(
+    composite_fwd_kernel<scalar_t><<<kinfield::blocks_for(n_rays), kinfield::kThreads, 0, kinfield::stream()>>>(
         sigma_s.data_ptr<scalar_t>(), sigma_d.data_ptr<scalar_t>(), t_starts.data_ptr<scalar_t>(),
         t_ends.data_ptr<scalar_t>(), ray_begin.data_ptr<int64_t>(), ray_count.data_ptr<int64_t>(), n_rays,
         w_s.data_ptr<scalar_t>(), w_d.data_ptr<scalar_t>(), trans.data_ptr<scalar_t>());
   });
+  KF_CHECK_LAUNCH();
   return {w_s, w_d, trans};
 }
 
@@ -68,12 +69,13 @@ std::vector<torch::Tensor> composite_blended_bwd_cuda(torch::Tensor sigma_s, tor
   const int64_t n_rays = ray_begin.size(0);
   if (n_rays == 0 || sigma_s.numel() == 0) return {g_sigma_s, g_sigma_d, g_t_starts, g_t_ends};
   AT_DISPATCH_FLOATING_TYPES(sigma_s.scalar_type(), "composite_blended_bwd", [&] {
-    composite_bwd_kernel<scalar_t><<<kinfield::blocks_for(n_rays), kinfield::kThreads>>>(
+    composite_bwd_kernel<scalar_t><<<kinfield::blocks_for(n_rays), kinfield::kThreads, 0, kinfield::stream()>>>(
         sigma_s.data_ptr<scalar_t>(), sigma_d.data_ptr<scalar_t>(), t_starts.data_ptr<scalar_t>(),
         t_ends.data_ptr<scalar_t>(), w_s.data_ptr<scalar_t>(), w_d.data_ptr<scalar_t>(), trans.data_ptr<scalar_t>(),
         g_ws.data_ptr<scalar_t>(), g_wd.data_ptr<scalar_t>(), g_T.data_ptr<scalar_t>(), ray_begin.data_ptr<int64_t>(),
         ray_count.data_ptr<int64_t>(), n_rays, g_sigma_s.data_ptr<scalar_t>(), g_sigma_d.data_ptr<scalar_t>(),
         g_t_starts.data_ptr<scalar_t>(), g_t_ends.data_ptr<scalar_t>());
   });
+  KF_CHECK_LAUNCH();
   return {g_sigma_s, g_sigma_d, g_t_starts, g_t_ends};
 }

@@ -3,10 +3,13 @@
 Every op here has a same-name twin in :mod:`kinfield.ops._torch` (the specification) and an entry
 in :mod:`kinfield.ops._registry`. Dispatch (``backend="auto"``): the kernel runs only when the
 extension is loaded *and* every tensor argument is on CUDA; otherwise the twin runs. Forcing
-``backend="cuda"`` without that raises a ``RuntimeError`` saying why. No kernel is compiled yet (the
-CUDA issue), so today every call runs the twin; ``import kinfield`` never loads or builds ``_C``.
+``backend="cuda"`` without that raises a ``RuntimeError`` saying why. :func:`use_backend` changes what
+``"auto"`` means inside a block (benchmarks compare the two paths on one GPU with it). ``import kinfield``
+never loads or builds ``_C``.
 """
 from __future__ import annotations
+
+import contextlib
 
 import torch
 
@@ -14,13 +17,36 @@ from . import _torch
 from ._backend import cuda_available, load_extension
 from ._torch import exclusive_segment_cumsum
 
-__all__ = ["hash_grid_encode", "composite_blended", "exclusive_segment_cumsum", "cuda_available", "choose_backend"]
+__all__ = ["hash_grid_encode", "composite_blended", "exclusive_segment_cumsum", "cuda_available", "choose_backend",
+           "use_backend"]
+
+_AUTO = ["auto"]  # what backend="auto" resolves through (a one-element stack top)
+
+
+@contextlib.contextmanager
+def use_backend(backend: str):
+    """Inside the block, ops called with ``backend="auto"`` use ``backend`` (``"auto"``, ``"torch"`` or ``"cuda"``).
+
+    Example:
+        >>> with use_backend("torch"):
+        ...     choose_backend("composite_blended", (torch.zeros(1),))
+        'torch'
+    """
+    if backend not in ("auto", "torch", "cuda"):
+        raise ValueError(f"backend must be auto, torch or cuda, not {backend!r}")
+    _AUTO.append(backend)
+    try:
+        yield
+    finally:
+        _AUTO.pop()
 
 
 def choose_backend(op: str, tensors, backend: str = "auto") -> str:
     """``"torch"`` or ``"cuda"`` for ``op`` on these tensors (decided before touching ``_C``)."""
     if backend not in ("auto", "torch", "cuda"):
         raise ValueError(f"backend must be auto, torch or cuda, not {backend!r}")
+    if backend == "auto":
+        backend = _AUTO[-1]
     if backend == "torch":
         return "torch"
     on_cuda = all(t.is_cuda for t in tensors if isinstance(t, torch.Tensor))

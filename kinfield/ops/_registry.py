@@ -52,8 +52,16 @@ def _composite_inputs(device: str, dtype: torch.dtype, seed: int):
     return args + (ray_ids.to(device), 4), {}
 
 
+def _hash_inputs_4d(device: str, dtype: torch.dtype, seed: int):
+    return _hash_inputs(device, dtype, seed, dim=4)
+
+
 REGISTRY: Dict[str, OpEntry] = {
-    "hash_grid_encode": OpEntry("hash_grid_encode", _torch.hash_grid_encode, None, _hash_inputs, (0, 1)),
+    "hash_grid_encode": OpEntry("hash_grid_encode", _torch.hash_grid_encode, _cuda.hash_grid_encode, _hash_inputs,
+                                (0, 1), first_order_only=True),
+    # the same op on space-time inputs (the dynamic and kinematic fields)
+    "hash_grid_encode_4d": OpEntry("hash_grid_encode", _torch.hash_grid_encode, _cuda.hash_grid_encode,
+                                   _hash_inputs_4d, (0, 1), first_order_only=True),
     "composite_blended": OpEntry("composite_blended", _torch.composite_blended, _cuda.composite_blended, _composite_inputs,
                                    (0, 1, 2, 3), first_order_only=True),
 }

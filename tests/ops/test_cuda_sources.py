@@ -29,5 +29,13 @@ def test_nvcc_compiles(source, tmp_path):
            "-I" + str(ROOT / "cuda" / "include"), "-I" + sysconfig.get_paths()["include"],
            "-DTORCH_EXTENSION_NAME=kinfield_C", "-diag-suppress", "3306"]
     cmd += ["-I" + p for p in include_paths()]
+    # A CPU build of torch ships c10's CUDA headers but not the one cmake generates for CUDA builds
+    # (cuda_cmake_macros.h, a single define); supply it so the kernels compile-check without a CUDA torch.
+    generated = Path(include_paths()[0]) / "c10" / "cuda" / "impl" / "cuda_cmake_macros.h"
+    if not generated.exists():
+        stub = tmp_path / "stub" / "c10" / "cuda" / "impl" / "cuda_cmake_macros.h"
+        stub.parent.mkdir(parents=True)
+        stub.write_text("#pragma once\n#define C10_CUDA_BUILD_SHARED_LIBS\n")
+        cmd.append("-I" + str(tmp_path / "stub"))
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-4000:]

@@ -1,0 +1,95 @@
+"""Full training step time on one GPU: CUDA kernels (+ nerfacc when installed) against the pure-PyTorch path.
+
+    python bench/gpu_train_step.py SCENE CONFIG [--steps 40] [--warmup 30] [--option value ...]
+
+Both paths run the same model and the same fixed ray count: the config's initial ``train_rays``, or with
+``--settle`` the count the config's sample-count controller reaches during the warm-up (then frozen). Every loss term
+is active (physics and normals from step 0), so the step includes the kinematic field's warps and
+finite-difference probes. The torch path forces every op to its twin (``kinfield.ops.use_backend``) and
+the occupancy sampler to its PyTorch implementation. Prints median step milliseconds and the ratio.
+"""
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+import kinfield.ops as ops  # noqa: E402
+from kinfield.config import parse_train_args  # noqa: E402
+from kinfield.train import Trainer  # noqa: E402
+
+
+def sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def time_steps(trainer, n):
+    times = []
+    for _ in range(n):
+        sync()
+        t0 = time.perf_counter()
+        trainer.train_step()
+        trainer.step += 1
+        sync()
+        times.append(1000 * (time.perf_counter() - t0))
+    return sorted(times)[len(times) // 2]
+
+
+def main(argv):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("scene")
+    p.add_argument("config")
+    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--warmup", type=int, default=30)
+    p.add_argument("--json", default=None)
+    p.add_argument("--settle", action="store_true", help="time at the ray count the sample target settles at")
+    p.add_argument("--profile", type=int, default=0, help="also profile this many kernel-path steps (torch.profiler)")
+    a, rest = p.parse_known_args(argv)
+    always_on = ["--kin_physics_start", "0", "--kin_normal_start", "0", "--kin_unlock_acceleration", "0",
+                 "--kin_unlock_jerk", "0"]
+    if not a.settle:
+        always_on += ["--train_target_samples", "0"]
+    if torch.cuda.is_available():
+        always_on += ["--device", "cuda"]  # (a CPU run of this script only checks that it works)
+    cfg = parse_train_args([a.scene, a.config, "--resume", "none", "--train_progress", "false", "--out",
+                            "/tmp/kinfield_bench_step"] + always_on + rest)
+    trainer = Trainer(cfg)
+    occ = trainer.model.occupancy
+    dev = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    time_steps(trainer, a.warmup)  # occupancy grid past its warm-up, caches and allocator settled
+    trainer.cfg.train.target_samples = 0  # freeze the ray count
+    print(f"# {dev}, torch {torch.__version__}; kernels: {ops.cuda_available()}; {trainer.n_rays} rays/step")
+    rows = {}
+    for label in ("kernels", "torch", "kernels"):  # kernels twice: the spread of one path
+        backend, sampler = ("auto", "auto") if label == "kernels" else ("torch", "torch")
+        occ.cfg.backend = sampler
+        with ops.use_backend(backend):
+            ms = time_steps(trainer, a.steps)
+        rows.setdefault(label, []).append(ms)
+        print(f"{label:<8} median step {ms:8.1f} ms", flush=True)
+    occ.cfg.backend = "auto"
+    if a.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+        with profile(activities=acts) as prof:
+            time_steps(trainer, a.profile)
+        key = "cuda_time_total" if torch.cuda.is_available() else "cpu_time_total"
+        print(prof.key_averages().table(sort_by=key, row_limit=25))
+        print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=15))
+    k = min(rows["kernels"])
+    print(f"speed-up of the kernel path: {rows['torch'][0] / k:.2f}x (torch {rows['torch'][0]:.1f} ms, "
+          f"kernels {k:.1f} ms, repeat spread {abs(rows['kernels'][0] - rows['kernels'][1]):.1f} ms)")
+    if a.json:
+        Path(a.json).write_text(json.dumps({"device": dev, "rays": trainer.n_rays,
+                                            "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
