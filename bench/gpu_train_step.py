@@ -48,6 +48,7 @@ def main(argv):
     p.add_argument("--warmup", type=int, default=30)
     p.add_argument("--json", default=None)
     p.add_argument("--settle", action="store_true", help="time at the ray count the sample target settles at")
+    p.add_argument("--rays-list", default="", help="comma-separated fixed ray counts to sweep (e.g. 1024,4096,16384)")
     p.add_argument("--profile", type=int, default=0, help="also profile this many kernel-path steps (torch.profiler)")
     a, rest = p.parse_known_args(argv)
     always_on = ["--kin_physics_start", "0", "--kin_normal_start", "0", "--kin_unlock_acceleration", "0",
@@ -64,14 +65,26 @@ def main(argv):
     time_steps(trainer, a.warmup)  # occupancy grid past its warm-up, caches and allocator settled
     trainer.cfg.train.target_samples = 0  # freeze the ray count
     print(f"# {dev}, torch {torch.__version__}; kernels: {ops.cuda_available()}; {trainer.n_rays} rays/step")
+    sweep = [int(r) for r in a.rays_list.split(",") if r] or [trainer.n_rays]
     rows = {}
-    for label in ("kernels", "torch", "kernels"):  # kernels twice: the spread of one path
-        backend, sampler = ("auto", "auto") if label == "kernels" else ("torch", "torch")
-        occ.cfg.backend = sampler
-        with ops.use_backend(backend):
-            ms = time_steps(trainer, a.steps)
-        rows.setdefault(label, []).append(ms)
-        print(f"{label:<8} median step {ms:8.1f} ms", flush=True)
+    for n_rays in sweep:
+        trainer.n_rays = n_rays
+        res = {}
+        try:
+            for label in ("kernels", "torch", "kernels"):  # kernels twice: the spread of one path
+                occ.cfg.backend = "auto" if label == "kernels" else "torch"
+                with ops.use_backend("auto" if label == "kernels" else "torch"):
+                    res.setdefault(label, []).append(time_steps(trainer, a.steps))
+        except torch.OutOfMemoryError:
+            print(f"{n_rays:>7} rays: out of GPU memory")
+            torch.cuda.empty_cache()
+            continue
+        k = min(res["kernels"])
+        rows[n_rays] = {"torch_ms": res["torch"][0], "kernels_ms": k,
+                        "kernels_spread_ms": abs(res["kernels"][0] - res["kernels"][1]), "speedup": res["torch"][0] / k}
+        r = rows[n_rays]
+        print(f"{n_rays:>7} rays: torch {r['torch_ms']:8.1f} ms  kernels {k:8.1f} ms (repeat spread "
+              f"{r['kernels_spread_ms']:.1f})  speed-up {r['speedup']:.2f}x", flush=True)
     occ.cfg.backend = "auto"
     if a.profile:
         from torch.profiler import ProfilerActivity, profile
@@ -82,9 +95,6 @@ def main(argv):
         key = "cuda_time_total" if torch.cuda.is_available() else "cpu_time_total"
         print(prof.key_averages().table(sort_by=key, row_limit=25))
         print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=15))
-    k = min(rows["kernels"])
-    print(f"speed-up of the kernel path: {rows['torch'][0] / k:.2f}x (torch {rows['torch'][0]:.1f} ms, "
-          f"kernels {k:.1f} ms, repeat spread {abs(rows['kernels'][0] - rows['kernels'][1]):.1f} ms)")
     if a.json:
         Path(a.json).write_text(json.dumps({"device": dev, "rays": trainer.n_rays,
                                             "rows": rows}, indent=2))

@@ -34,7 +34,8 @@ def pixel_rays(
 
 def image_rays(c2w: torch.Tensor, intrinsics: torch.Tensor, height: int, width: int):
     """All rays of one image in row-major order: ``(origins [H*W, 3], directions [H*W, 3])``."""
-    rows, cols = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    dev = c2w.device
+    rows, cols = torch.meshgrid(torch.arange(height, device=dev), torch.arange(width, device=dev), indexing="ij")
     return pixel_rays(c2w, intrinsics, rows.reshape(-1), cols.reshape(-1))
 
 

@@ -130,3 +130,8 @@ def test_renderer_on_cuda_equals_the_torch_path():  # pragma: no cover - GPU onl
     assert int(got["n_samples"]) > 10_000
     for k in ("rgb", "depth", "opacity"):
         torch.testing.assert_close(got[k], want[k], rtol=1e-4, atol=1e-4)
+    # whole images on the GPU (rays made on the model's device), chunked
+    c2w = torch.eye(4)
+    c2w[2, 3] = 3.0
+    img = model.render_image(c2w, torch.tensor([40.0, 40.0, 16.0, 16.0]), 32, 32, 0.5, bg, chunk=300)
+    assert img["rgb"].shape == (32, 32, 3) and img["rgb"].is_cuda and torch.isfinite(img["rgb"]).all()
