@@ -94,12 +94,13 @@ def sampler_rows(n_rays):
         o = torch.randn(n_rays, 3, device="cuda") * 0.3 + torch.tensor([0.0, 0.0, 3.0], device="cuda")
         d = torch.nn.functional.normalize(-o + torch.randn_like(o) * 0.3, dim=-1)
         sets.append((o, d))
-    impls = {"torch": getattr(grid, "_sample_torch", grid.sample)}
-    if _external.get("nerfacc", "sampler benchmark") is not None and hasattr(grid, "_sample_nerfacc"):
+    impls = {"torch": grid._sample_torch}
+    if _external.get("nerfacc", "sampler benchmark") is not None:
         impls["nerfacc"] = grid._sample_nerfacc
     for name, f in impls.items():
-        t = cuda_time(lambda o, d, f=f: f(o, d, 0.005, True), sets)
-        m = int(f(*sets[0], 0.005, True)[0].numel())
+        jit = torch.rand(n_rays, device="cuda")
+        t = cuda_time(lambda o, d, f=f: f(o, d, 0.005, jit), sets)
+        m = int(f(*sets[0], 0.005, jit)[0].numel())
         rows.append({"op": "occupancy sample", "impl": name, "n": m, "fwd_ms": t, "fwd_bwd_ms": float("nan")})
     return rows
 

@@ -4,16 +4,24 @@ The grid holds the union over time of the static and dynamic densities (METHOD 8
 evaluates ``occ_fn`` (static density + dynamic density at random times) at jittered cell centres,
 keeps an exponential-moving maximum, and marks cells above ``min(mean, threshold)`` occupied.
 Samples are packed: ``ray_ids [M]`` (sorted), ``t_starts [M]``, ``t_ends [M]``.
+
+Marching has two implementations with one semantics: PyTorch (any device) and, on CUDA when nerfacc
+imports, ``nerfacc.traverse_grids`` over this grid's own binaries. Both start at the box entry plus the
+per-ray jitter, step by ``step_size``, and keep an interval when its midpoint lies before the box exit in
+an occupied cell.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 from torch import nn
 
+from .. import _external
 from ..geometry import ray_aabb
+
+_BACKENDS = ("auto", "torch", "nerfacc")
 
 
 @dataclass
@@ -23,6 +31,7 @@ class OccupancyConfig:
     warmup_steps: int = 256
     ema_decay: float = 0.95
     threshold: float = 0.01
+    backend: str = "auto"  # marching: auto (nerfacc on CUDA when it imports), torch, nerfacc
 
 
 class OccupancyGrid(nn.Module):
@@ -35,6 +44,8 @@ class OccupancyGrid(nn.Module):
 
     def __init__(self, aabb: torch.Tensor, cfg: OccupancyConfig):
         super().__init__()
+        if cfg.backend not in _BACKENDS:
+            raise ValueError(f"occupancy backend must be one of {', '.join(_BACKENDS)}, not {cfg.backend!r}")
         self.cfg = cfg
         r = cfg.resolution
         self.register_buffer("aabb", torch.as_tensor(aabb, dtype=torch.float32).clone())
@@ -93,6 +104,20 @@ class OccupancyGrid(nn.Module):
         ijk = (u.clamp(0, 1 - 1e-6) * r).long()
         return inside & self.binaries[ijk[:, 0], ijk[:, 1], ijk[:, 2]]
 
+    def marching_backend(self, origins: torch.Tensor) -> str:
+        """``"torch"`` or ``"nerfacc"`` for rays on ``origins``' device (raises when a forced nerfacc can't run)."""
+        want = self.cfg.backend
+        if want == "torch" or (want == "auto" and not origins.is_cuda):
+            return "torch"
+        if not origins.is_cuda:
+            raise RuntimeError("occupancy backend 'nerfacc' needs CUDA rays; use --render_occupancy_backend auto on CPU")
+        if _external.get("nerfacc", "occupancy-grid marching") is None:
+            if want == "nerfacc":
+                raise RuntimeError(f"occupancy backend 'nerfacc' is unusable: {_external.reason('nerfacc')} "
+                                   f"(pip install nerfacc, or --render_occupancy_backend auto)")
+            return "torch"
+        return "nerfacc"
+
     @torch.no_grad()
     def sample(
         self,
@@ -101,18 +126,31 @@ class OccupancyGrid(nn.Module):
         step_size: float,
         stratified: bool = False,
         max_samples: int = 1 << 24,
+        jitter: Optional[torch.Tensor] = None,
     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """March rays through the box with a fixed step, keeping samples in occupied cells.
 
         Args:
             origins, dirs: ``[R, 3]`` rays (unit directions).
-            step_size: marching step (world units).
+            step_size: marching step (field units).
             stratified: jitter the sample offsets per ray (training).
-            max_samples: cap on candidate samples held at once (memory bound).
+            max_samples: cap on candidate samples held at once (memory bound of the PyTorch path).
+            jitter: ``[R]`` offsets in [0, 1) of a step to use instead of drawing them (stratified only).
 
         Returns:
             ``(ray_ids [M] int64, t_starts [M], t_ends [M])`` sorted by ray then distance.
         """
+        if stratified and jitter is None:
+            jitter = torch.rand(origins.shape[0], device=origins.device)
+        if not stratified:
+            jitter = None
+        if self.marching_backend(origins) == "nerfacc":
+            return self._sample_nerfacc(origins, dirs, step_size, jitter)
+        return self._sample_torch(origins, dirs, step_size, jitter, max_samples)
+
+    def _sample_torch(self, origins, dirs, step_size: float, jitter: Optional[torch.Tensor] = None,
+                      max_samples: int = 1 << 24):
+        """PyTorch marching (see :meth:`sample`)."""
         n_rays = origins.shape[0]
         t_near, t_far = ray_aabb(origins, dirs, self.aabb)
         span = (t_far - t_near).clamp_min(0.0)
@@ -125,8 +163,8 @@ class OccupancyGrid(nn.Module):
         for r0 in range(0, n_rays, rays_per_chunk):
             sl = slice(r0, min(n_rays, r0 + rays_per_chunk))
             k = torch.arange(n_steps, device=origins.device, dtype=torch.float32)
-            jitter = torch.rand(sl.stop - sl.start, 1, device=origins.device) if stratified else 0.0
-            ts = t_near[sl, None] + (k[None, :] + jitter) * step_size  # [r, S] interval starts
+            jit = jitter[sl, None] if jitter is not None else 0.0
+            ts = t_near[sl, None] + (k[None, :] + jit) * step_size  # [r, S] interval starts
             mid = ts + 0.5 * step_size
             keep = mid < t_far[sl, None]
             pts = origins[sl, None, :] + dirs[sl, None, :] * mid[..., None]
@@ -137,3 +175,21 @@ class OccupancyGrid(nn.Module):
         ray_ids = torch.cat(ids)
         t_starts = torch.cat(starts)
         return ray_ids, t_starts, t_starts + step_size
+
+    def _sample_nerfacc(self, origins, dirs, step_size: float, jitter: Optional[torch.Tensor] = None):
+        """nerfacc's ``traverse_grids`` over this grid's binaries, started where :meth:`_sample_torch` starts."""
+        nerfacc = _external.get("nerfacc", "occupancy-grid marching")
+        if nerfacc is None:
+            raise RuntimeError(f"nerfacc is unusable: {_external.reason('nerfacc')}")
+        origins, dirs = origins.float().contiguous(), dirs.float().contiguous()
+        t_near, t_far = ray_aabb(origins, dirs, self.aabb)
+        near = t_near + jitter * step_size if jitter is not None else t_near
+        intervals, samples, _ = nerfacc.traverse_grids(
+            origins, dirs, self.binaries[None].contiguous(), self.aabb[None].contiguous(),
+            near_planes=near.contiguous(), far_planes=t_far.contiguous(), step_size=step_size, cone_angle=0.0)
+        t_starts = intervals.vals[intervals.is_left]
+        t_ends = intervals.vals[intervals.is_right]
+        ray_ids = samples.ray_indices.long()
+        if not (ray_ids.numel() == t_starts.numel() == t_ends.numel()):
+            raise RuntimeError(f"nerfacc returned {ray_ids.numel()} samples but {t_starts.numel()} intervals")
+        return ray_ids, t_starts, t_ends
