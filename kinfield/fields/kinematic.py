@@ -31,6 +31,9 @@ class KinematicConfig:
     motion_scale: float = 0.02
     time_scale: float = 1.0
     grid_backend: str = "auto"
+    # ReLU heads died here (every unit of the second hidden layer off within a few hundred steps on the demo
+    # scene, so the field output one constant velocity everywhere); SiLU units cannot die.
+    activation: str = "silu"
 
 
 class KinematicField(nn.Module):
@@ -54,7 +57,8 @@ class KinematicField(nn.Module):
         self.register_buffer("taylor_mask", torch.ones(cfg.order))
         self.register_buffer("frame_dt", torch.tensor(float(frame_dt)))
         self.encoding = HashGrid(4, cfg.grid, backend=cfg.grid_backend)
-        self.mlp = MLP(self.encoding.n_output_dims, 3 * cfg.order, cfg.hidden, cfg.n_hidden, zero_init_last=True)
+        self.mlp = MLP(self.encoding.n_output_dims, 3 * cfg.order, cfg.hidden, cfg.n_hidden, zero_init_last=True,
+                       activation=cfg.activation)
 
     @property
     def order(self) -> int:

@@ -39,12 +39,14 @@ def load_run(run_dir, device: str = "auto", checkpoint: Optional[str] = None) ->
     dev = resolve_device(device)
     state = load_checkpoint(path, map_location=dev)
     if "config" in state:
-        cfg = from_flat_dict(state["config"], strict=False)
+        flat = dict(state["config"])
     else:
         cfg_path = run_dir / "config.yaml"
         if not cfg_path.is_file():
             raise FileNotFoundError(f"{cfg_path} is missing and {path} holds no config")
-        cfg = from_flat_dict(yaml.safe_load(cfg_path.read_text()), strict=False)
+        flat = yaml.safe_load(cfg_path.read_text())
+    flat.setdefault("kinematic_activation", "relu")  # runs from before the option had ReLU heads
+    cfg = from_flat_dict(flat, strict=False)
     # the checkpoint decides whether there is a kinematic field (older runs / --kin_enabled false)
     has_kin = any(k.startswith("kinematic.") for k in state["model"])
     if cfg.kin.enabled != has_kin:

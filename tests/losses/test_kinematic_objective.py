@@ -1,4 +1,5 @@
 """The kinematic field and the kinematic objective on a tiny model."""
+import dataclasses
 import math
 
 import torch
@@ -107,3 +108,45 @@ def test_empty_dynamic_set_gives_zero_losses():
     obj = KinematicObjective(KinConfig(dyn_weight_threshold=10.0), model, 0.05)  # nothing selected
     for term in obj.terms():
         assert float(term.fn(ctx).detach()) == 0.0, term.name
+
+
+def test_kinematic_head_learns_a_spatially_varying_velocity_with_the_training_optimiser():
+    """Regression: with ReLU units and weight decay the head died (one constant velocity everywhere on the
+    demo scene). Fit v(x) = (x, -y, 0) in frame units with the trainer's Adam settings: the field must vary."""
+    torch.manual_seed(0)
+    aabb = torch.tensor([-1.0, -1.0, -1.0, 1.0, 1.0, 1.0])
+    field = KinematicField(aabb, 0.05, KinematicConfig(order=1))
+    assert isinstance(field.mlp.net[1], torch.nn.SiLU)
+    opt = torch.optim.Adam(field.parameters(), lr=0.01, betas=(0.9, 0.99), eps=1e-15)
+    x = torch.rand(512, 3) * 1.6 - 0.8
+    t = torch.rand(512)
+    target = torch.stack([x[:, 0], -x[:, 1], torch.zeros(512)], -1) * field.order_scales[0]
+    for _ in range(150):
+        loss = ((field(x, t)[:, 0] - target) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    v = field(x, t)[:, 0].detach()
+    rel = float((v - target).norm() / target.norm())
+    assert rel < 0.3, rel
+    assert float(v[:, 0].std()) > 0.3 * float(target[:, 0].std())
+
+
+def test_saved_runs_without_the_activation_option_rebuild_relu_heads(tmp_path):
+    import yaml
+
+    from kinfield.config import Config, save_config, to_flat_dict
+    from kinfield.train.checkpoint import save_checkpoint
+    from kinfield.train.run import load_run
+    from kinfield.train.trainer import build_model
+
+    cfg = Config()
+    old = dataclasses.replace(cfg, kinematic=dataclasses.replace(cfg.kinematic, activation="relu"))
+    model = build_model(old, torch.tensor([-1.0, -1.0, -1.0, 1.0, 1.0, 1.0]), 0.1)
+    flat = to_flat_dict(old)
+    del flat["kinematic_activation"]  # a run saved before the option existed
+    save_checkpoint(tmp_path, 1, {"model": model.state_dict(), "config": flat})
+    save_config(cfg, tmp_path / "config.yaml")
+    run = load_run(tmp_path, device="cpu")
+    assert isinstance(run.model.kinematic.mlp.net[1], torch.nn.ReLU)
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["kinematic_activation"] == "silu"
