@@ -23,10 +23,27 @@ def _load(name: str) -> Tuple[Optional[Any], str]:
                 _CACHE[name] = (None, "no CUDA device is available")
             else:
                 module = __import__(name)
+                if name == "nerfacc":
+                    _check_nerfacc_backend()
                 _CACHE[name] = (module, f"{name} {getattr(module, '__version__', '')} imported")
         except Exception as exc:  # ImportError, OSError from tcnn's native module, ...
             _CACHE[name] = (None, f"import {name} failed: {type(exc).__name__}: {exc}")
     return _CACHE[name]
+
+
+def _check_nerfacc_backend() -> None:
+    """Load nerfacc's CUDA code now, so that a missing toolchain means "not usable" rather than a crash later.
+
+    ``import nerfacc`` compiles nothing: its CUDA functions import ``nerfacc.cuda._backend`` on their first
+    call, which JIT-builds the extension with ``torch.utils.cpp_extension.load`` into
+    ``$TORCH_EXTENSIONS_DIR/nerfacc_cuda`` (default ``~/.cache/torch_extensions/py3X_cuXYZ/nerfacc_cuda``;
+    a minute or so the first time; needs nvcc, ninja and the ``rich`` package), and leaves ``_C = None``
+    (every call then fails with an ``AttributeError``) when no nvcc is on the PATH.
+    """
+    from nerfacc.cuda import _backend  # the JIT build (or the load of a finished one) happens here
+
+    if getattr(_backend, "_C", None) is None:
+        raise ImportError("nerfacc's CUDA extension is not built and no CUDA toolkit (nvcc) was found to build it")
 
 
 def get(name: str, purpose: str) -> Optional[Any]:

@@ -12,7 +12,7 @@ an occupied cell.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional, Tuple
 
 import torch
@@ -31,7 +31,8 @@ class OccupancyConfig:
     warmup_steps: int = 256
     ema_decay: float = 0.95
     threshold: float = 0.01
-    backend: str = "auto"  # marching: auto (nerfacc on CUDA when it imports), torch, nerfacc
+    backend: str = field(default="auto", metadata={
+        "help": "occupancy-grid marching: auto (nerfacc on CUDA when it imports and builds), torch, nerfacc"})
 
 
 class OccupancyGrid(nn.Module):
@@ -140,12 +141,14 @@ class OccupancyGrid(nn.Module):
         Returns:
             ``(ray_ids [M] int64, t_starts [M], t_ends [M])`` sorted by ray then distance.
         """
-        if stratified and jitter is None:
-            jitter = torch.rand(origins.shape[0], device=origins.device)
         if not stratified:
             jitter = None
+        elif jitter is None:
+            jitter = torch.rand(origins.shape[0], device=origins.device)
+        elif jitter.shape != origins.shape[:1]:
+            raise ValueError(f"jitter must have shape [{origins.shape[0]}], got {list(jitter.shape)}")
         if self.marching_backend(origins) == "nerfacc":
-            return self._sample_nerfacc(origins, dirs, step_size, jitter)
+            return self._sample_nerfacc(origins, dirs, step_size, jitter, max_samples)
         return self._sample_torch(origins, dirs, step_size, jitter, max_samples)
 
     def _sample_torch(self, origins, dirs, step_size: float, jitter: Optional[torch.Tensor] = None,
@@ -176,20 +179,61 @@ class OccupancyGrid(nn.Module):
         t_starts = torch.cat(starts)
         return ray_ids, t_starts, t_starts + step_size
 
-    def _sample_nerfacc(self, origins, dirs, step_size: float, jitter: Optional[torch.Tensor] = None):
-        """nerfacc's ``traverse_grids`` over this grid's binaries, started where :meth:`_sample_torch` starts."""
+    def _sample_nerfacc(self, origins, dirs, step_size: float, jitter: Optional[torch.Tensor] = None,
+                        max_samples: int = 1 << 24):
+        """nerfacc's ``traverse_grids`` over this grid's binaries, started where :meth:`_sample_torch` starts.
+
+        With one grid, ``cone_angle=0`` and ``step_size > 0`` the kernel (nerfacc 0.5.x ``cuda/csrc/grid.cu``)
+        starts ``t`` at the ray's near plane, advances it by ``t += step_size`` and writes the interval
+        ``[t, t + step_size]`` when its midpoint lies in an occupied cell before ``min(box exit, far plane)``:
+        the PyTorch sampler's rule, so near = box entry (+ jitter x step) and far = box exit give the same
+        samples up to float rounding (the kernel accumulates ``t`` by repeated float32 additions).
+        Rays go in chunks of at most ``max_samples // steps`` rays, as in the PyTorch path.
+        """
         nerfacc = _external.get("nerfacc", "occupancy-grid marching")
         if nerfacc is None:
             raise RuntimeError(f"nerfacc is unusable: {_external.reason('nerfacc')}")
+        if not origins.is_cuda:
+            raise RuntimeError("nerfacc marching needs CUDA tensors; use the PyTorch sampler on CPU")
+        n_rays = origins.shape[0]
+        if n_rays == 0:  # nerfacc's launch configuration divides by min(512, n_rays)
+            empty = origins.new_zeros(0, dtype=torch.float32)
+            return torch.zeros(0, dtype=torch.long, device=origins.device), empty, empty
         origins, dirs = origins.float().contiguous(), dirs.float().contiguous()
         t_near, t_far = ray_aabb(origins, dirs, self.aabb)
-        near = t_near + jitter * step_size if jitter is not None else t_near
-        intervals, samples, _ = nerfacc.traverse_grids(
-            origins, dirs, self.binaries[None].contiguous(), self.aabb[None].contiguous(),
-            near_planes=near.contiguous(), far_planes=t_far.contiguous(), step_size=step_size, cone_angle=0.0)
-        t_starts = intervals.vals[intervals.is_left]
-        t_ends = intervals.vals[intervals.is_right]
-        ray_ids = samples.ray_indices.long()
-        if not (ray_ids.numel() == t_starts.numel() == t_ends.numel()):
-            raise RuntimeError(f"nerfacc returned {ray_ids.numel()} samples but {t_starts.numel()} intervals")
-        return ray_ids, t_starts, t_ends
+        near = t_near + jitter.to(t_near.dtype) * step_size if jitter is not None else t_near
+        n_steps = max(1, int(torch.ceil((t_far - t_near).clamp_min(0.0).max() / step_size).item()))
+        rays_per_chunk = max(1, max_samples // n_steps)
+        binaries = self.binaries[None].contiguous()  # [1, r, r, r] bool, indexed [x, y, z] like ``occupied``
+        aabbs = self.aabb[None].float().contiguous()  # [1, 6]
+        ids, starts, ends = [], [], []
+        for r0 in range(0, n_rays, rays_per_chunk):
+            sl = slice(r0, min(n_rays, r0 + rays_per_chunk))
+            intervals, samples, _ = nerfacc.traverse_grids(
+                origins[sl], dirs[sl], binaries, aabbs,
+                near_planes=near[sl].contiguous(), far_planes=t_far[sl].contiguous(),
+                step_size=float(step_size), cone_angle=0.0)
+            ray_ids, t_starts, t_ends = _unpack_traversal(intervals, samples)
+            ids.append(ray_ids + r0)
+            starts.append(t_starts)
+            ends.append(t_ends)
+        if len(ids) == 1:
+            return ids[0], starts[0], ends[0]
+        return torch.cat(ids), torch.cat(starts), torch.cat(ends)
+
+
+def _unpack_traversal(intervals, samples) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``traverse_grids``' packed output to ``(ray_ids [M] int64, t_starts [M], t_ends [M])``.
+
+    The kernel writes each run of back-to-back intervals as shared edges (``vals``): an edge is flagged
+    ``is_left`` when an interval starts there and ``is_right`` when one ends there (both inside a run), so,
+    as in nerfacc's ``OccGridEstimator.sampling``, the flagged edges in order are the starts and the ends;
+    ``samples`` has one entry (the midpoint) per interval, with its ray index.
+    """
+    t_starts = intervals.vals[intervals.is_left]
+    t_ends = intervals.vals[intervals.is_right]
+    ray_ids = samples.ray_indices.long()
+    if not (ray_ids.numel() == t_starts.numel() == t_ends.numel()):
+        raise RuntimeError(f"nerfacc returned {ray_ids.numel()} samples but {t_starts.numel()} "
+                           f"interval starts and {t_ends.numel()} ends")
+    return ray_ids, t_starts, t_ends
