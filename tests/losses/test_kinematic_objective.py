@@ -150,3 +150,19 @@ def test_saved_runs_without_the_activation_option_rebuild_relu_heads(tmp_path):
     run = load_run(tmp_path, device="cpu")
     assert isinstance(run.model.kinematic.mlp.net[1], torch.nn.ReLU)
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["kinematic_activation"] == "silu"
+
+
+def test_kinematic_head_is_optimised_without_weight_decay():
+    from types import SimpleNamespace
+
+    from kinfield.config import Config
+    from kinfield.train.trainer import Trainer, build_model
+
+    cfg = Config()
+    model = build_model(cfg, torch.tensor([-1.0, -1.0, -1.0, 1.0, 1.0, 1.0]), 0.1)
+    opt = Trainer._make_optimizer(SimpleNamespace(model=model, cfg=cfg))
+    kin_head = {id(p) for n, p in model.named_parameters() if n.startswith("kinematic.mlp")}
+    groups = [g for g in opt.param_groups if kin_head & {id(p) for p in g["params"]}]
+    assert len(groups) == 1 and groups[0]["weight_decay"] == 0.0
+    assert kin_head == {id(p) for p in groups[0]["params"]}
+    assert cfg.train.weight_decay_net > 0 and any(g["weight_decay"] > 0 for g in opt.param_groups)
