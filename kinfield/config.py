@@ -46,6 +46,7 @@ class TrainConfig:
     target_samples: int = field(default=65536, metadata={"help": "samples per step the ray count adapts to (0 = fixed rays)"})
     lr_grid: float = 1e-2
     lr_net: float = 1e-2
+    lr_static_factor: float = field(default=1.0, metadata={"help": "static field learning rates relative to lr_grid/lr_net (the reference: 0.1, so moving content goes to the faster dynamic field)"})
     lr_final_ratio: float = field(default=0.1, metadata={"help": "lr at the last step relative to the start (exponential decay)"})
     warmup: int = 50
     weight_decay_net: float = 1e-6

@@ -2,6 +2,7 @@
 import dataclasses
 import math
 
+import pytest
 import torch
 
 from kinfield.fields import FieldConfig, KinematicConfig, KinematicField, taylor_displacement
@@ -166,3 +167,33 @@ def test_kinematic_head_is_optimised_without_weight_decay():
     assert len(groups) == 1 and groups[0]["weight_decay"] == 0.0
     assert kin_head == {id(p) for p in groups[0]["params"]}
     assert cfg.train.weight_decay_net > 0 and any(g["weight_decay"] > 0 for g in opt.param_groups)
+
+
+def test_warped_renders_train_the_dynamic_field_only_from_warp_field_start():
+    model = make_model()
+    torch.nn.init.normal_(model.kinematic.mlp.net[-1].weight, std=0.1)
+    for start, step, trains_field in ((500, 100, False), (500, 500, True), (-1, 10**6, False)):
+        obj = KinematicObjective(KinConfig(dyn_weight_threshold=0.0, warp_field_start=start), model, 0.05)
+        model.zero_grad(set_to_none=True)
+        ctx = step_context(model, step=step)
+        obj.photo_loss(ctx, "hop").backward()
+        assert model.kinematic.encoding.params.grad.abs().sum() > 0
+        g = model.dynamic.encoding.params.grad
+        assert (g is not None and g.abs().sum() > 0) == trains_field, step
+
+
+def test_static_field_learning_rates_follow_lr_static_factor():
+    from types import SimpleNamespace
+
+    from kinfield.config import Config
+    from kinfield.train.trainer import Trainer, build_model
+
+    cfg = Config()
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr_static_factor=0.1))
+    model = build_model(cfg, torch.tensor([-1.0, -1.0, -1.0, 1.0, 1.0, 1.0]), 0.1)
+    opt = Trainer._make_optimizer(SimpleNamespace(model=model, cfg=cfg))
+    lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    for name, p in model.named_parameters():
+        base = cfg.train.lr_grid if name.endswith("encoding.params") else cfg.train.lr_net
+        want = base * (0.1 if name.startswith("static.") else 1.0)
+        assert lr_of[id(p)] == pytest.approx(want), name

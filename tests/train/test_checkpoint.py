@@ -211,3 +211,23 @@ def test_resume_with_more_iters_continues(tiny_scene, tmp_path):
     # --resume none starts over
     fresh = Trainer(make_cfg(tiny_scene, out, 4, "--resume", "none"))
     assert not fresh.maybe_resume() and fresh.step == 0
+
+
+def test_resume_from_a_checkpoint_with_another_optimizer_layout_keeps_the_model(tiny_scene, tmp_path, caplog):
+    """Checkpoints of versions with other parameter groups: weights restored, Adam restarted with a
+    warning, and every group's learning rate is the schedule's value at the resumed step."""
+    trainer = Trainer(make_cfg(tiny_scene, tmp_path / "run", 6))
+    steps(trainer, 3)
+    trainer.step = 3
+    state = trainer.state_dict()
+    state["step"] = 3
+    state["optimizer"]["param_groups"] = state["optimizer"]["param_groups"][:2]  # an older, coarser layout
+    fresh = Trainer(make_cfg(tiny_scene, tmp_path / "run2", 6))
+    with caplog.at_level("WARNING", logger="kinfield"):
+        fresh.load_state_dict(state)
+    assert "optimizer state not restored" in caplog.text
+    assert_same_tree(fresh.model.state_dict(), trainer.model.state_dict())
+    assert fresh.step == 3 and fresh.scheduler.last_epoch == 3
+    for group, base in zip(fresh.optimizer.param_groups, fresh.scheduler.base_lrs):
+        assert group["lr"] == pytest.approx(base * fresh._lr_factor(3))
+    steps(fresh, 1)  # and it trains on
