@@ -151,17 +151,21 @@ class OccupancyGrid(nn.Module):
             return self._sample_nerfacc(origins, dirs, step_size, jitter, max_samples)
         return self._sample_torch(origins, dirs, step_size, jitter, max_samples)
 
+    def _march_plan(self, origins, dirs, step_size: float, max_samples: int):
+        """Box entry and exit distances ``[R]``, the most steps any ray takes, and the rays per chunk that
+        keep at most ``max_samples`` candidate samples at once: ``(t_near, t_far, n_steps, rays_per_chunk)``."""
+        t_near, t_far = ray_aabb(origins, dirs, self.aabb)
+        n_steps = int(torch.ceil((t_far - t_near).clamp_min(0.0).max() / step_size).item()) if origins.shape[0] else 0
+        return t_near, t_far, n_steps, max(1, max_samples // max(1, n_steps))
+
     def _sample_torch(self, origins, dirs, step_size: float, jitter: Optional[torch.Tensor] = None,
                       max_samples: int = 1 << 24):
         """PyTorch marching (see :meth:`sample`)."""
         n_rays = origins.shape[0]
-        t_near, t_far = ray_aabb(origins, dirs, self.aabb)
-        span = (t_far - t_near).clamp_min(0.0)
-        n_steps = int(torch.ceil(span.max() / step_size).item()) if n_rays > 0 else 0
+        t_near, t_far, n_steps, rays_per_chunk = self._march_plan(origins, dirs, step_size, max_samples)
         empty = origins.new_zeros(0)
         if n_steps == 0:
             return torch.zeros(0, dtype=torch.long, device=origins.device), empty, empty
-        rays_per_chunk = max(1, max_samples // n_steps)
         ids, starts = [], []
         for r0 in range(0, n_rays, rays_per_chunk):
             sl = slice(r0, min(n_rays, r0 + rays_per_chunk))
@@ -200,10 +204,8 @@ class OccupancyGrid(nn.Module):
             empty = origins.new_zeros(0, dtype=torch.float32)
             return torch.zeros(0, dtype=torch.long, device=origins.device), empty, empty
         origins, dirs = origins.float().contiguous(), dirs.float().contiguous()
-        t_near, t_far = ray_aabb(origins, dirs, self.aabb)
+        t_near, t_far, _, rays_per_chunk = self._march_plan(origins, dirs, step_size, max_samples)
         near = t_near + jitter.to(t_near.dtype) * step_size if jitter is not None else t_near
-        n_steps = max(1, int(torch.ceil((t_far - t_near).clamp_min(0.0).max() / step_size).item()))
-        rays_per_chunk = max(1, max_samples // n_steps)
         binaries = self.binaries[None].contiguous()  # [1, r, r, r] bool, indexed [x, y, z] like ``occupied``
         aabbs = self.aabb[None].float().contiguous()  # [1, 6]
         ids, starts, ends = [], [], []
