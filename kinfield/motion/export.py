@@ -142,7 +142,8 @@ def score_against_ground_truth(model: SceneModel, gt_path, substeps: int = 4) ->
 
     Tracks start at the GT query points at the GT query time and are integrated through the field
     to every GT time; the end-point error is the mean over all times and points of the distance to
-    the true position. Velocity/acceleration/jerk errors compare the field at the TRUE positions with
+    the true position; ``epe_zero_motion`` is what a field without motion scores, and ``epe_mean_<object>``
+    splits the error by moving object when the GT names them. Velocity/acceleration/jerk errors compare the field at the TRUE positions with
     the true values (relative error = mean |pred - gt| / mean |gt|).
     """
     gt = dict(np.load(gt_path, allow_pickle=False))
@@ -153,8 +154,17 @@ def score_against_ground_truth(model: SceneModel, gt_path, substeps: int = 4) ->
     dev = model.aabb.device
     P = torch.as_tensor(gt["positions"], dtype=torch.float32, device=dev)
     at_true = kinematics_along(model.kinematics_at, P, torch.as_tensor(gt_times, dtype=torch.float32, device=dev))
+    i_query = int(np.argmin(np.abs(gt_times - float(gt["query_time"]))))
+    still = np.linalg.norm(gt["positions"] - gt["positions"][i_query][None], axis=-1) * unit  # [T, N] no motion
     out = {"epe_mean": float(err.mean()), "epe_final": float(err[np.argmax(np.abs(gt_times - float(gt["query_time"])))].mean()),
-           "epe_max": float(err.max()), "n_points": int(err.shape[1]), "n_times": int(err.shape[0])}
+           "epe_max": float(err.max()), "epe_zero_motion": float(still.mean()),
+           "n_points": int(err.shape[1]), "n_times": int(err.shape[0])}
+    if "object_id" in gt and "object_names" in gt:  # per moving object: which one the error comes from
+        for k, name in enumerate(gt["object_names"]):
+            sel = gt["object_id"] == k
+            if sel.any():
+                out[f"epe_mean_{name}"] = float(err[:, sel].mean())
+                out[f"epe_zero_motion_{name}"] = float(still[:, sel].mean())
     for name in ("velocity", "acceleration", "jerk"):
         pred = at_true[name].cpu().numpy()
         true = gt[name]

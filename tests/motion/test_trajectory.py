@@ -90,3 +90,43 @@ def test_write_trajectories_formats(tmp_path, fmt):
         assert len(path.read_text().strip().splitlines()) == 1 + T * N
     if fmt == "ply":
         assert f"element vertex {T * N}" in path.read_text()
+
+
+class _UniformMotionModel:
+    """Stands in for a SceneModel: a kinematic field of uniform velocity ``v`` everywhere."""
+
+    def __init__(self, v):
+        self.v = torch.as_tensor(v, dtype=torch.float32)
+        self.aabb = torch.tensor([-2.0, -2.0, -2.0, 2.0, 2.0, 2.0])
+        self.kinematic = self
+
+    order, frame_dt = 3, 0.05
+
+    def set_active_orders(self, k):
+        pass
+
+    def kinematics_at(self, x, t):
+        zero = torch.zeros_like(x)
+        return {"velocity": self.v.expand_as(x), "acceleration": zero, "jerk": zero}
+
+
+def test_ground_truth_scores_split_by_object_and_name_the_no_motion_baseline(tmp_path):
+    from kinfield.motion import score_against_ground_truth
+
+    v0 = np.array([0.6, -0.3, 0.2], np.float32)
+    times = np.linspace(0.0, 1.0, 11, dtype=np.float32)
+    q = np.array([[0.0, 0.0, 0.0], [0.5, 0.1, -0.2], [-0.4, 0.3, 0.1]], np.float32)
+    pos = q[None] + (times[:, None, None] - 0.5) * v0
+    pos[:, 2] = q[2]  # object "still" does not move
+    vel = np.broadcast_to(v0, pos.shape).copy()
+    vel[:, 2] = 0.0
+    np.savez(tmp_path / "motion_gt.npz", times=times, query_time=np.float32(0.5), query_points=q, positions=pos,
+             velocity=vel, acceleration=np.zeros_like(pos), jerk=np.zeros_like(pos),
+             object_id=np.array([0, 0, 1]), object_names=np.array(["mover", "still"]))
+    exact = score_against_ground_truth(_UniformMotionModel(v0), tmp_path / "motion_gt.npz")
+    assert exact["epe_mean_mover"] < 1e-5 and exact["epe_zero_motion_still"] == 0.0
+    assert exact["epe_mean_still"] == pytest.approx(np.abs(times - 0.5).mean() * np.linalg.norm(v0), rel=1e-4)
+    still = score_against_ground_truth(_UniformMotionModel([0.0, 0.0, 0.0]), tmp_path / "motion_gt.npz")
+    assert still["epe_mean"] == pytest.approx(still["epe_zero_motion"], rel=1e-6)
+    assert still["epe_mean_mover"] == pytest.approx(still["epe_zero_motion_mover"], rel=1e-6)
+    assert still["epe_mean_mover"] > 0.1
