@@ -143,8 +143,8 @@ def score_against_ground_truth(model: SceneModel, gt_path, substeps: int = 4) ->
     Tracks start at the GT query points at the GT query time and are integrated through the field
     to every GT time; the end-point error is the mean over all times and points of the distance to
     the true position; ``epe_zero_motion`` is what a field without motion scores, and ``epe_mean_<object>``
-    splits the error by moving object when the GT names them. Velocity/acceleration/jerk errors compare the field at the TRUE positions with
-    the true values (relative error = mean |pred - gt| / mean |gt|).
+    splits the error by moving object when the GT names them. Velocity/acceleration/jerk errors compare
+    the field at the TRUE positions with the true values (relative error = mean |pred - gt| / mean |gt|).
     """
     gt = dict(np.load(gt_path, allow_pickle=False))
     unit = _to_training_world(gt, Path(gt_path).parent)  # world units of the GT per training-world unit
