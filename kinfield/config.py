@@ -44,9 +44,12 @@ class TrainConfig:
     min_rays: int = 256
     max_rays: int = 8192
     target_samples: int = field(default=65536, metadata={"help": "samples per step the ray count adapts to (0 = fixed rays)"})
+    dynamic_ray_fraction: float = field(default=0.0, metadata={"help": "share of each batch drawn where the model last saw dynamic content (a per-pixel map of the rays' dynamic probability; these rays come first, so the kinematic warps use them); from kin_start on"})
+    dynamic_ray_prior: float = field(default=0.25, metadata={"help": "dynamic probability assumed for pixels no batch has visited yet"})
     lr_grid: float = 1e-2
     lr_net: float = 1e-2
     lr_static_factor: float = field(default=1.0, metadata={"help": "static field learning rates relative to lr_grid/lr_net (the reference: 0.1, so moving content goes to the faster dynamic field)"})
+    lr_kinematic_factor: float = field(default=1.0, metadata={"help": "kinematic field (grid and head) learning rates relative to lr_grid/lr_net (its gradients are sparse and noisy: a lower rate averages them)"})
     lr_final_ratio: float = field(default=0.1, metadata={"help": "lr at the last step relative to the start (exponential decay)"})
     warmup: int = 50
     weight_decay_net: float = 1e-6

@@ -16,7 +16,7 @@ import torch
 from ..fields import taylor_displacement
 from ..nn import scale_grad
 from ..render import composite_blended, composite_outputs
-from ..render.composite import accumulate
+from ..render.composite import dynamic_probability
 from .base import Schedule, Term
 from .photometric import charbonnier
 from .physics import central_differences, integrity_residuals, rigidity_terms, transport_residual
@@ -92,13 +92,19 @@ class KinematicObjective:
         return c.hop_max_start + f * (c.hop_max_end - c.hop_max_start)
 
     def draw_hops(self, times: torch.Tensor, step: int, gen=None) -> torch.Tensor:
-        """Signed integer hops ``h [R]`` (in frames), ``|h| = floor(1 + U (H_max - 1))``; flipped to stay in [0, 1]."""
+        """Signed integer hops ``h [R]`` (in frames), ``|h| = floor(1 + U (H_max - 1))``; flipped to stay in
+        [0, 1], and shortened to the last frame when neither direction has ``|h|`` frames (short sequences)."""
         u = torch.rand(times.shape, device=times.device)
         mag = torch.floor(1.0 + u * (self.hop_max(step) - 1.0))
         sign = torch.where(torch.rand(times.shape, device=times.device) < 0.5, -1.0, 1.0)
         h = mag * sign
         out = (times + h * self.dt > 1.0) | (times + h * self.dt < 0.0)
-        return torch.where(out, -h, h)
+        h = torch.where(out, -h, h)
+        fwd = torch.floor((1.0 - times) / self.dt + 1e-4)  # whole frames left after / before each time
+        bwd = torch.floor(times / self.dt + 1e-4)
+        h = torch.minimum(torch.maximum(h, -bwd), fwd)
+        other = torch.where(fwd > 0, torch.minimum(mag, fwd), -torch.minimum(mag, bwd))
+        return torch.where(h == 0, other, h)
 
     # ------------------------------------------------------------------ warping
     def _selection(self, ctx) -> Dict[str, torch.Tensor]:
@@ -112,9 +118,7 @@ class KinematicObjective:
         times = ctx["batch"]["times"][:n_rays]
         hops = self.draw_hops(times, ctx["step"])
         frac = torch.rand(n_rays, device=times.device)
-        # probability that a ray sees dynamic content (detached), METHOD 2.2
-        share = s.sigma_d / (s.sigma_d + s.sigma_s).clamp_min(1e-10)
-        mask = accumulate((s.w_d * share).detach(), s.ray_ids, s.n_rays)[:n_rays]
+        mask = ctx["dynamic_probability"][:n_rays] if "dynamic_probability" in ctx else dynamic_probability(s)[:n_rays]
         ctx["kin_sel"] = {"idx": idx, "n_rays": n_rays, "hops": hops, "frac": frac, "ray_mask": mask}
         return ctx["kin_sel"]
 

@@ -19,4 +19,12 @@ def accumulate(values: torch.Tensor, ray_ids: torch.Tensor, n_rays: int) -> torc
     return out.index_add(0, ray_ids, values)
 
 
-__all__ = ["accumulate", "composite_blended"]
+def dynamic_probability(samples) -> torch.Tensor:
+    """Expected probability ``[R]`` that each ray of a render sees dynamic content (detached; METHOD 2.2):
+    ``sum_k w^d_k sigma^d_k / (sigma^d_k + sigma^s_k)`` over the ray's packed ``samples``."""
+    s = samples
+    share = s.sigma_d / (s.sigma_d + s.sigma_s).clamp_min(1e-10)
+    return accumulate((s.w_d * share).detach(), s.ray_ids, s.n_rays)
+
+
+__all__ = ["accumulate", "composite_blended", "dynamic_probability"]

@@ -19,6 +19,7 @@ from ..losses.kinematic import KinematicObjective
 from ..losses.priors import PriorObjective, prior_summary
 from ..nn import MLP
 from ..render import SceneModel
+from ..render.composite import dynamic_probability
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .evaluate import evaluate_split
 from .logger import EMA, MetricsLogger, progress_bar
@@ -87,6 +88,8 @@ class Trainer:
         self.background = self.scene.background.to(torch.float32).to(self.device)  # what the images sit on
         self.model = build_model(cfg, self.scene.aabb, self.scene.frame_dt, self.scene.ndc).to(self.device)
         self.batcher = RayBatcher(self.train_split, self.device, self.gen)
+        if cfg.train.dynamic_ray_fraction > 0:
+            self.batcher.enable_importance(cfg.train.dynamic_ray_prior)
         self.optimizer = self._make_optimizer()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.priors = PriorObjective(cfg.prior, self.model, self.train_split, self.scene.frame_dt) \
@@ -109,24 +112,23 @@ class Trainer:
     def _make_optimizer(self) -> torch.optim.Optimizer:
         # No weight decay on the kinematic head: its gradients are weak, and Adam's coupled L2 term alone
         # shrank its weights 270x on the demo scene (the field then output one constant velocity).
-        grids, nets, kin_nets, static_grids, static_nets = [], [], [], [], []
+        grids, nets, kin_grids, kin_nets, static_grids, static_nets = [], [], [], [], [], []
         for name, p in self.model.named_parameters():
             is_grid = name.endswith("encoding.params")
             if name.startswith("static."):
                 (static_grids if is_grid else static_nets).append(p)
-            elif is_grid:
-                grids.append(p)
             elif name.startswith("kinematic."):
-                kin_nets.append(p)
+                (kin_grids if is_grid else kin_nets).append(p)
             else:
-                nets.append(p)
+                (grids if is_grid else nets).append(p)
         t = self.cfg.train
-        f = t.lr_static_factor
+        f, fk = t.lr_static_factor, t.lr_kinematic_factor
         groups = [{"params": grids, "lr": t.lr_grid, "weight_decay": 0.0},
                   {"params": nets, "lr": t.lr_net, "weight_decay": t.weight_decay_net},
-                  {"params": kin_nets, "lr": t.lr_net, "weight_decay": 0.0},
+                  {"params": kin_nets, "lr": t.lr_net * fk, "weight_decay": 0.0},
                   {"params": static_grids, "lr": t.lr_grid * f, "weight_decay": 0.0},
-                  {"params": static_nets, "lr": t.lr_net * f, "weight_decay": t.weight_decay_net}]
+                  {"params": static_nets, "lr": t.lr_net * f, "weight_decay": t.weight_decay_net},
+                  {"params": kin_grids, "lr": t.lr_grid * fk, "weight_decay": 0.0}]
         groups = [g for g in groups if g["params"]]
         try:  # the fused kernel is ~6x faster than the default on CPU for multi-million-entry tables
             return torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15, fused=True)
@@ -147,6 +149,7 @@ class Trainer:
             "config": to_flat_dict(self.cfg),
             "n_rays": self.n_rays,
             "rng": {"torch": torch.get_rng_state(), "batch": self.gen.get_state()},
+            "dynamic_map": self.batcher.importance,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -162,6 +165,13 @@ class Trainer:
                                            self.scheduler.lr_lambdas):
                 group["lr"] = base * factor(step)
         self.n_rays = state.get("n_rays", self.n_rays)
+        saved_map = state.get("dynamic_map")
+        if saved_map is not None and self.batcher.importance is not None:
+            if saved_map.shape == self.batcher.importance.shape:
+                self.batcher.importance.copy_(saved_map.cpu())
+            else:
+                log.warning("the checkpoint's dynamic-ray map has %d pixels, the scene %d: starting a new map",
+                            saved_map.numel(), self.batcher.importance.numel())
         if "rng" in state:
             torch.set_rng_state(state["rng"]["torch"])
             self.gen.set_state(state["rng"]["batch"])
@@ -200,13 +210,15 @@ class Trainer:
         self.model.update_occupancy(step)
         if self.kinematic is not None:
             self.model.kinematic.set_active_orders(self.kinematic.active_orders(step))
-        batch = self.batcher.sample(self.n_rays)
+        batch = self.batcher.sample(self.n_rays, self._n_dynamic_rays(step))
         target, bg = self.make_target(batch)
         decompose = self.priors is not None and self.priors.needs_decomposition
         render = self.model.render_rays(batch["origins"], batch["dirs"], batch["times"], bg, stratified=True,
                                         decompose=decompose)
+        dyn_prob = dynamic_probability(render["samples"])  # [R], detached
+        self.batcher.update_importance(batch["flat"], dyn_prob)
         ctx = {"batch": batch, "target": target, "render": render, "render_background": bg, "model": self.model,
-               "step": step}
+               "step": step, "dynamic_probability": dyn_prob}
         loss, logs = total_loss(self.terms, ctx, step)
         if not torch.isfinite(loss):
             self.n_bad_steps += 1
@@ -232,6 +244,12 @@ class Trainer:
         logs.update({"loss": float(loss.detach()), "psnr": float(psnr_from_mse(mse)), "rays": float(batch["rgb"].shape[0]),
                      "samples": float(n_samples), "lr": self.optimizer.param_groups[0]["lr"]})
         return logs
+
+    def _n_dynamic_rays(self, step: int) -> int:
+        """Rays of this step's batch drawn from the dynamic-probability map (``--train_dynamic_ray_fraction``)."""
+        t = self.cfg.train
+        start = self.cfg.kin.start if self.kinematic is not None else 0
+        return int(t.dynamic_ray_fraction * self.n_rays) if t.dynamic_ray_fraction > 0 and step >= start else 0
 
     def fit(self) -> Dict:
         """Train to ``--iters`` (resuming when possible), then render and score the eval split."""

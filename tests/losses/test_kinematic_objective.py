@@ -75,6 +75,17 @@ def test_hops_stay_inside_the_time_range_and_ramp():
     assert obj.active_orders(0) == 1 and obj.active_orders(10**6) == 3
 
 
+def test_long_hops_on_a_short_sequence_end_on_a_frame_inside_it():
+    """Hops of up to 10 frames on 6 frames (dt = 0.2): never zero, never outside [0, 1], always whole frames."""
+    obj = KinematicObjective(KinConfig(hop_max_start=11.0, hop_max_end=11.0), make_model(), 0.2)
+    times = torch.linspace(0, 1, 6).repeat(400)
+    h = obj.draw_hops(times, 0)
+    tt = times + h * 0.2
+    assert (h != 0).all() and ((tt >= -1e-6) & (tt <= 1 + 1e-6)).all()
+    assert torch.allclose(tt * 5, torch.round(tt * 5), atol=1e-4)
+    assert h.abs().max() == 5  # from t = 0 or 1 the whole sequence is reachable
+
+
 def test_warp_without_motion_and_time_dependence_reproduces_the_reference():
     model = make_model(time_scale=0.0)  # dynamic field independent of time, zero motion
     ctx = step_context(model)
@@ -197,3 +208,4 @@ def test_static_field_learning_rates_follow_lr_static_factor():
         base = cfg.train.lr_grid if name.endswith("encoding.params") else cfg.train.lr_net
         want = base * (0.1 if name.startswith("static.") else 1.0)
         assert lr_of[id(p)] == pytest.approx(want), name
+

@@ -160,13 +160,18 @@ def read_metrics(run_dir):
     return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_interrupted_and_resumed_run_equals_uninterrupted(tiny_scene, tmp_path):
+@pytest.mark.parametrize("extra", [(), ("--train_dynamic_ray_fraction", "0.5", "--kin_start", "0")],
+                         ids=["uniform-rays", "dynamic-rays"])
+def test_interrupted_and_resumed_run_equals_uninterrupted(tiny_scene, tmp_path, extra):
     """4 steps in one go vs. a run of the same config killed after step 2 and resumed: the trainer
-    checkpoints model, Adam, scheduler, ray count and both RNG states, so the result is bit-identical."""
-    whole = Trainer(make_cfg(tiny_scene, tmp_path / "whole", 4))
+    checkpoints model, Adam, scheduler, ray count, both RNG states and the dynamic-ray map, so the
+    result is bit-identical."""
+    whole = Trainer(make_cfg(tiny_scene, tmp_path / "whole", 4, *extra))
     assert whole.fit()["step"] == 4
+    if extra:
+        assert whole.batcher.importance is not None and int((whole.batcher.importance != 64).sum()) > 0
 
-    cut = Trainer(make_cfg(tiny_scene, tmp_path / "cut", 4))
+    cut = Trainer(make_cfg(tiny_scene, tmp_path / "cut", 4, *extra))
     real_step = cut.train_step
 
     def interrupted_step():
@@ -179,9 +184,11 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tiny_scene, tmp_path):
         cut.fit()
     assert latest_checkpoint(tmp_path / "cut").name == "ckpt_0000002.pt"
 
-    resumed = Trainer(make_cfg(tiny_scene, tmp_path / "cut", 4))
+    resumed = Trainer(make_cfg(tiny_scene, tmp_path / "cut", 4, *extra))
     result = resumed.fit()
     assert result["step"] == 4 and resumed.step == 4
+    if extra:
+        assert torch.equal(whole.batcher.importance, resumed.batcher.importance)
     assert_same_tree(whole.model.state_dict(), resumed.model.state_dict())
     assert_same_tree(whole.optimizer.state_dict(), resumed.optimizer.state_dict())
 

@@ -1,0 +1,49 @@
+"""RayBatcher: uniform batches and the importance-map (dynamic-ray) draws."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kinfield.data import RayBatcher
+from kinfield.data.scene import SceneSplit
+
+
+def make_split(n=4, h=25, w=40) -> SceneSplit:
+    g = torch.Generator().manual_seed(0)
+    poses = torch.eye(4).repeat(n, 1, 1)
+    poses[:, 2, 3] = 3.0
+    return SceneSplit("train", torch.rand(n, h, w, 3, generator=g), None, poses, torch.linspace(0, 1, n),
+                      torch.tensor([[30.0, 30.0, w / 2, h / 2]]).repeat(n, 1), [f"f{i}" for i in range(n)])
+
+
+def test_flat_index_matches_frame_row_col_and_colour():
+    split = make_split()
+    b = RayBatcher(split, torch.device("cpu"), torch.Generator().manual_seed(1)).sample(300)
+    h, w = split.height, split.width
+    assert torch.equal(b["flat"], b["frame"] * h * w + b["rows"] * w + b["cols"])
+    assert torch.equal(b["rgb"], split.images[b["frame"], b["rows"], b["cols"]])
+
+
+def test_important_draws_follow_the_map():
+    """Ten pixels at importance 1 (weight 256) among 3990 at 0 (weight 1): a draw lands on them with
+    probability 2560 / (2560 + 3990) = 0.391; uniform rays with 10 / 4000."""
+    split = make_split()
+    batcher = RayBatcher(split, torch.device("cpu"), torch.Generator().manual_seed(2))
+    assert batcher.sample(64, n_important=32)["flat"].shape == (64,)  # no map yet: all uniform, no error
+    batcher.enable_importance(0.0)
+    hot = torch.arange(0, batcher.n_pixels, batcher.n_pixels // 10)[:10]
+    batcher.update_importance(hot, torch.ones(10))
+    b = batcher.sample(20000, n_important=10000)
+    on_hot = torch.isin(b["flat"], hot).float()
+    assert abs(float(on_hot[:10000].mean()) - 2560 / 6550) < 0.02  # important rays come first
+    assert float(on_hot[10000:].mean()) < 0.01
+
+
+def test_importance_values_are_clamped_and_quantised():
+    batcher = RayBatcher(make_split(), torch.device("cpu"), torch.Generator().manual_seed(3))
+    batcher.enable_importance(0.25)
+    assert int(batcher.importance[0]) == 64
+    batcher.update_importance(torch.tensor([0, 1, 2]), torch.tensor([-1.0, 0.5, 7.0]))
+    assert batcher.importance[:3].tolist() == [0, 128, 255]
+    with pytest.raises(ValueError, match="prior"):
+        RayBatcher(make_split(), torch.device("cpu"), torch.Generator()).enable_importance(1.5)
