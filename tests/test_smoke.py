@@ -84,3 +84,17 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path):
     ckpts = sorted((out / "ckpts").glob("ckpt_*.pt"))
     assert ckpts and "interrupted" in err
     assert not list((out / "ckpts").glob("*.tmp"))
+
+
+def test_warp_bias_bench_runs_on_a_tiny_run(tiny_scene, tmp_path):
+    """``bench/warp_bias.py``: a row per hop range with the loss at each lambda, the learned F_K's, the argmin."""
+    out = tmp_path / "run"
+    assert run_train([tiny_scene, DEBUG, "--out", out, "--device", "cpu", "--train_eval_split", ""],
+                     cwd=tmp_path).returncode == 0
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "warp_bias.py"), str(out), "--hops", "2,3",
+                           "--scales", "0,1", "--batches", "1", "--rays", "64", "--apparent"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("1..")]
+    assert len(rows) == 2 and all(len(r.split("|")) == 5 for r in rows)
+    assert "ball: shift over" in proc.stdout and "top: shift over" in proc.stdout

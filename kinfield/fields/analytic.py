@@ -71,3 +71,52 @@ class AnalyticSphere(nn.Module):
     def inside(self, x: torch.Tensor) -> torch.Tensor:
         lo, hi = self.aabb[:3], self.aabb[3:]
         return ((x >= lo) & (x <= hi)).all(-1).to(x.dtype)
+
+
+class ExactKinematics(nn.Module):
+    """The exact kinematics of rigid moving spheres, in the kinematic field's interface (``forward(x, t)
+    -> [N, 3, 3]`` velocity, acceleration, jerk; ``order``, ``taylor_mask``, ``displacement``), scaled by
+    ``scale`` (0 = no motion, 1 = the truth). Points farther than ``margin * radius`` from every centre
+    do not move. Used to ask whether an objective is minimised by the true motion (``bench/warp_bias.py``).
+
+    Args:
+        spheres: objects with ``center(t) -> (c, c', c'', c''')`` (numpy, ``[T, 3]`` each), ``radius``
+            and ``omega`` (constant angular velocity), e.g. :class:`kinfield.data.synthetic.MovingSphere`.
+    """
+
+    order = 3
+
+    def __init__(self, spheres, scale: float = 1.0, margin: float = 1.3, frame_dt: float = 1.0 / 39.0):
+        super().__init__()
+        for s in spheres:
+            if getattr(s, "motion_type", "") == "pulse":
+                raise ValueError(f"ExactKinematics handles rigid spheres only; {getattr(s, 'name', s)} pulses")
+        self.spheres, self.scale, self.margin = list(spheres), float(scale), float(margin)
+        self.register_buffer("taylor_mask", torch.ones(3))
+        self.register_buffer("frame_dt", torch.tensor(float(frame_dt)))
+
+    def set_active_orders(self, k: int) -> None:
+        self.taylor_mask.copy_((torch.arange(3) < k).float())
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        q = torch.zeros(x.shape[0], 3, 3, dtype=x.dtype, device=x.device)
+        t64 = t.detach().double().cpu().numpy()
+        for s in self.spheres:
+            c, dc, ddc, dddc = (torch.as_tensor(a, dtype=x.dtype, device=x.device) for a in s.center(t64))
+            r = x - c
+            w = torch.as_tensor(s.omega, dtype=x.dtype, device=x.device).expand_as(r)
+            e1 = torch.cross(w, r, dim=-1)  # rigid: v = c' + w x r, a = c'' + w x (w x r), j = c''' + w x a_rot
+            e2 = torch.cross(w, e1, dim=-1)
+            e3 = torch.cross(w, e2, dim=-1)
+            near = (r.norm(dim=-1) < self.margin * s.radius)[:, None, None]
+            q = torch.where(near, torch.stack([dc + e1, ddc + e2, dddc + e3], dim=1), q)
+        return q * (self.scale * self.taylor_mask)[None, :, None]
+
+    def kinematics(self, x: torch.Tensor, t: torch.Tensor):
+        q = self(x, t)
+        return {"velocity": q[:, 0], "acceleration": q[:, 1], "jerk": q[:, 2]}
+
+    def displacement(self, x: torch.Tensor, t: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+        from .kinematic import taylor_displacement
+
+        return taylor_displacement(self(x, t), tau)
