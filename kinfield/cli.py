@@ -35,7 +35,7 @@ def main_train(argv: List[str]) -> int:
     _terminate_like_ctrl_c()
     try:
         trainer = Trainer(cfg)
-    except DatasetError as exc:
+    except (DatasetError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:

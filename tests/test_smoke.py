@@ -98,3 +98,11 @@ def test_warp_bias_bench_runs_on_a_tiny_run(tiny_scene, tmp_path):
     rows = [line for line in proc.stdout.splitlines() if line.startswith("1..")]
     assert len(rows) == 2 and all(len(r.split("|")) == 5 for r in rows)
     assert "ball: shift over" in proc.stdout and "top: shift over" in proc.stdout
+
+
+def test_out_of_range_dynamic_ray_fraction_is_a_clear_error(tiny_scene, tmp_path, capsys):
+    from kinfield.cli import main_train
+
+    code = main_train([str(tiny_scene), str(DEBUG), "--out", str(tmp_path / "r"), "--device", "cpu",
+                       "--train_dynamic_ray_fraction", "1.5"])
+    assert code == 2 and "--train_dynamic_ray_fraction must be in [0, 1]" in capsys.readouterr().err

@@ -88,6 +88,8 @@ class Trainer:
         self.background = self.scene.background.to(torch.float32).to(self.device)  # what the images sit on
         self.model = build_model(cfg, self.scene.aabb, self.scene.frame_dt, self.scene.ndc).to(self.device)
         self.batcher = RayBatcher(self.train_split, self.device, self.gen)
+        if not 0.0 <= cfg.train.dynamic_ray_fraction <= 1.0:
+            raise ValueError(f"--train_dynamic_ray_fraction must be in [0, 1], got {cfg.train.dynamic_ray_fraction}")
         if cfg.train.dynamic_ray_fraction > 0:
             self.batcher.enable_importance(cfg.train.dynamic_ray_prior)
         self.optimizer = self._make_optimizer()
