@@ -11,7 +11,7 @@ does; if the truth scores lower than the learned F_K, the optimiser stopped shor
 
 Prints one row per hop range: the loss at each lambda, the learned F_K's, and the lambda that minimises it.
 With ``--apparent``, first how far the learned dynamic field itself moves each object (the shift of its
-density centroid in a fixed window around the true centre, between t - 2 and t + 2 frames) against the
+density centroid in a fixed window around the true centre, between t - 1 and t + 1 frame) against the
 true shift and the learned F_K's mean displacement there.
 """
 from __future__ import annotations
@@ -56,7 +56,7 @@ def main():
     learned.set_active_orders(learned.order)
     spheres = build_scene(spec).moving
     if args.apparent:
-        apparent_motion(model, spheres, 2 * run.model.kinematic.frame_dt.item())
+        apparent_motion(model, spheres, 2 * learned.frame_dt.item())
     exact = ExactKinematics(spheres)
     scene = load_configured_scene(run.cfg.data)
     bg = scene.background.to(torch.float32)

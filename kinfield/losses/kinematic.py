@@ -118,7 +118,9 @@ class KinematicObjective:
         times = ctx["batch"]["times"][:n_rays]
         hops = self.draw_hops(times, ctx["step"])
         frac = torch.rand(n_rays, device=times.device)
-        mask = ctx["dynamic_probability"][:n_rays] if "dynamic_probability" in ctx else dynamic_probability(s)[:n_rays]
+        if "dynamic_probability" not in ctx:  # the trainer fills it when it keeps a dynamic-ray map
+            ctx["dynamic_probability"] = dynamic_probability(s)
+        mask = ctx["dynamic_probability"][:n_rays]
         ctx["kin_sel"] = {"idx": idx, "n_rays": n_rays, "hops": hops, "frac": frac, "ray_mask": mask}
         return ctx["kin_sel"]
 

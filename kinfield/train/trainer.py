@@ -217,10 +217,11 @@ class Trainer:
         decompose = self.priors is not None and self.priors.needs_decomposition
         render = self.model.render_rays(batch["origins"], batch["dirs"], batch["times"], bg, stratified=True,
                                         decompose=decompose)
-        dyn_prob = dynamic_probability(render["samples"])  # [R], detached
-        self.batcher.update_importance(batch["flat"], dyn_prob)
         ctx = {"batch": batch, "target": target, "render": render, "render_background": bg, "model": self.model,
-               "step": step, "dynamic_probability": dyn_prob}
+               "step": step}
+        if self.batcher.importance is not None:  # the map records each ray's dynamic probability (warps reuse it)
+            ctx["dynamic_probability"] = dynamic_probability(render["samples"])  # [R], detached
+            self.batcher.update_importance(batch["flat"], ctx["dynamic_probability"])
         loss, logs = total_loss(self.terms, ctx, step)
         if not torch.isfinite(loss):
             self.n_bad_steps += 1
