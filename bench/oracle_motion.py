@@ -97,7 +97,11 @@ def run_setup(args, rest):
         flat = to_flat_dict(cfg)
         for k, v in zip(rest[::2], rest[1::2]):
             key = k.lstrip("-")
-            flat[key] = type(flat[key])(float(v)) if isinstance(flat[key], (int, float)) else v
+            old = flat[key]
+            if isinstance(old, bool):
+                flat[key] = str(v).lower() in ("1", "true", "yes", "on")
+            else:
+                flat[key] = type(old)(float(v)) if isinstance(old, (int, float)) else v
         cfg = from_flat_dict(flat)
     scene = load_configured_scene(cfg.data)
     dt = scene.frame_dt

@@ -2,14 +2,16 @@
 
 On a synthetic scene (``tools/make_scene.py``), replace the run's kinematic field by the scene's exact
 kinematics scaled by lambda (0 = nothing moves, 1 = the truth) and average the warped photometric losses
-(discrete hops and intermediate times, the run's own KinematicObjective) over fixed ray batches, for
+(discrete hops and intermediate times, the run's own KinematicObjective) and the hop warp's 3-D consistency
+term (``kin_consistency_weight``) over fixed ray batches, for
 several hop ranges, next to the loss of the run's own learned F_K. If the loss is lowest below lambda = 1,
 the objective on this learned dynamic field is biased towards too little motion, whatever the optimiser
 does; if the truth scores lower than the learned F_K, the optimiser stopped short of it.
 
     python bench/warp_bias.py RUN [--hops 2,6,11] [--scales 0,0.5,0.75,1,1.25] [--batches 12] [--rays 1024]
 
-Prints one row per hop range: the loss at each lambda, the learned F_K's, and the lambda that minimises it.
+Prints one row per hop range: the losses (hop / inter / consistency) at each lambda, the learned F_K's, and
+the lambdas that minimise them.
 With ``--apparent``, first how far the learned dynamic field itself moves each object (the shift of its
 density centroid in a fixed window around the true centre, between t - 1 and t + 1 frame) against the
 true shift and the learned F_K's mean displacement there.
@@ -61,8 +63,8 @@ def main():
     scene = load_configured_scene(run.cfg.data)
     bg = scene.background.to(torch.float32)
     scales = [float(s) for s in args.scales.split(",")]
-    print(f"{'hops':>8} | " + " | ".join(f"l={s:<5g} hop / inter" for s in scales)
-          + " | learned F_K hop / inter | argmin hop, inter")
+    print(f"{'hops':>8} | " + " | ".join(f"l={s:<5g} hop / inter / consistency" for s in scales)
+          + " | learned F_K hop / inter / consistency | argmin hop, inter, consistency")
     for hop in (float(h) for h in args.hops.split(",")):
         kc = dataclasses.replace(run.cfg.kin, hop_max_start=hop, hop_max_end=hop, start=0)
         obj = KinematicObjective(kc, model, scene.frame_dt)
@@ -74,7 +76,7 @@ def main():
                 model.kinematic, exact.scale = exact, s
             torch.manual_seed(0)  # same hops, same rays for every lambda
             batcher = RayBatcher(scene.split("train"), torch.device("cpu"), torch.Generator().manual_seed(0))
-            hop_l = inter_l = 0.0
+            hop_l = inter_l = con_l = 0.0
             with torch.no_grad():
                 for _ in range(args.batches):
                     b = batcher.sample(args.rays)
@@ -83,12 +85,12 @@ def main():
                            "model": model, "step": 10**9}
                     hop_l += float(obj.photo_loss(ctx, "hop")) / args.batches
                     inter_l += float(obj.photo_loss(ctx, "inter")) / args.batches
-            rows.append((hop_l, inter_l))
+                    con_l += float(obj.consistency_loss(ctx)) / args.batches
+            rows.append((hop_l, inter_l, con_l))
         mine = rows.pop()
-        best_h = scales[min(range(len(scales)), key=lambda i: rows[i][0])]
-        best_i = scales[min(range(len(scales)), key=lambda i: rows[i][1])]
-        print(f"1..{int(hop) - 1:<5d} | " + " | ".join(f"{h:.5f} / {i:.5f}" for h, i in rows)
-              + f" | {mine[0]:.5f} / {mine[1]:.5f} | {best_h:g}, {best_i:g}", flush=True)
+        best = [scales[min(range(len(scales)), key=lambda i: rows[i][k])] for k in range(3)]
+        print(f"1..{int(hop) - 1:<5d} | " + " | ".join(" / ".join(f"{v:.5f}" for v in r) for r in rows)
+              + " | " + " / ".join(f"{v:.5f}" for v in mine) + " | " + ", ".join(f"{b:g}" for b in best), flush=True)
 
 
 @torch.no_grad()

@@ -34,6 +34,11 @@ class KinematicConfig:
     # ReLU heads died here (every unit of the second hidden layer off within a few hundred steps on the demo
     # scene, so the field output one constant velocity everywhere); SiLU units cannot die.
     activation: str = "silu"
+    # Add a linear read-out of the grid features (random, full rank) to the MLP. With the MLP's zero last
+    # layer alone, the early gradients reach the grid only along the mean velocity's direction (the hidden
+    # units barely vary between points while the grid is near zero), so the field learns nearly one
+    # direction of motion; the skip gives every grid vertex a full 3-D gradient from the first step.
+    linear_skip: bool = False
 
 
 class KinematicField(nn.Module):
@@ -59,6 +64,15 @@ class KinematicField(nn.Module):
         self.encoding = HashGrid(4, cfg.grid, backend=cfg.grid_backend)
         self.mlp = MLP(self.encoding.n_output_dims, 3 * cfg.order, cfg.hidden, cfg.n_hidden, zero_init_last=True,
                        activation=cfg.activation)
+        if cfg.linear_skip:
+            n_in, n_out = self.encoding.n_output_dims, 3 * cfg.order
+            if n_in < n_out:
+                raise ValueError(f"kinematic linear_skip needs at least {n_out} grid features (n_levels x "
+                                 f"n_features_per_level), got {n_in}")
+            self.skip = nn.Linear(n_in, n_out, bias=False)
+            nn.init.orthogonal_(self.skip.weight)
+        else:
+            self.skip = None
 
     @property
     def order(self) -> int:
@@ -80,7 +94,9 @@ class KinematicField(nn.Module):
         """
         lo, hi = self.aabb[:3], self.aabb[3:]
         u = torch.cat([(x - lo) / (hi - lo), t.reshape(-1, 1).to(x.dtype) * self.cfg.time_scale], dim=-1)
-        raw = self.mlp(self.encoding(u)).view(-1, self.order, 3)
+        f = self.encoding(u)
+        raw = self.mlp(f) if self.skip is None else self.mlp(f) + self.skip(f)
+        raw = raw.view(-1, self.order, 3)
         return raw * (self.order_scales * self.taylor_mask)[None, :, None]
 
     def kinematics(self, x: torch.Tensor, t: torch.Tensor) -> Dict[str, torch.Tensor]:

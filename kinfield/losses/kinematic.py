@@ -47,6 +47,10 @@ class KinConfig:
     photo_inter_weight: float = 0.5
     cycle_weight: float = 1e-2
     static_motion_weight: float = 1e-4
+    # 3-D consistency of the hop warp: the dynamic field at each visible dynamic sample's warped point and
+    # time has the sample's own opacity and colour (a dense, per-sample form of the warped photometric loss)
+    consistency_weight: float = 0.0
+    consistency_density_weight: float = 1.0
     integrity_weight: float = 0.1
     transport_weight: float = 1e-5
     transport_decay_milestones: Tuple[int, ...] = ()
@@ -156,7 +160,7 @@ class KinematicObjective:
         bg = ctx["render_background"]
         bg = bg[:n_rays] if bg.dim() == 2 else bg
         out = composite_outputs(w_s, w_d, s.rgb_s.detach()[keep], rgb_d, mid, ids, n_rays, bg)
-        out.update({"x": x_w, "t": t_w, "sigma": sigma_w, "tau": tau, "q": q})
+        out.update({"x": x_w, "t": t_w, "sigma": sigma_w, "rgb_samples": rgb_w, "tau": tau, "q": q})
         ctx[key] = out
         return out
 
@@ -187,6 +191,22 @@ class KinematicObjective:
         d_f = taylor_displacement(w["q"], w["tau"])
         d_b = self.model.kinematic.displacement(w["x"], w["t"], -w["tau"])
         return (d_f + d_b).norm(dim=-1).mean()
+
+    def consistency_loss(self, ctx) -> torch.Tensor:
+        """Opacity and colour of the dynamic field at each hop-warped sample against the reference sample's
+        (detached), weighted by the sample's dynamic render weight and summed along its ray (mean over rays)."""
+        sel = self._selection(ctx)
+        idx = sel["idx"]
+        if idx.numel() == 0:
+            return self._zero(ctx)
+        s = ctx["render"]["samples"]
+        w = self.warp(ctx, "hop")
+        delta = (s.t_ends - s.t_starts)[idx]
+        alpha_ref = 1.0 - torch.exp(-s.sigma_d.detach()[idx] * delta)
+        alpha_w = 1.0 - torch.exp(-w["sigma"] * delta)
+        err = charbonnier(w["rgb_samples"], s.rgb_d.detach()[idx]).mean(-1) \
+            + self.cfg.consistency_density_weight * charbonnier(alpha_w[:, None], alpha_ref[:, None])[:, 0]
+        return (s.w_d.detach()[idx] * err).sum() / sel["n_rays"]
 
     def static_motion_loss(self, ctx) -> torch.Tensor:
         """Small penalty on motion predicted where the static field dominates (METHOD 2.15)."""
@@ -283,6 +303,7 @@ class KinematicObjective:
             Term("warp_photo_inter", lambda ctx: self.photo_loss(ctx, "inter"), c.photo_inter_weight, s0,
                  schedule=ramp),
             Term("cycle", self.cycle_loss, c.cycle_weight, s0, schedule=ramp),
+            Term("consistency", self.consistency_loss, c.consistency_weight, s0, schedule=ramp),
             Term("static_motion", self.static_motion_loss, c.static_motion_weight, s0),
             Term("integrity", phys("integrity"), c.integrity_weight, sp),
             Term("transport", phys("transport"), c.transport_weight, sp, schedule=transport_schedule),

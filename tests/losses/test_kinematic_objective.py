@@ -209,3 +209,19 @@ def test_static_field_learning_rates_follow_lr_static_factor():
         want = base * (0.1 if name.startswith("static.") else 1.0)
         assert lr_of[id(p)] == pytest.approx(want), name
 
+
+
+def test_linear_skip_gives_the_grid_a_full_rank_gradient_from_the_start():
+    """With the MLP's zero last layer alone, the grid gets no gradient at first; the random linear
+    read-out reaches it in every direction of the velocity (and the field still starts nearly still)."""
+    x, t = torch.tensor([[0.1, -0.2, 0.3]]), torch.tensor([0.4])
+    grid4 = dataclasses.replace(SMALL, n_features_per_level=4)
+    for skip, rank in ((False, 0), (True, 3)):
+        torch.manual_seed(0)
+        kin = KinematicField(AABB, 0.05, KinematicConfig(grid=grid4, hidden=16, n_hidden=1, linear_skip=skip))
+        v = kin(x, t)[0, 0]
+        assert float(v.detach().abs().max()) < 1e-3 * float(kin.order_scales[0])
+        jac = torch.stack([torch.autograd.grad(v[i], kin.encoding.params, retain_graph=True)[0] for i in range(3)])
+        assert int(torch.linalg.matrix_rank(jac)) == rank
+    with pytest.raises(ValueError, match="linear_skip needs at least 9 grid features"):
+        KinematicField(AABB, 0.05, KinematicConfig(grid=dataclasses.replace(SMALL, n_levels=2), linear_skip=True))
