@@ -341,11 +341,26 @@ def main_eval_motion(argv: List[str]) -> int:
     if run.model.kinematic is None:
         print(f"error: {run.run_dir} was trained without the kinematic field", file=sys.stderr)
         return 2
-    scores = score_against_ground_truth(run.model, gt, substeps=args.substeps)
+    curves = {}
+    scores = score_against_ground_truth(run.model, gt, substeps=args.substeps, curves=curves)
     scores["step"] = run.step
     update_metrics(run.run_dir, "motion", scores)
+    _write_columns(Path(run.run_dir) / "motion_epe_by_time.csv", curves)
     print(json.dumps(scores, indent=2))
+    print(f"end-point error over time (per object, and with no motion): {Path(run.run_dir) / 'motion_epe_by_time.csv'}",
+          file=sys.stderr)
     return 0
+
+
+def _write_columns(path, columns) -> None:
+    """Equal-length 1-D arrays as a CSV with one column each (written to a temporary file, then renamed)."""
+    import numpy as np
+
+    names = list(columns)
+    table = np.stack([np.asarray(columns[n], dtype=np.float64) for n in names], axis=1)
+    tmp = path.with_suffix(".csv.tmp")
+    np.savetxt(tmp, table, delimiter=",", header=",".join(names), comments="", fmt="%.6g")
+    tmp.replace(path)
 
 
 def main_demo(argv: List[str]) -> int:

@@ -137,7 +137,7 @@ def write_trajectories(traj: Dict[str, np.ndarray], path, fmt: Optional[str] = N
     return path
 
 
-def score_against_ground_truth(model: SceneModel, gt_path, substeps: int = 4) -> Dict[str, float]:
+def score_against_ground_truth(model: SceneModel, gt_path, substeps: int = 4, curves: Dict = None) -> Dict[str, float]:
     """Trajectory end-point error and v/a/j errors against a synthetic scene's ``motion_gt.npz``.
 
     Tracks start at the GT query points at the GT query time and are integrated through the field
@@ -145,6 +145,8 @@ def score_against_ground_truth(model: SceneModel, gt_path, substeps: int = 4) ->
     the true position; ``epe_zero_motion`` is what a field without motion scores, and ``epe_mean_<object>``
     splits the error by moving object when the GT names them. Velocity/acceleration/jerk errors compare
     the field at the TRUE positions with the true values (relative error = mean |pred - gt| / mean |gt|).
+    ``curves``, when given a dict, receives the error over time: ``time [T]`` and, for ``all`` and each named
+    object, ``epe_<name> [T]`` and ``zero_motion_<name> [T]`` (means over that object's points).
     """
     gt = dict(np.load(gt_path, allow_pickle=False))
     unit = _to_training_world(gt, Path(gt_path).parent)  # world units of the GT per training-world unit
@@ -159,12 +161,19 @@ def score_against_ground_truth(model: SceneModel, gt_path, substeps: int = 4) ->
     out = {"epe_mean": float(err.mean()), "epe_final": float(err[np.argmax(np.abs(gt_times - float(gt["query_time"])))].mean()),
            "epe_max": float(err.max()), "epe_zero_motion": float(still.mean()),
            "n_points": int(err.shape[1]), "n_times": int(err.shape[0])}
+    groups = {"all": np.ones(err.shape[1], dtype=bool)}
     if "object_id" in gt and "object_names" in gt:  # per moving object: which one the error comes from
         for k, name in enumerate(gt["object_names"]):
             sel = gt["object_id"] == k
             if sel.any():
+                groups[str(name)] = sel
                 out[f"epe_mean_{name}"] = float(err[:, sel].mean())
                 out[f"epe_zero_motion_{name}"] = float(still[:, sel].mean())
+    if curves is not None:
+        curves["time"] = gt_times
+        for name, sel in groups.items():
+            curves[f"epe_{name}"] = err[:, sel].mean(1)
+            curves[f"zero_motion_{name}"] = still[:, sel].mean(1)
     for name in ("velocity", "acceleration", "jerk"):
         pred = at_true[name].cpu().numpy()
         true = gt[name]

@@ -123,7 +123,15 @@ def test_ground_truth_scores_split_by_object_and_name_the_no_motion_baseline(tmp
     np.savez(tmp_path / "motion_gt.npz", times=times, query_time=np.float32(0.5), query_points=q, positions=pos,
              velocity=vel, acceleration=np.zeros_like(pos), jerk=np.zeros_like(pos),
              object_id=np.array([0, 0, 1]), object_names=np.array(["mover", "still"]))
-    exact = score_against_ground_truth(_UniformMotionModel(v0), tmp_path / "motion_gt.npz")
+    curves = {}
+    exact = score_against_ground_truth(_UniformMotionModel(v0), tmp_path / "motion_gt.npz", curves=curves)
+    assert sorted(curves) == ["epe_all", "epe_mover", "epe_still", "time", "zero_motion_all", "zero_motion_mover",
+                              "zero_motion_still"]
+    np.testing.assert_allclose(curves["time"], times)
+    np.testing.assert_allclose(curves["epe_still"], np.abs(times - 0.5) * np.linalg.norm(v0), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(curves["zero_motion_mover"], np.abs(times - 0.5) * np.linalg.norm(v0), rtol=1e-4,
+                               atol=1e-6)
+    assert curves["epe_mover"].max() < 1e-5 and curves["epe_all"].mean() == pytest.approx(exact["epe_mean"], rel=1e-5)
     assert exact["epe_mean_mover"] < 1e-5 and exact["epe_zero_motion_still"] == 0.0
     assert exact["epe_mean_still"] == pytest.approx(np.abs(times - 0.5).mean() * np.linalg.norm(v0), rel=1e-4)
     still = score_against_ground_truth(_UniformMotionModel([0.0, 0.0, 0.0]), tmp_path / "motion_gt.npz")

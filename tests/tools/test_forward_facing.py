@@ -69,6 +69,11 @@ def test_render_and_motion(fwd_run, capsys):
     assert main_eval_motion([str(fwd_run), "--device", "cpu"]) == 0
     scores = json.loads(capsys.readouterr().out)
     assert math.isfinite(scores["epe_mean"]) and scores["n_points"] == 32
+    import numpy as np
+
+    table = np.genfromtxt(fwd_run / "motion_epe_by_time.csv", delimiter=",", names=True)
+    assert table["epe_all"].shape == (scores["n_times"],)
+    assert table["epe_all"].mean() == pytest.approx(scores["epe_mean"], rel=1e-4)
 
 
 @pytest.mark.skipif(not BALLOON.is_dir(), reason="../shared/data/nvidia_balloon1 not present")
