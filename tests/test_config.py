@@ -132,3 +132,19 @@ def test_saved_runs_with_removed_options_still_load(caplog):
     with caplog.at_level("WARNING", logger="kinfield"):
         assert from_flat_dict(flat, strict=False) == Config()
     assert "prior_removed_option" in caplog.text
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_config_builds_a_model_whose_fields_run(path):
+    import torch
+
+    from kinfield.train.trainer import build_model
+
+    cfg = parse_args(["--config", str(path)])
+    model = build_model(cfg, torch.tensor([-1.5, -1.5, -1.5, 1.5, 1.5, 1.5]), 0.05)
+    x, t = torch.rand(8, 3) - 0.5, torch.rand(8)
+    if model.kinematic is not None:
+        q = model.kinematic(x, t)
+        assert q.shape == (8, model.kinematic.order, 3) and torch.isfinite(q).all()
+    sigma, rgb = model.dynamic(x, t, torch.nn.functional.normalize(torch.randn(8, 3), dim=-1))
+    assert torch.isfinite(sigma).all() and rgb.shape == (8, 3)
