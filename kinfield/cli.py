@@ -345,10 +345,10 @@ def main_eval_motion(argv: List[str]) -> int:
     scores = score_against_ground_truth(run.model, gt, substeps=args.substeps, curves=curves)
     scores["step"] = run.step
     update_metrics(run.run_dir, "motion", scores)
-    _write_columns(Path(run.run_dir) / "motion_epe_by_time.csv", curves)
+    curve_path = Path(run.run_dir) / "motion_epe_by_time.csv"
+    _write_columns(curve_path, curves)
     print(json.dumps(scores, indent=2))
-    print(f"end-point error over time (per object, and with no motion): {Path(run.run_dir) / 'motion_epe_by_time.csv'}",
-          file=sys.stderr)
+    print(f"end-point error over time (per object, and with no motion): {curve_path}", file=sys.stderr)
     return 0
 
 
