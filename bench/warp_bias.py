@@ -15,6 +15,11 @@ the lambdas that minimise them.
 With ``--apparent``, first how far the learned dynamic field itself moves each object (the shift of its
 density centroid in a fixed window around the true centre, between t - 1 and t + 1 frame) against the
 true shift and the learned F_K's mean displacement there.
+With ``--local-flow``, also whether the dynamic field's local derivatives carry the motion: around each
+object's surface, the normal-flow error of the exact displacement per frame x lambda against the field's
+own density and colour (``kinfield.losses.physics.density_flow_residual``; probes of ``--flow-cells``
+finest cells and ``--flow-frames`` frames). If it is lowest below lambda = 1, a field that fades between
+times rather than moving would teach any local (differential) motion term too little motion.
 """
 from __future__ import annotations
 
@@ -33,6 +38,7 @@ from kinfield.data import RayBatcher  # noqa: E402
 from kinfield.data.synthetic import SyntheticSceneSpec, build_scene  # noqa: E402
 from kinfield.fields.analytic import ExactKinematics  # noqa: E402
 from kinfield.losses.kinematic import KinematicObjective  # noqa: E402
+from kinfield.losses.physics import central_differences, density_flow_residual  # noqa: E402
 from kinfield.train.run import load_run  # noqa: E402
 from kinfield.train.trainer import load_configured_scene  # noqa: E402
 
@@ -45,6 +51,9 @@ def main():
     ap.add_argument("--batches", type=int, default=12)
     ap.add_argument("--rays", type=int, default=1024)
     ap.add_argument("--apparent", action="store_true", help="also print the field's apparent motion per object")
+    ap.add_argument("--local-flow", action="store_true", help="also print the normal-flow error per object vs lambda")
+    ap.add_argument("--flow-cells", type=float, default=0.3, help="--local-flow spatial probe (finest cells)")
+    ap.add_argument("--flow-frames", type=float, default=0.05, help="--local-flow time probe (frames)")
     args = ap.parse_args()
     run = load_run(args.run, device="cpu")
     meta_path = Path(run.cfg.data.scene) / "scene_meta.json"
@@ -60,9 +69,12 @@ def main():
     if args.apparent:
         apparent_motion(model, spheres, 2 * learned.frame_dt.item())
     exact = ExactKinematics(spheres)
+    scales = [float(s) for s in args.scales.split(",")]
+    if args.local_flow:
+        local_flow(model, exact, spheres, scales, args.flow_cells * model.dynamic_finest_cell(),
+                   args.flow_frames * learned.frame_dt.item())
     scene = load_configured_scene(run.cfg.data)
     bg = scene.background.to(torch.float32)
-    scales = [float(s) for s in args.scales.split(",")]
     print(f"{'hops':>8} | " + " | ".join(f"l={s:<5g} hop / inter / consistency" for s in scales)
           + " | learned F_K hop / inter / consistency | argmin hop, inter, consistency")
     for hop in (float(h) for h in args.hops.split(",")):
@@ -111,6 +123,41 @@ def apparent_motion(model, spheres, span: float, n_times: int = 9, grid: int = 2
             v = model.kinematics_at(near, torch.full((near.shape[0],), float(t)))["velocity"].mean(0) * span
             print(f"  t={t:.2f}  field {np.round((cents[1] - cents[0]).numpy(), 3)}  truth {np.round(true, 3)}"
                   f"  F_K {np.round(v.numpy(), 3)}")
+
+
+@torch.no_grad()
+def local_flow(model, exact, spheres, scales, eps_x: float, eps_t: float, n: int = 3000) -> None:
+    """Per object: the normal-flow error (density / colour) of the exact motion x lambda on the learned field,
+    at ``n`` points within 0.6-1.3 radii of the centre at random times (density > 1, one fixed view point)."""
+    dt = exact.frame_dt.item()
+    print(f"local flow (normal-flow error, world units^2, density / colour; probes {eps_x:.4f} world, "
+          f"{eps_t / dt:.2f} frames)")
+    gen = torch.Generator().manual_seed(0)
+    for s in spheres:
+        t = torch.rand(n, generator=gen) * 0.9 + 0.05
+        c = torch.as_tensor(s.center(t.double().numpy())[0], dtype=torch.float32)
+        u = torch.nn.functional.normalize(torch.randn(n, 3, generator=gen), dim=-1)
+        x = c + u * s.radius * (0.6 + 0.7 * torch.rand(n, 1, generator=gen))
+        view = torch.nn.functional.normalize(x - torch.tensor([2.0, 2.0, 3.0]), dim=-1)
+
+        def fn(px, pt):
+            sigma, rgb = model.dynamic(px, pt, view.repeat(9, 1))
+            return torch.cat([sigma[:, None], rgb], dim=-1)
+
+        d = central_differences(fn, x, t, eps_x, eps_t)
+        valid = d["value"][:, 0] > 1.0
+        v = exact(x, t)[:, 0]
+        row = []
+        for lam in scales:
+            disp = lam * v * dt
+            den = density_flow_residual(d["value"][:, 0], d["dt"][:, 0], d["grad"][:, 0], disp, dt, valid)
+            col = sum(density_flow_residual(torch.zeros_like(t), d["dt"][:, k], d["grad"][:, k], disp, dt, valid)
+                      for k in (1, 2, 3)) / 3
+            row.append((float(den), float(col)))
+        best = [scales[min(range(len(scales)), key=lambda i: row[i][k])] for k in (0, 1)]
+        print(f"  {s.name:<6} ({int(valid.sum())} points) " + " | ".join(
+            f"l={lam:g} {a:.2e} / {b:.2e}" for lam, (a, b) in zip(scales, row))
+            + f" | argmin {best[0]:g}, {best[1]:g}", flush=True)
 
 
 if __name__ == "__main__":

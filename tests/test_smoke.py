@@ -87,17 +87,21 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path):
 
 
 def test_warp_bias_bench_runs_on_a_tiny_run(tiny_scene, tmp_path):
-    """``bench/warp_bias.py``: a row per hop range with the loss at each lambda, the learned F_K's, the argmin."""
+    """``bench/warp_bias.py``: a row per hop range with the loss at each lambda, the learned F_K's, the argmin;
+    the apparent motion and the local-flow rows per object."""
     out = tmp_path / "run"
     assert run_train([tiny_scene, DEBUG, "--out", out, "--device", "cpu", "--train_eval_split", ""],
                      cwd=tmp_path).returncode == 0
     proc = subprocess.run([sys.executable, str(REPO / "bench" / "warp_bias.py"), str(out), "--hops", "2,3",
-                           "--scales", "0,1", "--batches", "1", "--rays", "64", "--apparent"],
+                           "--scales", "0,1", "--batches", "1", "--rays", "64", "--apparent",
+                           "--local-flow"],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [line for line in proc.stdout.splitlines() if line.startswith("1..")]
     assert len(rows) == 2 and all(len(r.split("|")) == 5 for r in rows)
     assert "ball: shift over" in proc.stdout and "top: shift over" in proc.stdout
+    flow = [line.split() for line in proc.stdout.splitlines() if line.startswith(("  ball ", "  top "))]
+    assert len(flow) == 2 and all(f[-3] == "argmin" and f[-2] in ("0,", "1,") and f[-1] in ("0", "1") for f in flow)
 
 
 def test_out_of_range_dynamic_ray_fraction_is_a_clear_error(tiny_scene, tmp_path, capsys):

@@ -90,6 +90,27 @@ def transport_residual(dsigma_dt: torch.Tensor, grad_sigma: torch.Tensor, v: tor
     return dsigma_dt + (v * grad_sigma).sum(-1)
 
 
+def density_flow_residual(sigma: torch.Tensor, dsigma_dt: torch.Tensor, grad_sigma: torch.Tensor,
+                          disp: torch.Tensor, dt: float, valid: torch.Tensor) -> torch.Tensor:
+    """Normal-flow error of a displacement per frame against a density's own motion (the 3-D optical-flow
+    constraint): with ``phi = log(1 + sigma)``, ``sum (dphi/dt dt + disp . grad phi)^2 / sum |grad phi|^2``
+    over the ``valid`` points, a mean squared displacement error along ``grad phi`` (world units squared).
+
+    Args:
+        sigma, dsigma_dt: ``[N]`` density (>= 0) and its time derivative; grad_sigma: ``[N, 3]``
+            (with ``sigma = 0`` the derivatives are used as given, e.g. those of a colour channel).
+        disp: ``[N, 3]`` predicted displacement per frame (``v dt``); dt: frame spacing; valid: ``[N]`` bool.
+
+    Returns:
+        a scalar; 0 (with a gradient path) when no valid point has a density gradient.
+    """
+    inv = 1.0 / (1.0 + sigma.clamp_min(0.0))
+    g = grad_sigma * inv[:, None]
+    r = dsigma_dt * inv * dt + (disp * g).sum(-1)
+    m = valid.to(r.dtype)
+    return (m * r * r).sum() / ((m[:, None] * g * g).sum() + 1e-12)
+
+
 def rigidity_terms(grad_v: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """Divergence and second invariant of the strain rate of ``grad_v [N, 3, 3]`` (METHOD 2.7).
 

@@ -5,6 +5,7 @@ import torch
 
 from kinfield.losses.physics import (
     central_differences,
+    density_flow_residual,
     integrity_residuals,
     material_derivative,
     rigidity_terms,
@@ -100,6 +101,39 @@ def test_advected_density_has_zero_transport_residual():
     # the residual is not zero for a different velocity
     r_bad = transport_residual(d["dt"][:, 0], d["grad"][:, 0], -v0.expand(64, 3))
     assert r_bad.abs().max() > 0.1
+
+
+def test_density_flow_is_the_displacement_error_along_the_density_gradient():
+    """A blob of density 5 exp(-|x - c(t)|^2 / 0.3) moving at v0: the normal-flow error is 0 at the true
+    displacement per frame, and |e|^2 / 3 for an error e (isotropic blob, points all around it)."""
+    v0, dt = torch.tensor([0.5, -0.3, 0.2]), 0.05
+
+    def density(x, t):
+        c = v0 * t[:, None]
+        return 5.0 * torch.exp(-((x - c) ** 2).sum(-1, keepdim=True) / 0.3)
+
+    # points on shells around the blob's centre at t, in +-directions (symmetric -> isotropic sums)
+    dirs = torch.nn.functional.normalize(torch.randn(2000, 3), dim=-1)
+    dirs = torch.cat([dirs, -dirs])
+    t = torch.full((4000,), 0.5)
+    x = v0 * 0.5 + dirs * torch.rand(2000).repeat(2)[:, None] * 0.8
+    d = central_differences(density, x, t, 1e-3, 1e-3)
+    valid = torch.ones(4000, dtype=torch.bool)
+
+    def flow(disp):
+        return density_flow_residual(d["value"][:, 0], d["dt"][:, 0], d["grad"][:, 0], disp, dt, valid)
+
+    assert flow((v0 * dt).expand(4000, 3)) < 1e-8
+    e = torch.tensor([0.01, 0.02, -0.015])
+    assert abs(float(flow((v0 * dt + e).expand(4000, 3))) / float((e**2).sum() / 3) - 1.0) < 0.1
+    still = torch.zeros(4000, 3, requires_grad=True)
+    loss = flow(still)
+    assert abs(float(loss) / float(((v0 * dt) ** 2).sum() / 3) - 1.0) < 0.1
+    loss.backward()  # the gradient reaches the displacement (F_K), pointing towards the true motion
+    assert (still.grad.sum(0) @ v0) < 0
+    # no valid point: zero, with a gradient path
+    none = density_flow_residual(d["value"][:, 0], d["dt"][:, 0], d["grad"][:, 0], still, dt, valid & False)
+    assert float(none) == 0.0 and none.requires_grad
 
 
 def test_finite_difference_material_derivative_matches_analytic():
