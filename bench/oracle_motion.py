@@ -92,17 +92,9 @@ def run_setup(args, rest):
 
     run = load_run(args.run, device="cpu")
     cfg, model = run.cfg, run.model
-    if rest:
-        from kinfield.config import from_flat_dict, to_flat_dict
-        flat = to_flat_dict(cfg)
-        for k, v in zip(rest[::2], rest[1::2]):
-            key = k.lstrip("-")
-            old = flat[key]
-            if isinstance(old, bool):
-                flat[key] = str(v).lower() in ("1", "true", "yes", "on")
-            else:
-                flat[key] = type(old)(float(v)) if isinstance(old, (int, float)) else v
-        cfg = from_flat_dict(flat)
+    if rest:  # the overrides, parsed by the training parser on top of the run's own options
+        from kinfield.config import build_parser, config_from_namespace, to_flat_dict
+        cfg = config_from_namespace(build_parser().parse_args(rest, namespace=argparse.Namespace(**to_flat_dict(cfg))))
     scene = load_configured_scene(cfg.data)
     dt = scene.frame_dt
     if args.reset_kinematic:

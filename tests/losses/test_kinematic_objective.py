@@ -210,7 +210,6 @@ def test_static_field_learning_rates_follow_lr_static_factor():
         assert lr_of[id(p)] == pytest.approx(want), name
 
 
-
 def test_linear_skip_gives_the_grid_a_full_rank_gradient_from_the_start():
     """With the MLP's zero last layer alone, the grid gets no gradient at first; the random linear
     read-out reaches it in every direction of the velocity (and the field still starts nearly still)."""
