@@ -5,11 +5,15 @@ Both fields share one head design: hash features -> density MLP (log-density + g
 coordinates, mapped to [0, 1] by the scene box; time is the dataset's normalised time in [0, 1],
 compressed into ``[0, time_scale]`` of the 4-D grid so that the time axis stays coarse (about one
 grid cell per frame at the finest level, METHOD 8.1).
+
+Keyframe advection (optional, dynamic field only): with ``keyframe_points`` set, the field at ``(x, t)``
+is read from the two keyframe times around ``t`` at the points the kinematic field carries ``x`` to, and
+blended by time; see :meth:`kinfield.render.SceneModel.set_keyframe_advection`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 from torch import nn
@@ -56,6 +60,10 @@ class RadianceField(nn.Module):
         self.encoding = HashGrid(n_dims, cfg.grid, backend=cfg.grid_backend)
         self.density_net = MLP(self.encoding.n_output_dims, 1 + cfg.geo_features, cfg.density_hidden, 1)
         self.color_net = MLP(cfg.geo_features + cfg.sh_degree**2, 3, cfg.color_hidden, cfg.color_layers)
+        # (x [N, 3], t [N][, u [N]]) -> (points [2N, 3], times [2N], w [N]): where and when to read the grid
+        # instead (keyframe advection; with u: [N] points and times of one keyframe each); a plain callable,
+        # not a submodule, so the state dict does not change
+        self.keyframe_points: Optional[Callable] = None
 
     @property
     def is_dynamic(self) -> bool:
@@ -72,19 +80,36 @@ class RadianceField(nn.Module):
             u = torch.cat([u, t * self.cfg.time_scale], dim=-1)
         return u
 
-    def _features(self, x, t) -> Tuple[torch.Tensor, torch.Tensor]:
+    def _grid_features(self, x, t) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Density ``[N]`` and geometry features ``[N, G]`` read straight from the grid at ``(x, t)``."""
         h = self.density_net(self.encoding(self.normalize(x, t)))
         sigma = trunc_exp(h[:, 0] + self.cfg.density_bias)
         return sigma, h[:, 1:]
 
-    def density(self, x: torch.Tensor, t: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Density ``[N]`` at world points ``x [N, 3]`` (and times ``t [N]``); zero outside the box."""
-        sigma, _ = self._features(x, t)
+    def _features(self, x, t, keyframe_u: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        if self.keyframe_points is None or not self.is_dynamic:
+            return self._grid_features(x, t)
+        if keyframe_u is not None:  # one keyframe per point: the later one where keyframe_u < w
+            xs, ts, w = self.keyframe_points(x, t.reshape(-1), keyframe_u)
+            return self._grid_features(xs, ts)
+        xs, ts, w = self.keyframe_points(x, t.reshape(-1))
+        return blend_keyframes(*self._grid_features(xs, ts), w)
+
+    def density(self, x: torch.Tensor, t: Optional[torch.Tensor] = None,
+                keyframe_u: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Density ``[N]`` at world points ``x [N, 3]`` (and times ``t [N]``); zero outside the box.
+        ``keyframe_u``: as in :meth:`forward`."""
+        sigma, _ = self._features(x, t, keyframe_u)
         return sigma * self.inside(x)
 
-    def forward(self, x: torch.Tensor, t: Optional[torch.Tensor], d: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Density ``[N]`` and colour ``[N, 3]`` at points ``x [N, 3]``, times ``t [N]``, directions ``d [N, 3]``."""
-        sigma, geo = self._features(x, t)
+    def forward(self, x: torch.Tensor, t: Optional[torch.Tensor], d: torch.Tensor,
+                keyframe_u: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Density ``[N]`` and colour ``[N, 3]`` at points ``x [N, 3]``, times ``t [N]``, directions ``d [N, 3]``.
+
+        ``keyframe_u [N]`` (uniform in [0, 1), keyframe advection only): read one keyframe per point, the
+        later one with probability ``w``, instead of blending both (half the grid reads; training draws one
+        ``u`` per ray so a ray sees one keyframe)."""
+        sigma, geo = self._features(x, t, keyframe_u)
         rgb = torch.sigmoid(self.color_net(torch.cat([geo, sh_encode(d, self.cfg.sh_degree)], dim=-1)))
         return sigma * self.inside(x), rgb
 
@@ -92,3 +117,16 @@ class RadianceField(nn.Module):
         """``[N]`` float mask of points inside the box."""
         lo, hi = self.aabb[:3], self.aabb[3:]
         return ((x >= lo) & (x <= hi)).all(-1).to(x.dtype)
+
+
+def blend_keyframes(sigma: torch.Tensor, geo: torch.Tensor, w: torch.Tensor, eps: float = 1e-6
+                    ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Blend the reads at the earlier and later keyframe (``sigma [2N]``, ``geo [2N, G]``: earlier first)
+    with weights ``1 - w`` and ``w`` (``w [N]``): densities linearly, geometry features by density (the
+    features of whichever keyframe holds matter there), so where both keyframes agree the result is theirs."""
+    s0, s1 = sigma.chunk(2)
+    g0, g1 = geo.chunk(2)
+    a0, a1 = (1.0 - w) * s0, w * s1
+    b0, b1 = a0 + eps * (1.0 - w), a1 + eps * w
+    geo_out = (b0[:, None] * g0 + b1[:, None] * g1) / (b0 + b1)[:, None]
+    return a0 + a1, geo_out

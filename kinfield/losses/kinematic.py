@@ -43,6 +43,13 @@ class KinConfig:
     # to learn (demo scene, 7 min, photometric terms only: trajectory error 0.322 with -1 and start=250, 0.360
     # with 0 and start=0).
     warp_field_start: int = 0
+    # Keyframe advection of the dynamic field (SceneModel.set_keyframe_advection): keyframes this many
+    # training frames apart (0 = off: the dynamic field is read at every time directly)
+    keyframe_frames: float = 0.0
+    # with keyframe advection, each training ray reads one of its two keyframes (the later one with
+    # probability w) instead of a blend of both: half the dynamic-grid reads, and a misaligned F_K shows
+    # as a shifted image rather than a cross-fade; renders for evaluation always blend
+    keyframe_sample: bool = True
     photo_weight: float = 0.5
     photo_inter_weight: float = 0.5
     cycle_weight: float = 1e-2
@@ -149,7 +156,10 @@ class KinematicObjective:
         q = self._kinematics_at_samples(ctx)
         x_w = scale_grad(self.model.space.move(s.positions[idx], taylor_displacement(q, tau)), self.cfg.flowgrad_scale)
         t_w = (s.times[idx] + tau).clamp(0.0, 1.0)
-        sigma_w, rgb_w = self._dynamic_for_warps(ctx)(x_w, t_w, s.dirs[idx])
+        # with keyframe advection each warped ray reads one keyframe, as the training render does
+        sampled = self.cfg.keyframe_sample and self.model.dynamic.keyframe_points is not None
+        u = torch.rand(n_rays, device=tau_ray.device)[rid] if sampled else None
+        sigma_w, rgb_w = self._dynamic_for_warps(ctx)(x_w, t_w, s.dirs[idx], u)
         # composite along the reference rays (first n_rays of them) with the static field detached
         keep = s.ray_ids < n_rays
         sigma_d = torch.zeros_like(s.sigma_d).index_put((idx,), sigma_w)[keep]

@@ -1,4 +1,5 @@
-"""Losses that use a capture's priors: depth, SfM depth, optical flow, motion masks (METHOD 2.10-2.15).
+"""Losses that use a capture's priors: depth, SfM depth, optical flow, motion masks (METHOD 2.10-2.15),
+and the prior-free dynamic sparsity (:func:`dynamic_sparsity_loss`, every scene).
 
 Each term reads what the ray batch carries (``SceneSplit.extras``, see :mod:`kinfield.data.nsff`) and
 returns zero, with a gradient path, when the scene has no such prior. Defaults follow the
@@ -34,6 +35,10 @@ class PriorConfig:
     entropy_weight: float = 1e-3
     entropy_skew: float = 2.0
     entropy_start: int = 5000
+    # dynamic sparsity: mean dynamic opacity of the rendered rays (any scene, no prior needed), so content
+    # the static field can hold leaves the dynamic field
+    dynamic_sparsity_weight: float = 0.0
+    dynamic_sparsity_start: int = 0
 
 
 def median_normalize(x: torch.Tensor) -> torch.Tensor:
@@ -49,6 +54,18 @@ def project(points: torch.Tensor, c2w: torch.Tensor, intrinsics: torch.Tensor) -
     z = (-cam[:, 2]).clamp_min(1e-6)
     fx, fy, cx, cy = intrinsics.unbind(-1)
     return torch.stack([fx * cam[:, 0] / z + cx, -fy * cam[:, 1] / z + cy], dim=-1)
+
+
+def dynamic_sparsity_loss(samples) -> torch.Tensor:
+    """Mean over rays of the dynamic opacity ``sum_k w^d_k`` of a render's packed ``samples`` (scalar).
+
+    Unsupervised decomposition prior: content that does not change over time costs nothing in the static
+    field and this much in the dynamic one, so it moves to the static field; moving content, which the static
+    field cannot render, stays dynamic as long as the weight is far below its photometric cost."""
+    s = samples
+    if s.ray_ids.numel() == 0:
+        return s.w_d.sum() * 0.0
+    return accumulate(s.w_d, s.ray_ids, s.n_rays).mean()
 
 
 class PriorObjective:

@@ -7,7 +7,7 @@ from typing import Dict, Optional
 import torch
 from torch import nn
 
-from ..fields import FieldConfig, RadianceField
+from ..fields import FieldConfig, RadianceField, taylor_displacement
 from ..geometry import image_rays
 from .composite import accumulate, composite_blended
 from .occupancy import OccupancyConfig, OccupancyGrid
@@ -67,6 +67,39 @@ class SceneModel(nn.Module):
         self.kinematic: Optional[nn.Module] = None
         self.normal_net: Optional[nn.Module] = None
 
+    def set_keyframe_advection(self, spacing: float) -> None:
+        """Read the dynamic field only at keyframe times ``0, spacing, 2 spacing, ...`` (and 1), carried there
+        by the kinematic field: F_DY(x, t) blends the grid at ``(x + d(x, t, t0 - t), t0)`` and
+        ``(x + d(x, t, t1 - t), t1)`` with weights ``1 - w`` and ``w``, ``w = (t - t0) / (t1 - t0)``, where
+        ``t0 <= t <= t1`` are the keyframes around ``t`` and ``d`` is F_K's Taylor displacement. The grid then
+        moves content between keyframes instead of fading it, and the photometric loss of every frame
+        trains F_K directly. ``spacing <= 0`` switches it off."""
+        if spacing <= 0:
+            self.dynamic.keyframe_points = None
+            return
+        if self.kinematic is None:
+            raise ValueError("keyframe advection needs the kinematic field (--kin_enabled true)")
+        self.keyframe_spacing = float(spacing)
+        self.dynamic.keyframe_points = self._keyframe_points
+
+    def _keyframe_points(self, x: torch.Tensor, t: torch.Tensor, u: Optional[torch.Tensor] = None):
+        """Field points ``x [N, 3]`` at times ``t [N]`` to their keyframe reads: ``points [2N, 3]``,
+        ``times [2N]`` (earlier keyframe first) and the later keyframe's weight ``w [N]``; with uniforms
+        ``u [N]``, one read each (``[N, 3]``, ``[N]``): the later keyframe where ``u < w``."""
+        spacing = self.keyframe_spacing
+        t = t.to(x.dtype)
+        t0 = (torch.floor(t / spacing + 1e-6) * spacing).clamp(0.0, 1.0)
+        t1 = (t0 + spacing).clamp(max=1.0)
+        span = t1 - t0
+        w = torch.where(span > 1e-8, (t - t0) / span.clamp_min(1e-8), torch.zeros_like(t)).clamp(0.0, 1.0)
+        q = self.kinematic(x, t)
+        if u is not None:
+            tk = torch.where(u.to(t.dtype) < w, t1, t0)
+            return self.space.move(x, taylor_displacement(q, tk - t)), tk, w
+        x0 = self.space.move(x, taylor_displacement(q, t0 - t))
+        x1 = self.space.move(x, taylor_displacement(q, t1 - t))
+        return torch.cat([x0, x1]), torch.cat([t0, t1]), w
+
     def dynamic_finest_cell(self) -> float:
         """Field-space size of a cell of the dynamic field's finest grid level."""
         return self.dynamic.encoding.finest_cell(self.aabb)
@@ -92,12 +125,13 @@ class SceneModel(nn.Module):
     def aabb(self) -> torch.Tensor:
         return self.occupancy.aabb
 
-    def union_density(self, x: torch.Tensor, t: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def union_density(self, x: torch.Tensor, t: Optional[torch.Tensor] = None,
+                      keyframe_u: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Static plus dynamic density ``[N]`` at times ``t [N]`` (default: one random time per point, as the
-        occupancy updates use to cover the union over time)."""
+        occupancy updates use to cover the union over time); ``keyframe_u [N]``: see ``RadianceField.forward``."""
         if t is None:
             t = torch.rand(x.shape[0], device=x.device)
-        sigma = self.dynamic.density(x, t)
+        sigma = self.dynamic.density(x, t, keyframe_u)
         if self.static is not None:
             sigma = sigma + self.static.density(x)
         return sigma
@@ -107,22 +141,25 @@ class SceneModel(nn.Module):
         return self.occupancy.update(step, lambda x: self.union_density(x) * step_size)
 
     @torch.no_grad()
-    def prune_samples(self, origins, dirs, times, ray_ids, t_starts, t_ends):
+    def prune_samples(self, origins, dirs, times, ray_ids, t_starts, t_ends, keyframe_u=None):
         """Drop samples hidden behind opaque content or nearly empty (nerfacc's early stop, done as a
-        density-only pre-pass): keeps ``T > prune_transmittance`` and ``alpha > prune_alpha``."""
+        density-only pre-pass): keeps ``T > prune_transmittance`` and ``alpha > prune_alpha``.
+        ``keyframe_u [R]``: the render's per-ray keyframe draws (so the pre-pass sees the same densities)."""
         if ray_ids.numel() == 0:
             return ray_ids, t_starts, t_ends
         mid = 0.5 * (t_starts + t_ends)
         x = origins[ray_ids] + dirs[ray_ids] * mid[:, None]
-        sigma = self.union_density(x, times[ray_ids])
+        u = keyframe_u[ray_ids] if keyframe_u is not None else None
+        sigma = self.union_density(x, times[ray_ids], u)
         w, _, trans = composite_blended(sigma, torch.zeros_like(sigma), t_starts, t_ends, ray_ids, origins.shape[0])
         alpha = w / trans.clamp_min(1e-10)
         keep = (trans > self.render_cfg.prune_transmittance) & (alpha > self.render_cfg.prune_alpha)
         return ray_ids[keep], t_starts[keep], t_ends[keep]
 
-    def query(self, x: torch.Tensor, t: torch.Tensor, d: torch.Tensor):
-        """Both fields at packed points: ``(sigma_s, rgb_s, sigma_d, rgb_d)`` (``[M]``, ``[M, 3]``)."""
-        sigma_d, rgb_d = self.dynamic(x, t, d)
+    def query(self, x: torch.Tensor, t: torch.Tensor, d: torch.Tensor, keyframe_u: Optional[torch.Tensor] = None):
+        """Both fields at packed points: ``(sigma_s, rgb_s, sigma_d, rgb_d)`` (``[M]``, ``[M, 3]``);
+        ``keyframe_u [M]``: see :meth:`RadianceField.forward`."""
+        sigma_d, rgb_d = self.dynamic(x, t, d, keyframe_u)
         if self.static is not None:
             sigma_s, rgb_s = self.static(x, None, d)
         else:
@@ -137,6 +174,7 @@ class SceneModel(nn.Module):
         background: torch.Tensor,
         stratified: bool = False,
         decompose: bool = False,
+        keyframe_u: Optional[torch.Tensor] = None,
     ) -> Dict[str, torch.Tensor]:
         """Render a batch of rays.
 
@@ -147,6 +185,8 @@ class SceneModel(nn.Module):
             stratified: jitter sample positions (training).
             decompose: also return static-only / dynamic-only renders (each field with its own
                 transmittance) and the dynamic share of the blended weights.
+            keyframe_u: ``[R]`` uniforms: with keyframe advection, each ray reads one keyframe (the
+                later one where ``u < w``) instead of blending two (training; see ``set_keyframe_advection``).
 
         Returns:
             dict with ``rgb [R, 3]``, ``depth [R]``, ``opacity [R]``, ``n_samples`` and ``samples``
@@ -157,12 +197,13 @@ class SceneModel(nn.Module):
         origins, dirs = self.space.rays(origins, dirs)
         ray_ids, t_starts, t_ends = self.occupancy.sample(origins, dirs, self.render_cfg.step_size, stratified)
         if torch.is_grad_enabled() and (self.render_cfg.prune_transmittance > 0 or self.render_cfg.prune_alpha > 0):
-            ray_ids, t_starts, t_ends = self.prune_samples(origins, dirs, times, ray_ids, t_starts, t_ends)
+            ray_ids, t_starts, t_ends = self.prune_samples(origins, dirs, times, ray_ids, t_starts, t_ends, keyframe_u)
         mid = 0.5 * (t_starts + t_ends)
         x = origins[ray_ids] + dirs[ray_ids] * mid[:, None]
         t = times[ray_ids]
         d = dirs[ray_ids]
-        sigma_s, rgb_s, sigma_d, rgb_d = self.query(x, t, d)
+        u = keyframe_u[ray_ids] if keyframe_u is not None and self.dynamic.keyframe_points is not None else None
+        sigma_s, rgb_s, sigma_d, rgb_d = self.query(x, t, d, u)
         w_s, w_d, _ = composite_blended(sigma_s, sigma_d, t_starts, t_ends, ray_ids, n_rays)
         out = composite_outputs(w_s, w_d, rgb_s, rgb_d, mid, ray_ids, n_rays, background)
         out["n_samples"] = torch.tensor(int(ray_ids.numel()))

@@ -16,7 +16,7 @@ from ..data import RayBatcher, Scene, load_scene
 from ..fields import KinematicField
 from ..losses import Term, psnr_from_mse, rgb_loss, total_loss
 from ..losses.kinematic import KinematicObjective
-from ..losses.priors import PriorObjective, prior_summary
+from ..losses.priors import PriorObjective, dynamic_sparsity_loss, prior_summary
 from ..nn import MLP
 from ..render import SceneModel
 from ..render.composite import dynamic_probability
@@ -63,6 +63,10 @@ def build_model(cfg: Config, scene_aabb: torch.Tensor, frame_dt: float, ndc=None
         model.kinematic = KinematicField(scene_aabb, frame_dt, cfg.kinematic)
         if cfg.kin.normal_weight > 0:
             model.normal_net = MLP(cfg.dynamic.geo_features, 3, 32, 1)
+    if cfg.kin.keyframe_frames > 0:
+        if not cfg.kin.enabled:
+            raise ValueError("--kin_keyframe_frames needs the kinematic field: drop --kin_enabled false or set it to 0")
+        model.set_keyframe_advection(cfg.kin.keyframe_frames * frame_dt)
     return model
 
 
@@ -99,6 +103,9 @@ class Trainer:
         pretrain = self.priors.pretrain_steps if self.priors is not None else 0
         self.terms: List[Term] = [Term("rgb", lambda ctx: rgb_loss(ctx["render"]["rgb"], ctx["target"], cfg.train.loss),
                                        start=pretrain)]
+        pc = cfg.prior
+        self.terms.append(Term("dynamic_sparsity", lambda ctx: dynamic_sparsity_loss(ctx["render"]["samples"]),
+                               pc.dynamic_sparsity_weight, max(pretrain, pc.dynamic_sparsity_start)))
         self.kinematic = None
         if self.model.kinematic is not None:
             self.kinematic = KinematicObjective(cfg.kin, self.model, self.scene.frame_dt)
@@ -215,8 +222,10 @@ class Trainer:
         batch = self.batcher.sample(self.n_rays, self._n_dynamic_rays(step))
         target, bg = self.make_target(batch)
         decompose = self.priors is not None and self.priors.needs_decomposition
+        sampled = self.cfg.kin.keyframe_sample and self.model.dynamic.keyframe_points is not None
+        keyframe_u = torch.rand(batch["times"].shape, device=self.device) if sampled else None
         render = self.model.render_rays(batch["origins"], batch["dirs"], batch["times"], bg, stratified=True,
-                                        decompose=decompose)
+                                        decompose=decompose, keyframe_u=keyframe_u)
         ctx = {"batch": batch, "target": target, "render": render, "render_background": bg, "model": self.model,
                "step": step}
         if self.batcher.importance is not None:  # the map records each ray's dynamic probability (warps reuse it)

@@ -112,3 +112,27 @@ def test_sparse_depth_loss_vanishes_at_the_true_depth():
     assert float(obj.sparse_depth_loss(ctx)) < 1e-6
     ctx["render"]["depth"] = torch.full((n,), 2.5)  # 25 % too far: |z_sfm / z - 1| = 0.2
     assert abs(float(obj.sparse_depth_loss(ctx)) - 0.2) < 1e-4
+
+
+def test_dynamic_sparsity_is_the_mean_dynamic_opacity_of_the_rays():
+    from kinfield.losses.priors import dynamic_sparsity_loss
+    from kinfield.render import composite_blended
+    ids = torch.tensor([0, 0, 0, 2, 2])  # ray 1 has no samples
+    t0 = torch.tensor([0.0, 0.1, 0.2, 0.0, 0.1])
+    sigma_s = torch.tensor([0.0, 5.0, 0.0, 1.0, 0.0])
+    sigma_d = torch.tensor([3.0, 0.0, 2.0, 0.0, 4.0], requires_grad=True)
+    w_s, w_d, _ = composite_blended(sigma_s, sigma_d, t0, t0 + 0.1, ids, 3)
+    n = ids.numel()
+    s = Samples(ids, t0, t0 + 0.1, torch.zeros(n, 3), torch.zeros(n), torch.zeros(n, 3), sigma_s, torch.zeros(n, 3),
+                sigma_d, torch.zeros(n, 3), w_s, w_d, 3)
+    loss = dynamic_sparsity_loss(s)
+    # ray 0: 1 - e^-0.3 in front, then 5*0.1 static, then the rest; ray 2: static first, then dynamic
+    t = torch.exp(torch.tensor(-0.3))
+    ray0 = (1 - t) + t * torch.exp(torch.tensor(-0.5)) * (1 - torch.exp(torch.tensor(-0.2)))
+    ray2 = torch.exp(torch.tensor(-0.1)) * (1 - torch.exp(torch.tensor(-0.4)))
+    torch.testing.assert_close(loss, (ray0 + ray2) / 3)
+    loss.backward()
+    assert (sigma_d.grad > 0).all()  # more dynamic density, more loss
+    empty = Samples(*(x[:0] for x in (ids, t0, t0, s.positions, s.times, s.dirs, sigma_s, s.rgb_s, sigma_d, s.rgb_d,
+                                       w_s, w_d)), 3)
+    assert float(dynamic_sparsity_loss(empty)) == 0.0

@@ -1,0 +1,145 @@
+"""Keyframe advection of the dynamic field by the kinematic field (SceneModel.set_keyframe_advection)."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from kinfield.config import Config
+from kinfield.fields import FieldConfig
+from kinfield.fields.radiance import blend_keyframes
+from kinfield.nn import HashGridConfig
+from kinfield.render import RenderConfig, SceneModel
+from kinfield.train.trainer import build_model
+
+AABB = torch.tensor([-1.0, -1.0, -1.0, 1.0, 1.0, 1.0])
+GRID = HashGridConfig(n_levels=4, n_features_per_level=2, log2_hashmap_size=12, base_resolution=4, per_level_scale=1.5)
+
+
+class ConstantMotion(nn.Module):
+    """F_K stand-in: one learnable velocity and acceleration everywhere (``[N, 2, 3]``)."""
+
+    def __init__(self, v, a):
+        super().__init__()
+        self.q = nn.Parameter(torch.tensor([v, a], dtype=torch.float32))
+
+    def forward(self, x, t):
+        return self.q[None].expand(x.shape[0], 2, 3)
+
+
+def advected_model(spacing=0.25, v=(0.4, -0.2, 0.1), a=(0.0, 0.0, -1.0)) -> SceneModel:
+    torch.manual_seed(0)
+    cfg = FieldConfig(grid=GRID, density_hidden=16, color_hidden=16, color_layers=1, sh_degree=2, geo_features=7)
+    model = SceneModel(AABB, cfg, cfg, RenderConfig())
+    model.kinematic = ConstantMotion(v, a)
+    model.set_keyframe_advection(spacing)
+    return model
+
+
+def moved(x, t, tk, q):
+    tau = (tk - t)[:, None]
+    return x + q[0] * tau + q[1] * tau**2 / 2
+
+
+def test_keyframe_points_follow_the_taylor_displacement_to_the_keyframes_around_t():
+    model = advected_model(spacing=0.25)
+    x = torch.rand(5, 3) - 0.5
+    t = torch.tensor([0.0, 0.1, 0.25, 0.9, 1.0])
+    pts, times, w = model._keyframe_points(x, t)
+    t0 = torch.tensor([0.0, 0.0, 0.25, 0.75, 1.0])
+    t1 = torch.tensor([0.25, 0.25, 0.5, 1.0, 1.0])
+    torch.testing.assert_close(times, torch.cat([t0, t1]))
+    torch.testing.assert_close(w, torch.tensor([0.0, 0.4, 0.0, 0.6, 0.0]))
+    q = model.kinematic.q.detach()
+    torch.testing.assert_close(pts, torch.cat([moved(x, t, t0, q), moved(x, t, t1, q)]))
+    # one read per point: the later keyframe where u < w
+    u = torch.tensor([0.5, 0.3, 0.5, 0.7, 0.0])
+    p1, t_one, _ = model._keyframe_points(x, t, u)
+    tk = torch.tensor([0.0, 0.25, 0.25, 0.75, 1.0])
+    torch.testing.assert_close(t_one, tk)
+    torch.testing.assert_close(p1, moved(x, t, tk, q))
+
+
+def test_a_spacing_that_does_not_divide_the_sequence_ends_on_time_one():
+    model = advected_model(spacing=0.3)
+    t = torch.tensor([0.95, 1.0])
+    _, times, w = model._keyframe_points(torch.zeros(2, 3), t)
+    torch.testing.assert_close(times, torch.tensor([0.9, 0.9, 1.0, 1.0]))
+    torch.testing.assert_close(w, torch.tensor([0.5, 1.0]))
+
+
+def test_advected_field_is_the_time_blend_of_the_grid_at_the_moved_points():
+    model = advected_model()
+    dyn = model.dynamic
+    x, d = torch.rand(64, 3) - 0.5, nn.functional.normalize(torch.randn(64, 3), dim=-1)
+    t = torch.rand(64)
+    sigma, rgb = dyn(x, t, d)
+    pts, times, w = model._keyframe_points(x, t)
+    s2, g2 = dyn._grid_features(pts, times)
+    s_ref = (1 - w) * s2[:64] + w * s2[64:]
+    torch.testing.assert_close(sigma, s_ref)
+    # at a keyframe time the field is the grid there, at the point itself
+    tk = torch.full((64,), 0.5)
+    s_adv, rgb_adv = dyn(x, tk, d)
+    dyn.keyframe_points = None
+    s_raw, rgb_raw = dyn(x, tk, d)
+    torch.testing.assert_close(s_adv, s_raw)
+    torch.testing.assert_close(rgb_adv, rgb_raw)
+
+
+def test_blend_keeps_the_features_of_the_keyframe_that_holds_density():
+    sigma = torch.tensor([2.0, 0.0, 0.0, 3.0])  # point 0: only the earlier read is dense, point 1: the later
+    geo = torch.tensor([[1.0], [5.0], [-1.0], [7.0]])
+    w = torch.tensor([0.5, 0.25])
+    s, g = blend_keyframes(sigma, geo, w)
+    torch.testing.assert_close(s, torch.tensor([1.0, 0.75]))
+    torch.testing.assert_close(g, torch.tensor([[1.0], [7.0]]), atol=1e-5, rtol=0)
+
+
+def test_photometric_gradients_reach_the_kinematic_field_through_the_advected_render():
+    model = advected_model()
+    origins = torch.tensor([[0.0, -3.0, 0.0]]).repeat(8, 1) + 0.1 * torch.randn(8, 3)
+    dirs = nn.functional.normalize(torch.tensor([[0.0, 1.0, 0.0]]).repeat(8, 1), dim=-1)
+    times = torch.full((8,), 0.4)
+    for u in (None, torch.rand(8)):
+        model.zero_grad()
+        out = model.render_rays(origins, dirs, times, torch.ones(3), keyframe_u=u)
+        out["rgb"].sum().backward()
+        g = model.kinematic.q.grad
+        assert g is not None and g.abs().sum() > 0
+
+
+def test_keyframe_advection_needs_the_kinematic_field():
+    cfg = Config()
+    cfg.kin.enabled = False
+    cfg.kin.keyframe_frames = 4
+    with pytest.raises(ValueError, match="kin_keyframe_frames"):
+        build_model(cfg, AABB, 0.05)
+    model = SceneModel(AABB, FieldConfig(grid=GRID), FieldConfig(grid=GRID), RenderConfig())
+    with pytest.raises(ValueError, match="kinematic field"):
+        model.set_keyframe_advection(0.2)
+
+
+def test_a_run_with_keyframe_advection_trains_resumes_and_scores_motion(tmp_path, capsys):
+    import json
+    from pathlib import Path
+
+    from kinfield.cli import main_eval_motion, main_train
+    from kinfield.data.synthetic import PRESETS, write_scene
+    from kinfield.train import load_run
+
+    repo = Path(__file__).resolve().parents[2]
+    scene = write_scene(PRESETS["tiny"], tmp_path / "scene")
+    run = tmp_path / "run"
+    args = [str(scene), str(repo / "configs" / "debug.yaml"), "--out", str(run), "--device", "cpu",
+            "--train_eval_split", "", "--kin_keyframe_frames", "2", "--prior_dynamic_sparsity_weight", "1e-3"]
+    assert main_train(args) == 0
+    assert main_train(args + ["--iters", "6"]) == 0  # resumes from step 4
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any("loss/dynamic_sparsity" in r for r in rows) and rows[-1]["step"] == 6
+    loaded = load_run(run, device="cpu")
+    assert loaded.model.dynamic.keyframe_points is not None
+    assert abs(loaded.model.keyframe_spacing - 2 * 0.2) < 1e-6  # tiny: 6 frames, frame spacing 0.2
+    capsys.readouterr()
+    assert main_eval_motion([str(run), "--device", "cpu"]) == 0
+    assert json.loads(capsys.readouterr().out)["epe_mean"] >= 0
