@@ -47,6 +47,7 @@ class AnalyticSphere(nn.Module):
         self.register_buffer("phase", torch.tensor([[0.0, 1.3, 2.1], [0.7, 2.9, 0.4], [1.9, 0.2, 2.6]]))
         self.radius, self.edge, self.sigma_max, self.freq = radius, edge, sigma_max, freq
         self.encoding = encoding
+        self.keyframe_points = None  # exact at every time: never advected between keyframes
 
     def center(self, t: torch.Tensor) -> torch.Tensor:
         """Centre ``[N, 3]`` at times ``t [N]``."""
@@ -57,12 +58,13 @@ class AnalyticSphere(nn.Module):
         """Exact velocity ``[N, 3]`` of the material point at ``x [N, 3]``, time ``t [N]``."""
         return self.v0 + self.gravity * t[:, None] + torch.cross(self.omega.expand_as(x), x - self.center(t), dim=-1)
 
-    def density(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Density ``[N]``: ``sigma_max`` inside, a sigmoid shell of width ``edge`` at the surface."""
+    def density(self, x: torch.Tensor, t: torch.Tensor, keyframe_u=None) -> torch.Tensor:
+        """Density ``[N]``: ``sigma_max`` inside, a sigmoid shell of width ``edge`` at the surface
+        (``keyframe_u``: accepted for the radiance field's signature, unused)."""
         r = (x - self.center(t)).norm(dim=-1)
         return self.sigma_max * torch.sigmoid((self.radius - r) / self.edge) * self.inside(x)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, d: torch.Tensor):
+    def forward(self, x: torch.Tensor, t: torch.Tensor, d: torch.Tensor, keyframe_u=None):
         """Density ``[N]`` and view-independent colour ``[N, 3]`` (a smooth texture fixed in the body frame)."""
         f = self.freq * rotate(x - self.center(t), self.omega, -t)
         waves = torch.sin(f[:, None, :] + self.phase[None])  # [N, 3 channels, 3 axes]
