@@ -90,7 +90,7 @@ class RadianceField(nn.Module):
         if self.keyframe_points is None or not self.is_dynamic:
             return self._grid_features(x, t)
         if keyframe_u is not None:  # one keyframe per point: the later one where keyframe_u < w
-            xs, ts, w = self.keyframe_points(x, t.reshape(-1), keyframe_u)
+            xs, ts, _ = self.keyframe_points(x, t.reshape(-1), keyframe_u)
             return self._grid_features(xs, ts)
         xs, ts, w = self.keyframe_points(x, t.reshape(-1))
         return blend_keyframes(*self._grid_features(xs, ts), w)

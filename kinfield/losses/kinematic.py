@@ -157,8 +157,8 @@ class KinematicObjective:
         x_w = scale_grad(self.model.space.move(s.positions[idx], taylor_displacement(q, tau)), self.cfg.flowgrad_scale)
         t_w = (s.times[idx] + tau).clamp(0.0, 1.0)
         # with keyframe advection each warped ray reads one keyframe, as the training render does
-        sampled = self.cfg.keyframe_sample and self.model.dynamic.keyframe_points is not None
-        u = torch.rand(n_rays, device=tau_ray.device)[rid] if sampled else None
+        u = self.model.keyframe_draws(n_rays, tau_ray.device)
+        u = u[rid] if u is not None else None
         sigma_w, rgb_w = self._dynamic_for_warps(ctx)(x_w, t_w, s.dirs[idx], u)
         # composite along the reference rays (first n_rays of them) with the static field detached
         keep = s.ray_ids < n_rays

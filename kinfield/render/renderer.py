@@ -66,14 +66,17 @@ class SceneModel(nn.Module):
         self.occupancy = OccupancyGrid(aabb, render_cfg.occupancy)
         self.kinematic: Optional[nn.Module] = None
         self.normal_net: Optional[nn.Module] = None
+        self.keyframe_spacing, self.keyframe_sample = 0.0, True  # see set_keyframe_advection
 
-    def set_keyframe_advection(self, spacing: float) -> None:
+    def set_keyframe_advection(self, spacing: float, sample: bool = True) -> None:
         """Read the dynamic field only at keyframe times ``0, spacing, 2 spacing, ...`` (and 1), carried there
         by the kinematic field: F_DY(x, t) blends the grid at ``(x + d(x, t, t0 - t), t0)`` and
         ``(x + d(x, t, t1 - t), t1)`` with weights ``1 - w`` and ``w``, ``w = (t - t0) / (t1 - t0)``, where
         ``t0 <= t <= t1`` are the keyframes around ``t`` and ``d`` is F_K's Taylor displacement. The grid then
         moves content between keyframes instead of fading it, and the photometric loss of every frame
-        trains F_K directly. ``spacing <= 0`` switches it off."""
+        trains F_K directly. ``spacing <= 0`` switches it off. ``sample``: training renders and warps read
+        one keyframe per ray (:meth:`keyframe_draws`) instead of blending both."""
+        self.keyframe_sample = bool(sample)
         if spacing <= 0:
             self.dynamic.keyframe_points = None
             return
@@ -81,6 +84,13 @@ class SceneModel(nn.Module):
             raise ValueError("keyframe advection needs the kinematic field (--kin_enabled true)")
         self.keyframe_spacing = float(spacing)
         self.dynamic.keyframe_points = self._keyframe_points
+
+    def keyframe_draws(self, n_rays: int, device=None) -> Optional[torch.Tensor]:
+        """Per-ray uniforms ``[n_rays]`` that make a training render or warp read one keyframe per ray, or
+        ``None`` where every read blends (no keyframe advection, or ``sample=False``)."""
+        if self.dynamic.keyframe_points is None or not self.keyframe_sample:
+            return None
+        return torch.rand(n_rays, device=self.aabb.device if device is None else device)
 
     def _keyframe_points(self, x: torch.Tensor, t: torch.Tensor, u: Optional[torch.Tensor] = None):
         """Field points ``x [N, 3]`` at times ``t [N]`` to their keyframe reads: ``points [2N, 3]``,
@@ -202,7 +212,7 @@ class SceneModel(nn.Module):
         x = origins[ray_ids] + dirs[ray_ids] * mid[:, None]
         t = times[ray_ids]
         d = dirs[ray_ids]
-        u = keyframe_u[ray_ids] if keyframe_u is not None and self.dynamic.keyframe_points is not None else None
+        u = keyframe_u[ray_ids] if keyframe_u is not None else None
         sigma_s, rgb_s, sigma_d, rgb_d = self.query(x, t, d, u)
         w_s, w_d, _ = composite_blended(sigma_s, sigma_d, t_starts, t_ends, ray_ids, n_rays)
         out = composite_outputs(w_s, w_d, rgb_s, rgb_d, mid, ray_ids, n_rays, background)

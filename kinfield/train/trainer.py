@@ -66,7 +66,7 @@ def build_model(cfg: Config, scene_aabb: torch.Tensor, frame_dt: float, ndc=None
     if cfg.kin.keyframe_frames > 0:
         if not cfg.kin.enabled:
             raise ValueError("--kin_keyframe_frames needs the kinematic field: drop --kin_enabled false or set it to 0")
-        model.set_keyframe_advection(cfg.kin.keyframe_frames * frame_dt)
+        model.set_keyframe_advection(cfg.kin.keyframe_frames * frame_dt, sample=cfg.kin.keyframe_sample)
     return model
 
 
@@ -222,8 +222,7 @@ class Trainer:
         batch = self.batcher.sample(self.n_rays, self._n_dynamic_rays(step))
         target, bg = self.make_target(batch)
         decompose = self.priors is not None and self.priors.needs_decomposition
-        sampled = self.cfg.kin.keyframe_sample and self.model.dynamic.keyframe_points is not None
-        keyframe_u = torch.rand(batch["times"].shape, device=self.device) if sampled else None
+        keyframe_u = self.model.keyframe_draws(batch["times"].shape[0], self.device)
         render = self.model.render_rays(batch["origins"], batch["dirs"], batch["times"], bg, stratified=True,
                                         decompose=decompose, keyframe_u=keyframe_u)
         ctx = {"batch": batch, "target": target, "render": render, "render_background": bg, "model": self.model,

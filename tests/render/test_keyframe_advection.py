@@ -109,6 +109,16 @@ def test_photometric_gradients_reach_the_kinematic_field_through_the_advected_re
         assert g is not None and g.abs().sum() > 0
 
 
+def test_keyframe_draws_give_one_uniform_per_ray_only_when_advection_samples():
+    model = advected_model()
+    u = model.keyframe_draws(7)
+    assert u.shape == (7,) and bool(((u >= 0) & (u < 1)).all())
+    model.set_keyframe_advection(0.25, sample=False)  # blend both keyframes in every read
+    assert model.keyframe_draws(7) is None
+    model.set_keyframe_advection(0.0)  # off
+    assert model.keyframe_draws(7) is None
+
+
 def test_keyframe_advection_needs_the_kinematic_field():
     cfg = Config()
     cfg.kin.enabled = False
