@@ -64,9 +64,11 @@ def build_model(cfg: Config, scene_aabb: torch.Tensor, frame_dt: float, ndc=None
         if cfg.kin.normal_weight > 0:
             model.normal_net = MLP(cfg.dynamic.geo_features, 3, 32, 1)
     if cfg.kin.keyframe_frames > 0:
-        if not cfg.kin.enabled:
-            raise ValueError("--kin_keyframe_frames needs the kinematic field: drop --kin_enabled false or set it to 0")
-        model.set_keyframe_advection(cfg.kin.keyframe_frames * frame_dt, sample=cfg.kin.keyframe_sample)
+        if cfg.kin.enabled:
+            model.set_keyframe_advection(cfg.kin.keyframe_frames * frame_dt, sample=cfg.kin.keyframe_sample)
+        else:  # --kin_enabled false is the one switch for ablations: the plain dynamic field then
+            log.info("keyframe advection (--kin_keyframe_frames %g) is off: it needs the kinematic field",
+                     cfg.kin.keyframe_frames)
     return model
 
 

@@ -121,10 +121,12 @@ def test_keyframe_draws_give_one_uniform_per_ray_only_when_advection_samples():
 
 def test_keyframe_advection_needs_the_kinematic_field():
     cfg = Config()
-    cfg.kin.enabled = False
     cfg.kin.keyframe_frames = 4
-    with pytest.raises(ValueError, match="kin_keyframe_frames"):
-        build_model(cfg, AABB, 0.05)
+    assert build_model(cfg, AABB, 0.05).dynamic.keyframe_points is not None
+    cfg.kin.enabled = False  # the one ablation switch turns the advection off with the kinematic field
+    model = build_model(cfg, AABB, 0.05)
+    assert model.kinematic is None and model.dynamic.keyframe_points is None
+    assert model.keyframe_draws(4) is None
     model = SceneModel(AABB, FieldConfig(grid=GRID), FieldConfig(grid=GRID), RenderConfig())
     with pytest.raises(ValueError, match="kinematic field"):
         model.set_keyframe_advection(0.2)
