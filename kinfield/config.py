@@ -44,8 +44,10 @@ class TrainConfig:
     min_rays: int = 256
     max_rays: int = 8192
     target_samples: int = field(default=65536, metadata={"help": "samples per step the ray count adapts to (0 = fixed rays)"})
-    dynamic_ray_fraction: float = field(default=0.0, metadata={"help": "share of each batch drawn where the model last saw dynamic content (a per-pixel map of the rays' dynamic probability; these rays come first, so the kinematic warps use them); from kin_start on"})
+    dynamic_ray_fraction: float = field(default=0.0, metadata={"help": "share of each batch drawn where the model last saw dynamic content (a per-pixel map, see dynamic_ray_map; these rays come first, so the kinematic warps use them); from kin_start on"})
     dynamic_ray_prior: float = field(default=0.25, metadata={"help": "dynamic probability assumed for pixels no batch has visited yet"})
+    dynamic_ray_map: str = field(default="probability", metadata={"help": "what the map of --train_dynamic_ray_fraction records from kin_start on: 'probability' (each ray's dynamic probability) or 'motion' (the displacement per frame the kinematic field renders on the warp rays, 1 at --train_motion_map_cells finest dynamic-grid cells; for a dynamic field that also holds still content, e.g. with --model_use_static false)"})
+    motion_map_cells: float = field(default=0.25, metadata={"help": "displacement per frame, in finest dynamic-grid cells, that --train_dynamic_ray_map motion counts as fully moving"})
     lr_grid: float = 1e-2
     lr_net: float = 1e-2
     lr_static_factor: float = field(default=1.0, metadata={"help": "static field learning rates relative to lr_grid/lr_net (the reference: 0.1, so moving content goes to the faster dynamic field)"})

@@ -110,3 +110,11 @@ def test_out_of_range_dynamic_ray_fraction_is_a_clear_error(tiny_scene, tmp_path
     code = main_train([str(tiny_scene), str(DEBUG), "--out", str(tmp_path / "r"), "--device", "cpu",
                        "--train_dynamic_ray_fraction", "1.5"])
     assert code == 2 and "--train_dynamic_ray_fraction must be in [0, 1]" in capsys.readouterr().err
+
+
+def test_unknown_dynamic_ray_map_is_a_clear_error(tiny_scene, tmp_path, capsys):
+    from kinfield.cli import main_train
+
+    code = main_train([str(tiny_scene), str(DEBUG), "--out", str(tmp_path / "r"), "--device", "cpu",
+                       "--train_dynamic_ray_map", "speed"])
+    assert code == 2 and "--train_dynamic_ray_map must be probability or motion, got 'speed'" in capsys.readouterr().err

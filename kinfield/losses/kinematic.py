@@ -16,7 +16,7 @@ import torch
 from ..fields import taylor_displacement
 from ..nn import scale_grad
 from ..render import composite_blended, composite_outputs
-from ..render.composite import dynamic_probability
+from ..render.composite import accumulate, dynamic_probability
 from .base import Schedule, Term
 from .photometric import charbonnier
 from .physics import central_differences, integrity_residuals, rigidity_terms, transport_residual
@@ -141,6 +141,17 @@ class KinematicObjective:
             idx = self._selection(ctx)["idx"]
             ctx["kin_q"] = self.model.kinematic(s.positions[idx], s.times[idx])  # [Ms, K, 3]
         return ctx["kin_q"]
+
+    def ray_motion(self, ctx):
+        """Displacement per frame ``[R']`` the kinematic field renders on this step's warp rays (the first
+        ``R'`` of the batch): the dynamic-weighted sum of ``|v| Delta`` along each ray (field units, detached);
+        ``None`` when the step evaluated no kinematics."""
+        if "kin_q" not in ctx:
+            return None
+        s, sel = ctx["render"]["samples"], ctx["kin_sel"]
+        idx = sel["idx"]
+        speed = ctx["kin_q"][:, 0].detach().norm(dim=-1) * self.dt
+        return accumulate(s.w_d.detach()[idx] * speed, s.ray_ids[idx], sel["n_rays"])
 
     def warp(self, ctx, kind: str) -> Dict[str, torch.Tensor]:
         """Warped render of the reference rays: ``kind`` = ``"hop"`` (t + h Delta) or ``"inter"`` (t + U h Delta)."""

@@ -144,7 +144,9 @@ def score_against_ground_truth(model: SceneModel, gt_path, substeps: int = 4, cu
     to every GT time; the end-point error is the mean over all times and points of the distance to
     the true position; ``epe_zero_motion`` is what a field without motion scores, and ``epe_mean_<object>``
     splits the error by moving object when the GT names them. Velocity/acceleration/jerk errors compare
-    the field at the TRUE positions with the true values (relative error = mean |pred - gt| / mean |gt|).
+    the field at the TRUE positions with the true values (relative error = mean |pred - gt| / mean |gt|), and
+    ``velocity_cosine`` / ``velocity_speed_ratio`` (also per object) split the velocity error into direction (mean
+    cosine to the true velocity) and length (mean predicted over mean true speed).
     ``curves``, when given a dict, receives the error over time: ``time [T]`` and, for ``all`` and each named
     object, ``epe_<name> [T]`` and ``zero_motion_<name> [T]`` (means over that object's points).
     """
@@ -174,6 +176,16 @@ def score_against_ground_truth(model: SceneModel, gt_path, substeps: int = 4, cu
         for name, sel in groups.items():
             curves[f"epe_{name}"] = err[:, sel].mean(1)
             curves[f"zero_motion_{name}"] = still[:, sel].mean(1)
+    # how the velocity errs: its direction (mean cosine to the truth) and its length (mean speed over mean true speed)
+    v_pred, v_true = at_true["velocity"].cpu().numpy(), gt["velocity"]
+    n_pred, n_true = np.linalg.norm(v_pred, axis=-1), np.linalg.norm(v_true, axis=-1)
+    cos = (v_pred * v_true).sum(-1) / np.maximum(n_pred * n_true, 1e-12)
+    for name, sel in groups.items():
+        moving = (n_true > 1e-9) & sel[None, :]
+        if moving.any():
+            suffix = "" if name == "all" else f"_{name}"
+            out[f"velocity_cosine{suffix}"] = float(cos[moving].mean())
+            out[f"velocity_speed_ratio{suffix}"] = float(n_pred[moving].mean() / n_true[moving].mean())
     for name in ("velocity", "acceleration", "jerk"):
         pred = at_true[name].cpu().numpy()
         true = gt[name]

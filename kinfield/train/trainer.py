@@ -98,6 +98,10 @@ class Trainer:
             raise ValueError(f"--train_dynamic_ray_fraction must be in [0, 1], got {cfg.train.dynamic_ray_fraction}")
         if cfg.train.dynamic_ray_fraction > 0:
             self.batcher.enable_importance(cfg.train.dynamic_ray_prior)
+        if cfg.train.dynamic_ray_map not in ("probability", "motion"):
+            raise ValueError(f"--train_dynamic_ray_map must be probability or motion, got {cfg.train.dynamic_ray_map!r}")
+        if cfg.train.motion_map_cells <= 0:
+            raise ValueError(f"--train_motion_map_cells must be > 0, got {cfg.train.motion_map_cells}")
         self.optimizer = self._make_optimizer()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.priors = PriorObjective(cfg.prior, self.model, self.train_split, self.scene.frame_dt) \
@@ -229,10 +233,17 @@ class Trainer:
                                         decompose=decompose, keyframe_u=keyframe_u)
         ctx = {"batch": batch, "target": target, "render": render, "render_background": bg, "model": self.model,
                "step": step}
-        if self.batcher.importance is not None:  # the map records each ray's dynamic probability (warps reuse it)
+        motion_map = self._motion_map(step)
+        if self.batcher.importance is not None:  # each ray's dynamic probability (warps reuse it), and the map's value
             ctx["dynamic_probability"] = dynamic_probability(render["samples"])  # [R], detached
-            self.batcher.update_importance(batch["flat"], ctx["dynamic_probability"])
+            if not motion_map:
+                self.batcher.update_importance(batch["flat"], ctx["dynamic_probability"])
         loss, logs = total_loss(self.terms, ctx, step)
+        if motion_map:  # or the motion F_K renders on the warp rays, in [0, 1]
+            moved = self.kinematic.ray_motion(ctx)
+            if moved is not None:
+                ref = self.cfg.train.motion_map_cells * self.model.dynamic_finest_cell()
+                self.batcher.update_importance(batch["flat"][: moved.shape[0]], (moved / ref).clamp(0.0, 1.0))
         if not torch.isfinite(loss):
             self.n_bad_steps += 1
             if self.n_bad_steps >= 10:
@@ -258,8 +269,13 @@ class Trainer:
                      "samples": float(n_samples), "lr": self.optimizer.param_groups[0]["lr"]})
         return logs
 
+    def _motion_map(self, step: int) -> bool:
+        """Whether this step's importance map records motion (``--train_dynamic_ray_map motion``, from kin_start on)."""
+        return (self.batcher.importance is not None and self.kinematic is not None
+                and self.cfg.train.dynamic_ray_map == "motion" and step >= self.cfg.kin.start)
+
     def _n_dynamic_rays(self, step: int) -> int:
-        """Rays of this step's batch drawn from the dynamic-probability map (``--train_dynamic_ray_fraction``)."""
+        """Rays of this step's batch drawn from the importance map (``--train_dynamic_ray_fraction``, ``--train_dynamic_ray_map``)."""
         t = self.cfg.train
         start = self.cfg.kin.start if self.kinematic is not None else 0
         return int(t.dynamic_ray_fraction * self.n_rays) if t.dynamic_ray_fraction > 0 and step >= start else 0

@@ -39,6 +39,13 @@ def test_motion_score_is_zero_for_the_exact_field_and_the_baseline_for_none(tmp_
     model.kinematic = ExactKinematics(build_scene(PRESETS["tiny"]).moving, frame_dt=0.2)
     exact = score_against_ground_truth(model, scene / "motion_gt.npz", substeps=8)
     assert exact["epe_mean"] < 2e-3 * exact["epe_zero_motion"] and exact["velocity_rel_err"] < 1e-4
+    assert exact["velocity_cosine"] == pytest.approx(1.0, abs=1e-5) and exact["velocity_speed_ratio"] == pytest.approx(1.0, rel=1e-4)
+    model.kinematic.scale = 0.5  # too slow, the right way: half the speed at cosine 1, for each object
+    slow = score_against_ground_truth(model, scene / "motion_gt.npz")
+    assert slow["velocity_speed_ratio"] == pytest.approx(0.5, rel=1e-4) and slow["velocity_cosine"] == pytest.approx(1.0, abs=1e-5)
+    assert slow["velocity_rel_err"] == pytest.approx(0.5, rel=1e-4)
+    for name in ("ball", "top"):
+        assert slow[f"velocity_speed_ratio_{name}"] == pytest.approx(0.5, rel=1e-4)
     model.kinematic.scale = 0.0
     still = score_against_ground_truth(model, scene / "motion_gt.npz")
     assert still["epe_mean"] == pytest.approx(still["epe_zero_motion"], rel=1e-5)

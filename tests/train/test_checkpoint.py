@@ -160,8 +160,10 @@ def read_metrics(run_dir):
     return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("extra", [(), ("--train_dynamic_ray_fraction", "0.5", "--kin_start", "0")],
-                         ids=["uniform-rays", "dynamic-rays"])
+@pytest.mark.parametrize("extra", [(), ("--train_dynamic_ray_fraction", "0.5", "--kin_start", "0"),
+                                   ("--train_dynamic_ray_fraction", "0.5", "--kin_start", "0",
+                                    "--train_dynamic_ray_map", "motion")],
+                         ids=["uniform-rays", "dynamic-rays", "motion-rays"])
 def test_interrupted_and_resumed_run_equals_uninterrupted(tiny_scene, tmp_path, extra):
     """4 steps in one go vs. a run of the same config killed after step 2 and resumed: the trainer
     checkpoints model, Adam, scheduler, ray count, both RNG states and the dynamic-ray map, so the
@@ -238,3 +240,30 @@ def test_resume_from_a_checkpoint_with_another_optimizer_layout_keeps_the_model(
     for group, base in zip(fresh.optimizer.param_groups, fresh.scheduler.base_lrs):
         assert group["lr"] == pytest.approx(base * fresh._lr_factor(3))
     steps(fresh, 1)  # and it trains on
+
+
+def test_motion_map_records_the_kinematic_fields_rendered_motion(tiny_scene, tmp_path):
+    """``--train_dynamic_ray_map motion``: after a step, each warp ray's pixel holds the displacement per frame
+    F_K renders on it (dynamic-weighted |v| Delta) relative to the reference, clamped to [0, 1]; the other
+    pixels of the batch keep their value (the dynamic probability would mark still content too)."""
+    tr = Trainer(make_cfg(tiny_scene, tmp_path, 1, "--train_dynamic_ray_fraction", "0.5", "--kin_start", "0",
+                          "--train_dynamic_ray_map", "motion", "--kin_max_warp_rays", "8"))
+    # a field that moves everything at one velocity, (0.3, 0.3, 0.3) reference displacements per frame
+    ref = tr.cfg.train.motion_map_cells * tr.model.dynamic_finest_cell()
+    kin = tr.model.kinematic
+    real_forward = kin.forward
+    kin.forward = lambda x, t: torch.cat([torch.full_like(real_forward(x, t)[:, :1], 0.3 * ref / tr.kinematic.dt),
+                                          torch.zeros_like(real_forward(x, t)[:, 1:])], dim=1)
+    seen = {}
+    real_motion, real_sample = tr.kinematic.ray_motion, tr.batcher.sample
+    tr.kinematic.ray_motion = lambda ctx: seen.setdefault("moved", real_motion(ctx))
+    tr.batcher.sample = lambda *a: seen.setdefault("batch", real_sample(*a))
+    before = tr.batcher.importance.clone()
+    tr.train_step()
+    moved, flat = seen["moved"], seen["batch"]["flat"]
+    assert moved.shape == (8,)
+    expect = (moved / ref).clamp(0, 1)
+    assert torch.equal(tr.batcher.importance[flat[:8]], torch.round(expect * 255).to(torch.uint8))
+    assert float(expect.max()) > 0.1  # rays that see content: about 0.3 * sqrt(3) times their dynamic opacity
+    rest = flat[8:][~torch.isin(flat[8:], flat[:8])]
+    assert torch.equal(tr.batcher.importance[rest], before[rest])
