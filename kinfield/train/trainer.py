@@ -239,11 +239,11 @@ class Trainer:
             if not motion_map:
                 self.batcher.update_importance(batch["flat"], ctx["dynamic_probability"])
         loss, logs = total_loss(self.terms, ctx, step)
-        if motion_map:  # or the motion F_K renders on the warp rays, in [0, 1]
+        if motion_map:  # or the motion F_K renders on the warp rays (the batcher clamps it to [0, 1])
             moved = self.kinematic.ray_motion(ctx)
             if moved is not None:
                 ref = self.cfg.train.motion_map_cells * self.model.dynamic_finest_cell()
-                self.batcher.update_importance(batch["flat"][: moved.shape[0]], (moved / ref).clamp(0.0, 1.0))
+                self.batcher.update_importance(batch["flat"][: moved.shape[0]], moved / ref)
         if not torch.isfinite(loss):
             self.n_bad_steps += 1
             if self.n_bad_steps >= 10:
