@@ -19,7 +19,7 @@ from ..render import composite_blended, composite_outputs
 from ..render.composite import accumulate, dynamic_probability
 from .base import Schedule, Term
 from .photometric import charbonnier
-from .physics import central_differences, integrity_residuals, rigidity_terms, transport_residual
+from .physics import central_differences, integrity_residuals, rigidity_terms, strain_rate_sq, transport_residual
 
 
 @dataclass
@@ -62,6 +62,9 @@ class KinConfig:
     transport_weight: float = 1e-5
     transport_decay_milestones: Tuple[int, ...] = ()
     rigidity_weight: float = 1e-2
+    # "invariants": div^2 + i2^2 (METHOD 2.7; i2 is quadratic in the strain rate, so a small shear costs
+    # almost nothing); "strain": |E|_F^2, the squared strain rate itself (also zero exactly for rigid motion)
+    rigidity_form: str = "invariants"
     normal_weight: float = 0.05
     higher_order_weight: float = 1e-5
     physics_start: int = 200
@@ -88,6 +91,8 @@ class KinematicObjective:
     """
 
     def __init__(self, cfg: KinConfig, model, frame_dt: float):
+        if cfg.rigidity_form not in ("invariants", "strain"):
+            raise ValueError(f"--kin_rigidity_form must be invariants or strain, got {cfg.rigidity_form!r}")
         self.cfg = cfg
         self.model = model
         self.dt = float(frame_dt)
@@ -294,8 +299,12 @@ class KinematicObjective:
         sigma_grad = scale_grad(d["grad"][:, -1], c.derivative_grad_scale)
         v = q[:, 0]
         res["transport"] = _masked_mean((transport_residual(sigma_dt, sigma_grad, v.detach()) * dt) ** 2, valid)
-        div, i2 = rigidity_terms(d["grad"][:, :3].view(n, 3, 3))  # velocity gradient, unscaled
-        res["rigidity"] = _masked_mean((div * dt) ** 2 + (i2 * dt * dt) ** 2, valid)
+        grad_v = d["grad"][:, :3].view(n, 3, 3)  # velocity gradient, unscaled
+        if c.rigidity_form == "strain":
+            res["rigidity"] = _masked_mean(strain_rate_sq(grad_v) * dt * dt, valid)
+        else:
+            div, i2 = rigidity_terms(grad_v)
+            res["rigidity"] = _masked_mean((div * dt) ** 2 + (i2 * dt * dt) ** 2, valid)
         if getattr(self.model, "normal_net", None) is not None:
             gnorm = sigma_grad.detach().norm(dim=-1, keepdim=True)
             n_grad = -scale_grad(d["grad"][:, -1], c.normal_density_grad_scale) / gnorm.clamp_min(1e-8)

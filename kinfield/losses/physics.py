@@ -122,3 +122,10 @@ def rigidity_terms(grad_v: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     tr = e.diagonal(dim1=-2, dim2=-1).sum(-1)
     tr_e2 = (e * e.transpose(-1, -2)).sum((-1, -2))
     return tr, 0.5 * (tr * tr - tr_e2)
+
+
+def strain_rate_sq(grad_v: torch.Tensor) -> torch.Tensor:
+    """``|E|_F^2 [N]``, ``E = (G + G^T) / 2`` of ``grad_v [N, 3, 3]``: zero exactly for a rigid motion,
+    quadratic in the strain rate (``rigidity_terms``' ``i2`` is quadratic, so its square is quartic)."""
+    e = 0.5 * (grad_v + grad_v.transpose(-1, -2))
+    return (e * e).sum((-1, -2))

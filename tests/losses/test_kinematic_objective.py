@@ -96,11 +96,13 @@ def test_warp_without_motion_and_time_dependence_reproduces_the_reference():
     assert float(obj.photo_loss(ctx, "hop").detach()) < 1e-3
 
 
-def test_kinematic_terms_are_finite_and_reach_the_kinematic_field():
+@pytest.mark.parametrize("rigidity_form", ["invariants", "strain"])
+def test_kinematic_terms_are_finite_and_reach_the_kinematic_field(rigidity_form):
     model = make_model()
     torch.nn.init.normal_(model.kinematic.mlp.net[-1].weight, std=0.1)
     ctx = step_context(model)
-    cfg = KinConfig(dyn_weight_threshold=0.0, physics_sigma_threshold=0.0, max_physics_points=64)
+    cfg = KinConfig(dyn_weight_threshold=0.0, physics_sigma_threshold=0.0, max_physics_points=64,
+                    rigidity_form=rigidity_form)
     obj = KinematicObjective(cfg, model, 0.05)
     model.kinematic.set_active_orders(3)
     total = 0.0
@@ -112,6 +114,11 @@ def test_kinematic_terms_are_finite_and_reach_the_kinematic_field():
     g = model.kinematic.encoding.params.grad
     assert g is not None and g.abs().sum() > 0
     assert model.normal_net.net[0].weight.grad.abs().sum() > 0
+
+
+def test_unknown_rigidity_form_is_a_clear_error():
+    with pytest.raises(ValueError, match="--kin_rigidity_form must be invariants or strain, got 'shear'"):
+        KinematicObjective(KinConfig(rigidity_form="shear"), make_model(), 0.05)
 
 
 def test_empty_dynamic_set_gives_zero_losses():

@@ -9,6 +9,7 @@ from kinfield.losses.physics import (
     integrity_residuals,
     material_derivative,
     rigidity_terms,
+    strain_rate_sq,
     transport_residual,
 )
 
@@ -45,6 +46,7 @@ def test_rigid_rotation_has_zero_divergence_and_strain_invariant():
     _, _, grad = kin_derivs(rotation_kinematics, x, t)
     div, i2 = rigidity_terms(grad[:, 0])
     assert div.abs().max() < 1e-5 and i2.abs().max() < 1e-5
+    assert strain_rate_sq(grad[:, 0]).max() < 1e-8
     # ...and the velocity gradient is the cross-product matrix [w]_x
     wx = torch.tensor([[0, -OMEGA[2], OMEGA[1]], [OMEGA[2], 0, -OMEGA[0]], [-OMEGA[1], OMEGA[0], 0]])
     torch.testing.assert_close(grad[:, 0], wx.expand(x.shape[0], 3, 3), atol=1e-4, rtol=0)
@@ -59,6 +61,14 @@ def test_shear_and_expansion_are_not_rigid():
     div, i2 = rigidity_terms(grad[:, 0])
     torch.testing.assert_close(div, torch.full((8,), 1.5), atol=1e-4, rtol=0)
     torch.testing.assert_close(i2, torch.full((8,), 0.75), atol=1e-4, rtol=0)  # 3 * 0.5^2
+    torch.testing.assert_close(strain_rate_sq(grad[:, 0]), torch.full((8,), 0.75), atol=1e-4, rtol=0)
+    # a simple shear v = (s y, 0, 0): E has two entries s/2, |E|^2 = s^2 / 2, while div = 0 and i2 = -s^2/4
+    g = torch.zeros(1, 3, 3)
+    g[0, 0, 1] = 0.2
+    div, i2 = rigidity_terms(g)
+    torch.testing.assert_close(strain_rate_sq(g), torch.tensor([0.02]))
+    torch.testing.assert_close(div, torch.tensor([0.0]))
+    torch.testing.assert_close(i2, torch.tensor([-0.01]))
 
 
 def test_rotation_kinematics_satisfy_integrity():
