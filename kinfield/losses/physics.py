@@ -111,6 +111,11 @@ def density_flow_residual(sigma: torch.Tensor, dsigma_dt: torch.Tensor, grad_sig
     return (m * r * r).sum() / ((m[:, None] * g * g).sum() + 1e-12)
 
 
+def _strain_rate(grad_v: torch.Tensor) -> torch.Tensor:
+    """``E = (G + G^T) / 2 [N, 3, 3]``, the symmetric part of the velocity gradient ``G = grad_v [N, 3, 3]``."""
+    return 0.5 * (grad_v + grad_v.transpose(-1, -2))
+
+
 def rigidity_terms(grad_v: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """Divergence and second invariant of the strain rate of ``grad_v [N, 3, 3]`` (METHOD 2.7).
 
@@ -118,7 +123,7 @@ def rigidity_terms(grad_v: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         ``(div [N], i2 [N])`` with ``div = tr G`` and ``i2 = ((tr E)^2 - tr(E^2)) / 2``, ``E = (G + G^T) / 2``.
         Both vanish for a rigid (Killing) motion; ``|E|_F^2 = div^2 - 2 i2``.
     """
-    e = 0.5 * (grad_v + grad_v.transpose(-1, -2))
+    e = _strain_rate(grad_v)
     tr = e.diagonal(dim1=-2, dim2=-1).sum(-1)
     tr_e2 = (e * e.transpose(-1, -2)).sum((-1, -2))
     return tr, 0.5 * (tr * tr - tr_e2)
@@ -127,5 +132,5 @@ def rigidity_terms(grad_v: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
 def strain_rate_sq(grad_v: torch.Tensor) -> torch.Tensor:
     """``|E|_F^2 [N]``, ``E = (G + G^T) / 2`` of ``grad_v [N, 3, 3]``: zero exactly for a rigid motion,
     quadratic in the strain rate (``rigidity_terms``' ``i2`` is quadratic, so its square is quartic)."""
-    e = 0.5 * (grad_v + grad_v.transpose(-1, -2))
+    e = _strain_rate(grad_v)
     return (e * e).sum((-1, -2))
