@@ -116,6 +116,31 @@ def test_kinematic_terms_are_finite_and_reach_the_kinematic_field(rigidity_form)
     assert model.normal_net.net[0].weight.grad.abs().sum() > 0
 
 
+def test_volume_physics_points_lie_near_the_warped_ones_where_the_dynamic_field_is_dense():
+    """``physics_volume_points``: extra points within the radius of a kept point, at its time, inside the box
+    and above the density threshold; the physics residuals stay finite with them."""
+    model = make_model()
+    cfg = KinConfig(dyn_weight_threshold=0.0, physics_sigma_threshold=0.5, max_physics_points=64,
+                    physics_volume_points=400, physics_volume_radius=0.2)
+    obj = KinematicObjective(cfg, model, 0.05)
+    torch.manual_seed(0)
+    xf, t = torch.rand(16, 3) * 1.6 - 0.8, torch.rand(16)
+    sigma = model.dynamic.density(xf, t)
+    x2, t2, s2 = obj._add_volume_points(xf, t, sigma)
+    assert torch.equal(x2[:16], xf) and torch.equal(t2[:16], t) and torch.equal(s2[:16], sigma)
+    new_x, new_t, new_s = x2[16:], t2[16:], s2[16:]
+    assert 0 < new_x.shape[0] < 400  # some offsets land in dense places, not all
+    assert bool((new_s > 0.5).all()) and bool(model.dynamic.inside(new_x).bool().all())
+    torch.testing.assert_close(new_s, model.dynamic.density(new_x, new_t))
+    # each new point is within the radius (0.2 of the box's side 2) of a source point at the same time
+    near = ((new_x[:, None] - xf[None]).norm(dim=-1) <= 0.4 + 1e-5) & (new_t[:, None] == t[None])
+    assert bool(near.any(dim=1).all())
+    ctx = step_context(model)
+    model.kinematic.set_active_orders(3)
+    for name, value in obj.physics(ctx).items():
+        assert torch.isfinite(value), name
+
+
 def test_unknown_rigidity_form_is_a_clear_error():
     with pytest.raises(ValueError, match="--kin_rigidity_form must be invariants or strain, got 'shear'"):
         KinematicObjective(KinConfig(rigidity_form="shear"), make_model(), 0.05)
