@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
@@ -35,7 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from kinfield.data import RayBatcher  # noqa: E402
-from kinfield.data.synthetic import SyntheticSceneSpec, build_scene  # noqa: E402
+from kinfield.data.synthetic import build_scene, spec_of_scene  # noqa: E402
 from kinfield.fields.analytic import ExactKinematics  # noqa: E402
 from kinfield.losses.kinematic import KinematicObjective  # noqa: E402
 from kinfield.losses.physics import central_differences, density_flow_residual  # noqa: E402
@@ -56,12 +55,10 @@ def main():
     ap.add_argument("--flow-frames", type=float, default=0.05, help="--local-flow time probe (frames)")
     args = ap.parse_args()
     run = load_run(args.run, device="cpu")
-    meta_path = Path(run.cfg.data.scene) / "scene_meta.json"
-    if not meta_path.is_file():
-        raise SystemExit(f"error: {meta_path} not found: this needs a run on a synthetic scene (tools/make_scene.py)")
-    spec = SyntheticSceneSpec.from_dict(json.loads(meta_path.read_text())["spec"])
-    if spec.camera_mode != "random":
-        raise SystemExit("error: forward-facing scenes train in a rescaled frame; use a D-NeRF-style synthetic scene")
+    try:
+        spec = spec_of_scene(run.cfg.data.scene, world_frame=True)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}")
     model = run.model
     learned = model.kinematic
     learned.set_active_orders(learned.order)

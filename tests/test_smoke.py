@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -86,9 +87,10 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path):
     assert not list((out / "ckpts").glob("*.tmp"))
 
 
-def test_warp_bias_bench_runs_on_a_tiny_run(tiny_scene, tmp_path):
+def test_motion_benches_run_on_a_tiny_run(tiny_scene, tmp_path):
     """``bench/warp_bias.py``: a row per hop range with the loss at each lambda, the learned F_K's, the argmin;
-    the apparent motion and the local-flow rows per object."""
+    the apparent motion and the local-flow rows per object. ``bench/speed_profile.py``: per object, a row of
+    five normal-height bins and two rows of ring heights, each a finite ratio."""
     out = tmp_path / "run"
     assert run_train([tiny_scene, DEBUG, "--out", out, "--device", "cpu", "--train_eval_split", ""],
                      cwd=tmp_path).returncode == 0
@@ -102,6 +104,48 @@ def test_warp_bias_bench_runs_on_a_tiny_run(tiny_scene, tmp_path):
     assert "ball: shift over" in proc.stdout and "top: shift over" in proc.stdout
     flow = [line.split() for line in proc.stdout.splitlines() if line.startswith(("  ball ", "  top "))]
     assert len(flow) == 2 and all(f[-3] == "argmin" and f[-2] in ("0,", "1,") and f[-1] in ("0", "1") for f in flow)
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "speed_profile.py"), str(out), "--times", "2",
+                           "--points", "200"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith(("  ball ", "  top "))]
+    assert len(rows) == 6 and sum("by normal z" in r for r in rows) == 2
+    for r in rows:
+        values = [float(v) for v in re.findall(r": (-?[0-9.]+|nan)", r)]
+        assert values and all(math.isfinite(v) for v in values), r
+
+
+def test_speed_ratio_is_the_projection_of_the_learned_on_the_true_velocity():
+    """``bench/speed_profile.speed_ratio``: a field at 0.4x the exact motion (plus a perpendicular part,
+    which the projection ignores) scores 0.4; the exact field 1."""
+    import importlib.util
+
+    import numpy as np
+    import torch
+
+    from kinfield.data.synthetic import build_scene
+
+    spec = importlib.util.spec_from_file_location("speed_profile", REPO / "bench" / "speed_profile.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    top = [s for s in build_scene(PRESETS["tiny"]).moving if s.name == "top"][0]
+    axis = np.asarray(top.omega) / np.linalg.norm(top.omega)
+
+    class Scaled:
+        def __init__(self, k):
+            self.k = k
+
+        def kinematics_at(self, x, t):
+            p, v = x.numpy(), []
+            for pi, ti in zip(p, t.numpy()):
+                v.append(top.motion(pi[None], float(ti), np.array([float(ti)]))["velocity"][0, 0])
+            v = np.asarray(v)
+            return {"velocity": torch.tensor(self.k * v + 0.3 * axis[None] * np.abs(v).sum(-1, keepdims=True))}
+
+    dirs = np.random.default_rng(0).normal(size=(50, 3))
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    pts = lambda t: top.center(np.array([t]))[0][0] + top.radius * dirs  # noqa: E731
+    assert bench.speed_ratio(Scaled(0.4), top, pts, [0.2, 0.6]) == pytest.approx(0.4, abs=1e-5)
+    assert bench.speed_ratio(Scaled(1.0), top, pts, [0.5]) == pytest.approx(1.0, abs=1e-5)
 
 
 def test_out_of_range_dynamic_ray_fraction_is_a_clear_error(tiny_scene, tmp_path, capsys):

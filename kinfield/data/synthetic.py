@@ -1032,6 +1032,21 @@ def ensure_scene(out_dir: Union[str, Path], spec: Optional[SyntheticSceneSpec] =
     return write_scene(spec, out, overwrite=True)
 
 
+def spec_of_scene(scene_dir: Union[str, Path], world_frame: bool = False) -> SyntheticSceneSpec:
+    """The spec a synthetic scene folder was written from (its ``scene_meta.json``).
+
+    ``world_frame``: also require a D-NeRF-style (random-camera) scene, whose runs train in the generator's
+    world frame (forward-facing scenes train in a rescaled one). Raises ``ValueError`` naming the file."""
+    meta_path = Path(scene_dir) / "scene_meta.json"
+    if not meta_path.is_file():
+        raise ValueError(f"{meta_path} not found: this needs a run on a synthetic scene (tools/make_scene.py)")
+    spec = SyntheticSceneSpec.from_dict(json.loads(meta_path.read_text())["spec"])
+    if world_frame and spec.camera_mode != "random":
+        raise ValueError(f"{meta_path}: forward-facing scenes train in a rescaled frame; use a D-NeRF-style "
+                         f"synthetic scene")
+    return spec
+
+
 def load_synthetic(spec: SyntheticSceneSpec, background=(1.0, 1.0, 1.0)):
     """Render ``spec`` in memory into a :class:`kinfield.data.scene.Scene` (no files written).
 

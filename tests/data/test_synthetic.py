@@ -21,6 +21,7 @@ from kinfield.data.synthetic import (
     forward_smooth_path,
     load_synthetic,
     render_forward_video,
+    spec_of_scene,
     write_nsff_scene,
     write_scene,
 )
@@ -421,3 +422,16 @@ def test_nsff_needs_forward_mode_and_cli(tmp_path):
     r = subprocess.run(cmd[:4] + ["--preset", "demo", "--format", "nsff", "--camera-mode", "random"],
                        capture_output=True, text=True, cwd=tmp_path, env=env)
     assert r.returncode == 2 and "forward" in r.stderr
+
+
+def test_spec_of_scene_reads_the_written_spec_and_names_the_missing_file(tiny_dir, tmp_path):
+    assert spec_of_scene(tiny_dir, world_frame=True) == TINY
+    with pytest.raises(ValueError, match=r"scene_meta.json not found: this needs a run on a synthetic scene"):
+        spec_of_scene(tmp_path)
+    forward = tmp_path / "fwd"
+    forward.mkdir()
+    spec = PRESETS["forward_tiny"]
+    (forward / "scene_meta.json").write_text(json.dumps({"spec": spec.to_dict()}))
+    assert spec_of_scene(forward) == spec
+    with pytest.raises(ValueError, match="forward-facing scenes train in a rescaled frame"):
+        spec_of_scene(forward, world_frame=True)
