@@ -74,11 +74,11 @@ def main() -> int:
             d = dirs[(dirs[:, 2] >= lo) & (dirs[:, 2] < hi)]
             cells.append(f"nz {lo:+.1f}..{min(hi, 1.0):+.1f}: {speed_ratio(model, sphere, lambda t: centre(t) + r * d, times):.2f}")
         print(f"  {sphere.name} surface by normal z  " + "  ".join(cells))
+        c0 = centre(float(times[len(times) // 2]))
+        bottom = ground if ground is not None else c0[2] - 2 * r
+        heights = np.unique(np.round(np.concatenate([c0[2] + r * np.array([1.0, 0.5, 0.0, -0.5, -1.0]),
+                                                     np.linspace(c0[2] - r, bottom, 4)]), 3))[::-1]
         for frac in (0.5, 1.0):
-            c0 = centre(float(times[len(times) // 2]))
-            bottom = ground if ground is not None else c0[2] - 2 * r
-            heights = np.unique(np.round(np.concatenate([c0[2] + r * np.array([1.0, 0.5, 0.0, -0.5, -1.0]),
-                                                         np.linspace(c0[2] - r, bottom, 4)]), 3))[::-1]
             cells = []
             for z in heights:
                 pts = lambda t: centre(t) + frac * r * ring + np.array([0.0, 0.0, z - c0[2]])  # noqa: E731
