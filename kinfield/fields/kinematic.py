@@ -39,6 +39,16 @@ class KinematicConfig:
     # units barely vary between points while the grid is near zero), so the field learns nearly one
     # direction of motion; the skip gives every grid vertex a full 3-D gradient from the first step.
     linear_skip: bool = False
+    # A motion gate: one more head output g, and every order is multiplied by m = sigmoid(sharpness * g), which
+    # starts at motion_gate_init everywhere. The grid and head are smooth, so without it moving content next to
+    # still content gets a velocity that ramps down towards the still neighbour over several cells (a thrown ball
+    # drags the air and floor around it along); the sigmoid turns a smooth g into a sharp on / off boundary and
+    # leaves the velocity itself free to stay smooth (rigid) over the moving content. Off by default: on the demo
+    # scene it gave the thrown ball its best motion but closed on the spinning top (whose faint spin F_K learns
+    # more slowly than the floor teaches the gate) and never reopened (README "Motion"; --kin_gate_start delays it).
+    motion_gate: bool = False
+    motion_gate_sharpness: float = 5.0
+    motion_gate_init: float = 0.9
 
 
 class KinematicField(nn.Module):
@@ -61,11 +71,23 @@ class KinematicField(nn.Module):
         self.register_buffer("order_scales", torch.tensor(scales, dtype=torch.float32))
         self.register_buffer("taylor_mask", torch.ones(cfg.order))
         self.register_buffer("frame_dt", torch.tensor(float(frame_dt)))
+        self._gate_on = cfg.motion_gate  # mirrors the buffer (no device sync per call)
+        if cfg.motion_gate:  # (a buffer only with a gate: checkpoints of gate-free fields keep loading)
+            self.register_buffer("gate_active", torch.tensor(True))
+            self.register_load_state_dict_post_hook(lambda module, keys: module.set_gate_active(module.gate_active))
         self.encoding = HashGrid(4, cfg.grid, backend=cfg.grid_backend)
-        self.mlp = MLP(self.encoding.n_output_dims, 3 * cfg.order, cfg.hidden, cfg.n_hidden, zero_init_last=True,
+        n_out = 3 * cfg.order + int(cfg.motion_gate)
+        self.mlp = MLP(self.encoding.n_output_dims, n_out, cfg.hidden, cfg.n_hidden, zero_init_last=True,
                        activation=cfg.activation)
+        if cfg.motion_gate:
+            if not 0.0 < cfg.motion_gate_init < 1.0 or cfg.motion_gate_sharpness <= 0:
+                raise ValueError(f"kinematic motion_gate_init must be in (0, 1) and motion_gate_sharpness > 0, got "
+                                 f"{cfg.motion_gate_init} and {cfg.motion_gate_sharpness}")
+            with torch.no_grad():
+                self.mlp.net[-1].bias[-1] = math.log(cfg.motion_gate_init / (1 - cfg.motion_gate_init)) \
+                    / cfg.motion_gate_sharpness
         if cfg.linear_skip:
-            n_in, n_out = self.encoding.n_output_dims, 3 * cfg.order
+            n_in = self.encoding.n_output_dims
             if n_in < n_out:
                 raise ValueError(f"kinematic linear_skip needs at least {n_out} grid features (n_levels x "
                                  f"n_features_per_level), got {n_in}")
@@ -82,9 +104,25 @@ class KinematicField(nn.Module):
         """Enable the first ``k`` orders (1 = velocity only, 2 = + acceleration, 3 = + jerk)."""
         self.taylor_mask.copy_((torch.arange(self.order, device=self.taylor_mask.device) < k).float())
 
+    def set_gate_active(self, on: bool) -> None:
+        """Switch the motion gate on / off (off: a factor of 1; no effect without ``motion_gate``)."""
+        if self.cfg.motion_gate:
+            self._gate_on = bool(on)
+            self.gate_active.fill_(self._gate_on)
+
     def finest_cell(self) -> float:
         """World size of one cell of the finest grid level (sets finite-difference steps)."""
         return self.encoding.finest_cell(self.aabb)
+
+    def _raw(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Head output ``[N, 3 * order (+ 1 gate)]`` at world points ``x [N, 3]``, normalised times ``t [N]``."""
+        lo, hi = self.aabb[:3], self.aabb[3:]
+        u = torch.cat([(x - lo) / (hi - lo), t.reshape(-1, 1).to(x.dtype) * self.cfg.time_scale], dim=-1)
+        f = self.encoding(u)
+        return self.mlp(f) if self.skip is None else self.mlp(f) + self.skip(f)
+
+    def _gate_of(self, raw: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.cfg.motion_gate_sharpness * raw[:, -1])
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Kinematics ``[N, K, 3]`` (``[:, 0]`` velocity, ``[:, 1]`` acceleration, ``[:, 2]`` jerk).
@@ -92,12 +130,16 @@ class KinematicField(nn.Module):
         Args:
             x: ``[N, 3]`` world points; t: ``[N]`` normalised times.
         """
-        lo, hi = self.aabb[:3], self.aabb[3:]
-        u = torch.cat([(x - lo) / (hi - lo), t.reshape(-1, 1).to(x.dtype) * self.cfg.time_scale], dim=-1)
-        f = self.encoding(u)
-        raw = self.mlp(f) if self.skip is None else self.mlp(f) + self.skip(f)
-        raw = raw.view(-1, self.order, 3)
-        return raw * (self.order_scales * self.taylor_mask)[None, :, None]
+        raw = self._raw(x, t)
+        q = raw[:, :3 * self.order].reshape(-1, self.order, 3) * (self.order_scales * self.taylor_mask)[None, :, None]
+        return q * self._gate_of(raw)[:, None, None] if self._gate_on else q
+
+    def gate(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Motion gate ``[N]`` in (0, 1) at ``x [N, 3]``, ``t [N]`` (``motion_gate_init`` at the start; ones without
+        ``motion_gate`` or while it is switched off)."""
+        if not self._gate_on:
+            return torch.ones_like(x[:, 0])
+        return self._gate_of(self._raw(x, t))
 
     def kinematics(self, x: torch.Tensor, t: torch.Tensor) -> Dict[str, torch.Tensor]:
         """``{"velocity", "acceleration", "jerk"}`` each ``[N, 3]`` (zeros for orders not modelled)."""

@@ -31,6 +31,10 @@ class KinConfig:
     ramp: int = 0  # warped/cycle terms ramp linearly from 0 at `start` to full weight over this many steps
     unlock_acceleration: int = 500
     unlock_jerk: int = 1500
+    # F_K's motion gate (--kinematic_motion_gate) multiplies the kinematics from this step on (a factor 1 before):
+    # switched on with F_K, it shut the demo's spinning top off within 250 steps (gate 0.02), before F_K had
+    # learned the spin; the floor's zero motion taught it faster
+    gate_start: int = 0
     hop_max_start: float = 2.0
     hop_max_end: float = 3.0
     hop_ramp_steps: int = 2000

@@ -225,6 +225,7 @@ class Trainer:
         self.model.update_occupancy(step)
         if self.kinematic is not None:
             self.model.kinematic.set_active_orders(self.kinematic.active_orders(step))
+            self.model.kinematic.set_gate_active(step >= self.cfg.kin.gate_start)
         batch = self.batcher.sample(self.n_rays, self._n_dynamic_rays(step))
         target, bg = self.make_target(batch)
         decompose = self.priors is not None and self.priors.needs_decomposition

@@ -256,3 +256,40 @@ def test_linear_skip_gives_the_grid_a_full_rank_gradient_from_the_start():
         assert int(torch.linalg.matrix_rank(jac)) == rank
     with pytest.raises(ValueError, match="linear_skip needs at least 9 grid features"):
         KinematicField(AABB, 0.05, KinematicConfig(grid=dataclasses.replace(SMALL, n_levels=2), linear_skip=True))
+
+
+
+
+def test_motion_gate_scales_every_order_and_starts_at_its_initial_value():
+    """With ``motion_gate`` the kinematics are the head's orders times sigmoid(sharpness * g), g one more head
+    output: ``motion_gate_init`` at the start, 0 and 1 when g saturates, the same factor for v, a and j."""
+    torch.manual_seed(0)
+    cfg = KinematicConfig(grid=dataclasses.replace(SMALL, n_features_per_level=4), hidden=16, n_hidden=1,
+                          linear_skip=True, motion_gate=True, motion_gate_init=0.8)
+    kin = KinematicField(AABB, 0.05, cfg)
+    x, t = torch.rand(64, 3) * 2 - 1, torch.rand(64)
+    assert torch.allclose(kin.gate(x, t), torch.full((64,), 0.8), atol=1e-3)
+    last = kin.mlp.net[-1]
+    with torch.no_grad():
+        last.weight.normal_()
+    raw = kin._raw(x, t)
+    ungated = raw[:, :9].reshape(-1, 3, 3) * kin.order_scales[None, :, None]
+    torch.testing.assert_close(kin.gate(x, t), torch.sigmoid(cfg.motion_gate_sharpness * raw[:, -1]))
+    torch.testing.assert_close(kin(x, t), ungated * kin.gate(x, t)[:, None, None])
+    for bias, want in ((-100.0, 0.0), (100.0, 1.0)):
+        with torch.no_grad():
+            last.bias[-1] = bias
+        torch.testing.assert_close(kin(x, t), ungated * want)
+    with torch.no_grad():
+        last.bias[-1] = -1.0
+    kin.set_gate_active(False)  # before --kin_gate_start: a factor of 1, also after a checkpoint round trip
+    torch.testing.assert_close(kin(x, t), ungated)
+    again = KinematicField(AABB, 0.05, cfg)
+    again.load_state_dict(kin.state_dict())
+    assert again.gate(x, t).eq(1).all()
+    kin.set_gate_active(True)
+    assert kin.gate(x, t).lt(0.01).all()
+    assert KinematicField(AABB, 0.05, dataclasses.replace(cfg, motion_gate=False)).gate(x, t).eq(1).all()
+    for bad in (dict(motion_gate_init=1.0), dict(motion_gate_sharpness=0.0)):
+        with pytest.raises(ValueError, match="motion_gate_init must be in"):
+            KinematicField(AABB, 0.05, dataclasses.replace(cfg, **bad))

@@ -267,3 +267,17 @@ def test_motion_map_records_the_kinematic_fields_rendered_motion(tiny_scene, tmp
     assert float(expect.max()) > 0.1  # rays that see content: about 0.3 * sqrt(3) times their dynamic opacity
     rest = flat[8:][~torch.isin(flat[8:], flat[:8])]
     assert torch.equal(tr.batcher.importance[rest], before[rest])
+
+
+def test_motion_gate_is_switched_on_at_kin_gate_start_and_resumes_in_that_state(tiny_scene, tmp_path):
+    tr = Trainer(make_cfg(tiny_scene, tmp_path, 3, "--kin_start", "0", "--kinematic_motion_gate", "true",
+                          "--kin_gate_start", "2"))
+    x, t = torch.zeros(4, 3), torch.full((4,), 0.5)
+    steps(tr, 2)  # steps 0 and 1: the gate is a factor of 1
+    assert tr.model.kinematic.gate(x, t).eq(1).all()
+    tr.save()
+    resumed = Trainer(make_cfg(tiny_scene, tmp_path, 3, "--kin_start", "0", "--kinematic_motion_gate", "true",
+                               "--kin_gate_start", "2"))
+    assert resumed.maybe_resume() and resumed.model.kinematic.gate(x, t).eq(1).all()
+    steps(resumed, 1)  # step 2 switches it on
+    assert resumed.model.kinematic.gate(x, t).lt(1).all()
