@@ -258,8 +258,6 @@ def test_linear_skip_gives_the_grid_a_full_rank_gradient_from_the_start():
         KinematicField(AABB, 0.05, KinematicConfig(grid=dataclasses.replace(SMALL, n_levels=2), linear_skip=True))
 
 
-
-
 def test_motion_gate_scales_every_order_and_starts_at_its_initial_value():
     """With ``motion_gate`` the kinematics are the head's orders times sigmoid(sharpness * g), g one more head
     output: ``motion_gate_init`` at the start, 0 and 1 when g saturates, the same factor for v, a and j."""
