@@ -106,7 +106,7 @@ class KinematicField(nn.Module):
 
     def set_gate_active(self, on: bool) -> None:
         """Switch the motion gate on / off (off: a factor of 1; no effect without ``motion_gate``)."""
-        if self.cfg.motion_gate:
+        if self.cfg.motion_gate and bool(on) != self._gate_on:  # (the trainer calls this every step)
             self._gate_on = bool(on)
             self.gate_active.fill_(self._gate_on)
 
