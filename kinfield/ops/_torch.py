@@ -68,10 +68,29 @@ def hash_grid_encode(
         ).view(n, len(gather_levels), n_features)
         for j, lvl in enumerate(gather_levels):
             out[lvl] = feats[:, j]
-    table = params.view(-1, n_features)
-    for lvl in range(n_levels):
-        if use_volume[lvl]:
-            out[lvl] = _level_by_volume(x, table, offsets, res_list[lvl], scales[lvl], bool(hashed[lvl]), lvl)
+    volume_levels = [lvl for lvl in range(n_levels) if use_volume[lvl]]
+    if volume_levels:
+        table = params.view(-1, n_features)
+        # Each level's volume is the slab of its slowest axis (z in 3-D, time in 4-D) that the points reach (the
+        # dynamic and kinematic fields compress time into part of their grid); all slabs in one gather, whose
+        # backward zero-fills the (large) table gradient once rather than once per level.
+        last = x[:, -1].detach().to(table.dtype)
+        finite = bool(torch.isfinite(last).all())  # NaN inputs (a bug upstream) take whole volumes
+        slabs, index = [], []
+        for lvl in volume_levels:
+            res, scale = res_list[lvl], scales[lvl].to(table.dtype)
+            lo, hi = 0, res
+            if finite:  # as the level's pos, in [0.5, res - 0.5] for x in [0, 1]
+                lo = max(0, min(int(torch.floor(last.min() * scale + 0.5)), res - 1))
+                hi = max(lo + 1, min(int(torch.floor(last.max() * scale + 0.5)) + 1, res))  # vertices lo..hi
+            size = int(offsets[lvl + 1] - offsets[lvl])
+            per_slice = (res + 1) ** (dim - 1)
+            slabs.append((lo, hi))
+            index.append(_volume_index(res, dim, size, int(offsets[lvl]), bool(hashed[lvl]), x.device)[
+                lo * per_slice:(hi + 1) * per_slice])
+        volumes = table.index_select(0, torch.cat(index)).split([len(i) for i in index])
+        for lvl, vol, (lo, hi) in zip(volume_levels, volumes, slabs):
+            out[lvl] = _level_by_volume(x, vol, res_list[lvl], scales[lvl], lo, hi)
     return torch.cat(out, dim=1) if n_levels > 1 else out[0]
 
 
@@ -106,38 +125,48 @@ def _volume_index(res: int, dim: int, size: int, offset: int, is_hashed: bool, d
     return _VOLUME_INDEX[key]
 
 
-def _level_by_volume(x, table, offsets, res, scale, is_hashed, lvl) -> torch.Tensor:
-    """One level through a materialised ``(res+1)^D`` volume and ``grid_sample``: ``[N, F]``.
+def _level_by_volume(x, vol, res, scale, lo, hi) -> torch.Tensor:
+    """One level at ``x [N, D]`` from its materialised volume and ``grid_sample``: ``[N, F]``.
 
-    Vertex ``res`` (one past the grid, reached near x = 1) is included so that tcnn's wrap-around
-    of its index is reproduced exactly.
+    ``vol [(hi - lo + 1) * (res + 1)^(D-1), F]`` holds the table entries of the vertices ``0..res`` per
+    axis, C order (x fastest), slowest axis (z in 3-D, time in 4-D) restricted to vertices ``lo..hi``,
+    which bracket every point. Vertex ``res`` (one past the grid, reached near x = 1) is included so
+    that tcnn's wrap-around of its index is reproduced exactly.
     """
     n, dim = x.shape
-    nf = table.shape[1]
-    size = int(offsets[lvl + 1] - offsets[lvl])
-    idx = _volume_index(res, dim, size, int(offsets[lvl]), is_hashed, x.device)
-    m = res + 1
-    vol = table[idx]  # [m^D, F]
-    pos = x.to(table.dtype) * scale.to(table.dtype) + 0.5  # [N, D] in vertex units, within [0, res]
+    nf = vol.shape[1]
+    m, n_slab = res + 1, hi - lo + 1
+    pos = x.to(vol.dtype) * scale.to(vol.dtype) + 0.5  # [N, D] in vertex units, within [0, res]
     unit = 2.0 / res  # vertex -> grid_sample's [-1, 1] (align_corners=True over m vertices)
+    xy = pos[:, :2] * unit - 1.0
     if dim == 3:
-        vol = vol.view(1, m, m, m, nf).permute(0, 4, 1, 2, 3)  # [1, F, z, y, x]
-        g = (pos * unit - 1.0).view(1, 1, 1, n, 3)
-        return torch.nn.functional.grid_sample(vol, g, mode="bilinear", align_corners=True).view(nf, n).t()
+        vol = vol.view(1, n_slab, m, m, nf).permute(0, 4, 1, 2, 3)  # [1, F, z, y, x]
+        return _grid_sample_points(vol, torch.cat([xy, (pos[:, 2:] - lo) * (2.0 / (n_slab - 1)) - 1.0], dim=1))
     # 4D: fold time into depth (blocks of m z-slices); two trilinear lookups at the bracketing
     # time vertices, blended linearly in time. pos_z never crosses a block (0.5 <= pos_z <= res-0.5).
-    vol = vol.view(1, m * m, m, m, nf).permute(0, 4, 1, 2, 3)  # [1, F, t*z, y, x]
-    t_pos = pos[:, 3]
+    vol = vol.view(1, n_slab * m, m, m, nf).permute(0, 4, 1, 2, 3)  # [1, F, t*z, y, x]
+    t_pos = pos[:, 3] - lo
     t0 = torch.floor(t_pos).detach()
     ft = (t_pos - t0)[:, None]
-    depth_unit = 2.0 / (m * m - 1)
-    xy = pos[:, :2] * unit - 1.0
-    feats = []
-    for dt in (0.0, 1.0):
-        dz = ((t0 + dt) * m + pos[:, 2]) * depth_unit - 1.0
-        g = torch.cat([xy, dz[:, None]], dim=1).view(1, 1, 1, n, 3)
-        feats.append(torch.nn.functional.grid_sample(vol, g, mode="bilinear", align_corners=True).view(nf, n).t())
-    return feats[0] * (1.0 - ft) + feats[1] * ft
+    depth_unit = 2.0 / (n_slab * m - 1)
+    g = torch.cat([
+        torch.cat([xy, (((t0 + dt) * m + pos[:, 2]) * depth_unit - 1.0)[:, None]], dim=1) for dt in (0.0, 1.0)])
+    feats = _grid_sample_points(vol, g)  # [2N, F]: the lower time vertex, then the upper
+    return feats[:n] * (1.0 - ft) + feats[n:] * ft
+
+
+def _grid_sample_points(vol: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Trilinear ``grid_sample`` of ``vol [1, F, D, H, W]`` at ``g [N, 3]`` (align_corners): ``[N, F]``.
+
+    On CPU the points go in one batch per thread (the volume expanded, not copied)."""
+    n, nf = g.shape[0], vol.shape[1]
+    chunks = 1 if g.is_cuda else max(1, min(torch.get_num_threads(), n // 4096))
+    per = -(-n // chunks)
+    if chunks * per != n:
+        g = torch.cat([g, g.new_zeros(chunks * per - n, 3)])
+    out = torch.nn.functional.grid_sample(
+        vol.expand(chunks, -1, -1, -1, -1), g.view(chunks, 1, 1, per, 3), mode="bilinear", align_corners=True)
+    return out.view(chunks, nf, per).transpose(1, 2).reshape(chunks * per, nf)[:n]
 
 
 def hash_grid_encode_gather(
@@ -163,26 +192,36 @@ def hash_grid_encode_gather(
     if levels is None:
         levels = torch.arange(int(resolutions.shape[0]), device=dev)
     n_levels = int(levels.shape[0])
+    # Level-major ([L, N, ...]): each level's corners are looked up (and their gradients scattered) together, within
+    # that level's part of the table, which is ~2x faster on CPU than interleaving the levels point by point.
     # float32 as tcnn (float64 inputs stay float64, for gradcheck).
-    pos = x.to(torch.promote_types(x.dtype, torch.float32))[:, None, :] * scales.to(dev)[None, :, None] + 0.5  # [N, L, D]
+    pos = x.to(torch.promote_types(x.dtype, torch.float32))[None] * scales.to(dev)[:, None, None] + 0.5  # [L, N, D]
     grid_f = torch.floor(pos)
-    frac = pos - grid_f  # [N, L, D]
-    # The two vertices per axis: [N, L, D, 2] (lower, upper).
+    frac = pos - grid_f  # [L, N, D]
+    # The two vertices per axis: [L, N, D, 2] (lower, upper).
     vert = grid_f.to(torch.int64)[..., None] + torch.tensor([0, 1], device=dev)
-    w_axis = torch.stack([1.0 - frac, frac], dim=-1)  # [N, L, D, 2]
+    w_axis = torch.stack([1.0 - frac, frac], dim=-1)  # [L, N, D, 2]
     res = resolutions.to(dev)
     strides = res[:, None] ** torch.arange(dim, device=dev)[None, :]  # [L, D]
-    dense_idx = _combine_axes(vert * strides[None, :, :, None], torch.add)  # [N, L, C]
-    primes = torch.tensor(HASH_PRIMES[:dim], dtype=torch.int64, device=dev)
-    hash_idx = _combine_axes((vert * primes[None, None, :, None]) & _UINT32, torch.bitwise_xor)
-    idx = torch.where(hashed.to(dev)[None, :, None], hash_idx, dense_idx)
+    is_hashed = hashed.to(dev)
+    n_hashed = int(is_hashed.sum())  # compute only the index kinds some level uses
+    if n_hashed < n_levels:
+        idx = _combine_axes(vert * strides[:, None, :, None], torch.add)  # [L, N, C] dense
+    if n_hashed > 0:
+        primes = torch.tensor(HASH_PRIMES[:dim], dtype=torch.int64, device=dev)
+        hash_idx = _combine_axes((vert * primes[:, None]) & _UINT32, torch.bitwise_xor)
+        idx = hash_idx if n_hashed == n_levels else torch.where(is_hashed[:, None, None], hash_idx, idx)
     lv = levels.to(dev)
-    sizes = (offsets[1:] - offsets[:-1]).to(dev)[lv]
-    idx = torch.remainder(idx, sizes[None, :, None]) + offsets[:-1].to(dev)[lv][None, :, None]  # [N, L, C]
-    w = _combine_axes(w_axis, torch.mul)  # [N, L, C] multilinear weights
+    sizes = (offsets[1:] - offsets[:-1]).to(dev)[lv][:, None, None]
+    first = offsets[:-1].to(dev)[lv][:, None, None]
+    if bool(((sizes & (sizes - 1)) == 0).all()):  # every table a power of two (the hashed levels'): a mask
+        idx = (idx & (sizes - 1)) + first  # [L, N, C]
+    else:
+        idx = torch.remainder(idx, sizes) + first
+    w = _combine_axes(w_axis, torch.mul)  # [L, N, C] multilinear weights
     table = params.view(-1, n_features)
-    feats = weighted_gather(table, idx.view(n * n_levels, -1), w.reshape(n * n_levels, -1).to(table.dtype))
-    return feats.view(n, n_levels * n_features)
+    feats = weighted_gather(table, idx.view(n_levels * n, -1), w.reshape(n_levels * n, -1).to(table.dtype))
+    return feats.view(n_levels, n, n_features).transpose(0, 1).reshape(n, n_levels * n_features)
 
 
 def _combine_axes(per_axis: torch.Tensor, op) -> torch.Tensor:
@@ -200,7 +239,7 @@ def _combine_axes(per_axis: torch.Tensor, op) -> torch.Tensor:
 def weighted_gather(table: torch.Tensor, idx: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """``out[b] = sum_c w[b, c] * table[idx[b, c]]``, differentiable in ``table`` and ``w``.
 
-    Same result as ``embedding_bag(mode="sum")``; its backward scatters with ``index_add_`` instead
+    Same result as ``embedding_bag(mode="sum")``; its backward scatters (:func:`_scatter_rows`) instead
     of embedding_bag's sort-based backward (3-5x faster on CPU).
 
     Args:
@@ -224,11 +263,27 @@ class _WeightedGather(torch.autograd.Function):
         grad_table = grad_w = None
         flat = idx.reshape(-1)
         if ctx.needs_input_grad[0]:
-            contrib = (w[..., None] * grad_out[:, None, :]).reshape(-1, table.shape[1])
-            grad_table = torch.zeros_like(table).index_add_(0, flat, contrib)
+            contrib = (w[..., None] * grad_out[:, None, :]).reshape(-1, table.shape[1])  # [B * C, F]
+            grad_table = _scatter_rows(table, flat, contrib)
         if ctx.needs_input_grad[2]:
-            grad_w = (table[flat].view(*idx.shape, -1) * grad_out[:, None, :]).sum(-1)
+            grad_w = (table.index_select(0, flat).view(*idx.shape, -1) * grad_out[:, None, :]).sum(-1)
         return grad_table, None, grad_w
+
+
+def _scatter_rows(table: torch.Tensor, idx: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``zeros_like(table).index_add_(0, idx, rows)`` for ``table [P, F]``, ``idx [K]``, ``rows [K, F]``.
+
+    On CPU with an even F the feature pairs are added as complex numbers (bit-identical sums) by one
+    ``scatter_add_`` on a 1-D view: 2-4x faster than ``index_add_`` of F-wide rows.
+    """
+    nf = table.shape[1]
+    if table.is_cuda or nf % 2 or not table.is_contiguous():
+        return torch.zeros_like(table).index_add_(0, idx, rows)
+    half = nf // 2
+    flat = idx if half == 1 else (idx[:, None] * half + torch.arange(half, device=idx.device)).reshape(-1)
+    out = torch.zeros_like(table)
+    torch.view_as_complex(out.view(-1, 2)).scatter_add_(0, flat, torch.view_as_complex(rows.reshape(-1, 2).contiguous()))
+    return out
 
 
 def composite_blended(

@@ -311,6 +311,77 @@ def test_weighted_gather_backward_equals_embedding_bag():
     torch.testing.assert_close(table.grad, results[1][1], rtol=1e-12, atol=1e-12)
 
 
+def test_weighted_gather_table_gradient_with_even_and_odd_feature_counts():
+    """The table gradient scatters feature pairs as complex numbers on CPU (even F); odd F keeps index_add_:
+    both equal a per-entry sum written out by hand."""
+    g = torch.Generator().manual_seed(12)
+    for nf in (1, 2, 3, 4):
+        for dtype in (torch.float32, torch.float64):
+            table = torch.randn(7, nf, generator=g, dtype=dtype).requires_grad_(True)
+            idx = torch.randint(0, 7, (40, 4), generator=g)
+            w = torch.rand(40, 4, generator=g, dtype=dtype)
+            up = torch.randn(40, nf, generator=g, dtype=dtype)
+            (ops.weighted_gather(table, idx, w) * up).sum().backward()
+            expect = torch.zeros(7, nf, dtype=torch.float64)
+            for b in range(40):
+                for c in range(4):
+                    expect[idx[b, c]] += w[b, c].double() * up[b].double()
+            tol = 1e-5 if dtype == torch.float32 else 1e-12
+            torch.testing.assert_close(table.grad.double(), expect, rtol=tol, atol=tol)
+
+
+# ------------------------------------------------------------------------ (d2) volume slabs and chunks
+@pytest.mark.parametrize("dim", [3, 4])
+def test_volume_path_on_a_thin_slab_of_the_slowest_axis(dim, monkeypatch):
+    """Points within a thin band of z (3-D) or time (4-D): the volume path gathers only the slab of
+    vertices the band reaches, and still equals the literal gather path, values and gradients."""
+    cfg = HashGridConfig(n_levels=3, n_features_per_level=2, log2_hashmap_size=12, base_resolution=4, per_level_scale=2.0)
+    g = torch.Generator().manual_seed(21)
+    n = 6000  # n 2^D >= 17^D: every level may take the volume path
+    x0 = torch.rand(n, dim, generator=g)
+    x0[:, -1] = 0.40 + 0.05 * x0[:, -1]
+    params0 = random_params(dim, cfg, seed=21)
+    gathered = []
+    inner = ops._level_by_volume
+    monkeypatch.setattr(ops, "_level_by_volume", lambda x, vol, res, *a: gathered.append((vol.shape[0], res))
+                        or inner(x, vol, res, *a))
+    up = torch.randn(n, cfg.n_levels * 2, generator=g)
+    results = []
+    for limit in (0, 1 << 30):
+        x, p = x0.clone().requires_grad_(True), params0.clone().requires_grad_(True)
+        out = encode(x, p, dim, cfg, limit)
+        (out * up).sum().backward()
+        results.append((out.detach(), p.grad, x.grad))
+    assert len(gathered) == cfg.n_levels
+    assert all(rows < (res + 1) ** dim for rows, res in gathered), gathered  # slabs, not whole volumes
+    (o0, gp0, gx0), (o1, gp1, gx1) = results
+    assert (o0 - o1).abs().max() / o0.abs().max() < TOL[("volume", dim)]
+    assert (gp0 - gp1).abs().max() / gp0.abs().max() < 1e-5
+    assert (gx0 - gx1).abs().max() / gx0.abs().max() < 5e-5
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_volume_lookup_split_into_one_batch_per_thread(threads):
+    """The CPU volume lookup runs one grid_sample batch per thread (points padded to a multiple): same
+    values and gradients as one batch."""
+    g = torch.Generator().manual_seed(4)
+    vol0 = torch.randn(1, 2, 5, 6, 7, generator=g)
+    pts = torch.rand(3 * 4096 + 5, 3, generator=g) * 2 - 1
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        vol = vol0.clone().requires_grad_(True)
+        got = ops._grid_sample_points(vol, pts)
+        got.square().sum().backward()
+    finally:
+        torch.set_num_threads(old)
+    ref_vol = vol0.clone().requires_grad_(True)
+    ref = torch.nn.functional.grid_sample(ref_vol, pts.view(1, 1, 1, -1, 3), align_corners=True).view(2, -1).t()
+    ref.square().sum().backward()
+    torch.testing.assert_close(got, ref)
+    torch.testing.assert_close(vol.grad, ref_vol.grad, rtol=1e-5, atol=1e-5)
+
+
 # ------------------------------------------------------------------------------------- (e) init, size
 @pytest.mark.parametrize("dim", [3, 4])
 def test_init_range_and_parameter_count(dim):
