@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kinfield.nn.hashgrid import HashGridConfig, level_layout  # noqa: E402
 from kinfield.ops import hash_grid_encode  # noqa: E402
 
-# name, dimension, grid, time compression (the last coordinate spans [0, time_scale])
+# name, dimension, grid, time compression (the last coordinate spans [0, time_scale]; 1 for the 3-D grid)
 GRIDS = [
     ("dynamic", 4, HashGridConfig(8, 2, 19, 8, 1.35), 0.5),
     ("kinematic", 4, HashGridConfig(4, 4, 17, 4, 1.6), 0.25),
@@ -56,7 +56,7 @@ def main(argv) -> int:
         layout = level_layout(dim, cfg)
         params = (torch.randn(int(layout[2][-1]) * cfg.n_features_per_level) * 1e-2).requires_grad_(True)
         x = torch.rand(args.points, dim)
-        x[:, -1] *= time_scale if dim == 4 else 1.0
+        x[:, -1] *= time_scale
         fast = time_encode(x, params, layout, cfg.n_features_per_level, 1 << 22, args.repeats)
         slow = time_encode(x, params, layout, cfg.n_features_per_level, 0, args.repeats)
         print(f"{name:<10} {fast:>10.1f} {slow:>10.1f} {slow / fast:>7.2f}x")

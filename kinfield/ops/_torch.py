@@ -76,13 +76,14 @@ def hash_grid_encode(
         # backward zero-fills the (large) table gradient once rather than once per level.
         last = x[:, -1].detach().to(table.dtype)
         finite = bool(torch.isfinite(last).all())  # NaN inputs (a bug upstream) take whole volumes
+        last_min, last_max = last.min(), last.max()
         slabs, index = [], []
         for lvl in volume_levels:
             res, scale = res_list[lvl], scales[lvl].to(table.dtype)
             lo, hi = 0, res
             if finite:  # as the level's pos, in [0.5, res - 0.5] for x in [0, 1]
-                lo = max(0, min(int(torch.floor(last.min() * scale + 0.5)), res - 1))
-                hi = max(lo + 1, min(int(torch.floor(last.max() * scale + 0.5)) + 1, res))  # vertices lo..hi
+                lo = max(0, min(int(torch.floor(last_min * scale + 0.5)), res - 1))
+                hi = max(lo + 1, min(int(torch.floor(last_max * scale + 0.5)) + 1, res))  # vertices lo..hi
             size = int(offsets[lvl + 1] - offsets[lvl])
             per_slice = (res + 1) ** (dim - 1)
             slabs.append((lo, hi))
