@@ -147,8 +147,11 @@ class SceneModel(nn.Module):
         return sigma
 
     def update_occupancy(self, step: int) -> bool:
+        """Refresh the occupancy grid on its schedule from the union density at random times (with keyframe
+        advection each point reads one of its two keyframes, as a training ray does: half the grid reads)."""
         step_size = self.render_cfg.step_size
-        return self.occupancy.update(step, lambda x: self.union_density(x) * step_size)
+        return self.occupancy.update(
+            step, lambda x: self.union_density(x, None, self.keyframe_draws(x.shape[0], x.device)) * step_size)
 
     @torch.no_grad()
     def prune_samples(self, origins, dirs, times, ray_ids, t_starts, t_ends, keyframe_u=None):

@@ -119,6 +119,20 @@ def test_keyframe_draws_give_one_uniform_per_ray_only_when_advection_samples():
     assert model.keyframe_draws(7) is None
 
 
+def test_occupancy_update_reads_one_keyframe_per_point():
+    """With keyframe sampling the occupancy refresh reads the grid once per cell point (as a training ray does),
+    not at both keyframes; with blending, twice."""
+    for sample, reads_per_point in ((True, 1), (False, 2)):
+        model = advected_model()
+        model.set_keyframe_advection(0.25, sample=sample)
+        seen = []
+        inner = model.dynamic._grid_features
+        model.dynamic._grid_features = lambda x, t: seen.append(x.shape[0]) or inner(x, t)
+        assert model.update_occupancy(0)  # step 0: every cell once
+        n_cells = model.occupancy.occs.numel()
+        assert sum(seen) == reads_per_point * n_cells
+
+
 def test_keyframe_advection_needs_the_kinematic_field():
     cfg = Config()
     cfg.kin.keyframe_frames = 4
