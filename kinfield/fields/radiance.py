@@ -86,13 +86,16 @@ class RadianceField(nn.Module):
         sigma = trunc_exp(h[:, 0] + self.cfg.density_bias)
         return sigma, h[:, 1:]
 
-    def _features(self, x, t, keyframe_u: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    def _features(self, x, t, keyframe_u: Optional[torch.Tensor] = None,
+                  motion_grad: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Density ``[N]`` and geometry features ``[N, G]`` at ``(x, t)``, through the keyframes when advected.
+        ``motion_grad=False``: the keyframe points are computed without gradient (nothing reaches F_K)."""
         if self.keyframe_points is None or not self.is_dynamic:
             return self._grid_features(x, t)
+        with torch.set_grad_enabled(motion_grad and torch.is_grad_enabled()):
+            xs, ts, w = self.keyframe_points(x, t.reshape(-1), keyframe_u)
         if keyframe_u is not None:  # one keyframe per point: the later one where keyframe_u < w
-            xs, ts, _ = self.keyframe_points(x, t.reshape(-1), keyframe_u)
             return self._grid_features(xs, ts)
-        xs, ts, w = self.keyframe_points(x, t.reshape(-1))
         return blend_keyframes(*self._grid_features(xs, ts), w)
 
     def density(self, x: torch.Tensor, t: Optional[torch.Tensor] = None,

@@ -90,6 +90,13 @@ class KinConfig:
     # grids; on hash grids that destabilised geometry (standup 1/8: train PSNR 28.1 -> 24.2 within 50
     # steps of the term starting; 29.4 with the term off), so by default only the regressor learns.
     normal_density_grad_scale: float = 0.0
+    # Gradient scale of the normal loss into the dynamic field's geometry features. The reference's regressor
+    # reads appearance features, separate from its density; here the geometry features come out of the density
+    # MLP, so the gradient reaches the density trunk and grid. At full scale it is 2.5x (grid) and 4x (density
+    # MLP) the photometric gradient there (demo scene, step 1000), and the motion error rose from 0.043 to
+    # 0.050-0.052 (seed 0, README "Motion"); at 0.1, as the other derivative-side scalings (METHOD 2.16), the
+    # term shapes the features without outweighing the images. The regressor always learns at full scale.
+    normal_feature_grad_scale: float = 0.1
 
 
 class KinematicObjective:
@@ -322,7 +329,8 @@ class KinematicObjective:
         if getattr(self.model, "normal_net", None) is not None:
             gnorm = sigma_grad.detach().norm(dim=-1, keepdim=True)
             n_grad = -scale_grad(d["grad"][:, -1], c.normal_density_grad_scale) / gnorm.clamp_min(1e-8)
-            n_pred = self.model.predict_normals(space.to_field(x + (torch.rand_like(x) - 0.5) * eps_x[:, None]), t)
+            n_pred = self.model.predict_normals(space.to_field(x + (torch.rand_like(x) - 0.5) * eps_x[:, None]), t,
+                                                c.normal_feature_grad_scale)
             alpha = 1.0 - torch.exp(-sigma_pts * self.model.render_cfg.step_size)
             weight = alpha * (gnorm[:, 0] > 1e-6).float()
             res["normal"] = _masked_mean(weight * ((n_pred - n_grad) ** 2).sum(-1), valid)

@@ -9,6 +9,7 @@ from torch import nn
 
 from ..fields import FieldConfig, RadianceField, taylor_displacement
 from ..geometry import image_rays
+from ..nn import scale_grad
 from .composite import accumulate, composite_blended
 from .occupancy import OccupancyConfig, OccupancyGrid
 from .space import SceneSpace
@@ -125,10 +126,13 @@ class SceneModel(nn.Module):
         origins, dirs = self.space.rays(*image_rays(c2w.to(dev), intrinsics.to(dev), height, width))
         return self.space.to_world(origins + dirs * depth.reshape(-1, 1).to(dev))
 
-    def predict_normals(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Unit normals ``[N, 3]`` regressed from the dynamic field's geometry features (METHOD 1.3)."""
-        _, geo = self.dynamic._features(x, t)
-        n = self.normal_net(geo)
+    def predict_normals(self, x: torch.Tensor, t: torch.Tensor, feature_grad_scale: float = 1.0) -> torch.Tensor:
+        """Unit normals ``[N, 3]`` regressed from the dynamic field's geometry features (METHOD 1.3) at points
+        ``x [N, 3]``, times ``t [N]``; the features' gradient is scaled by ``feature_grad_scale``. With keyframe
+        advection the features are read at the keyframe points without gradient into F_K: the normal
+        regulariser trains the regressor and the features (METHOD 2.8), not the motion."""
+        _, geo = self.dynamic._features(x, t, motion_grad=False)
+        n = self.normal_net(scale_grad(geo, feature_grad_scale))
         return n / n.norm(dim=-1, keepdim=True).clamp_min(1e-8)
 
     @property

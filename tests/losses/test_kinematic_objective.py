@@ -116,6 +116,23 @@ def test_kinematic_terms_are_finite_and_reach_the_kinematic_field(rigidity_form)
     assert model.normal_net.net[0].weight.grad.abs().sum() > 0
 
 
+def test_normal_feature_grad_scale_scales_only_the_feature_side_of_the_normal_loss():
+    """``normal_feature_grad_scale``: the normal loss's gradient into the dynamic field is scaled by it (the
+    geometry features come out of the density MLP), the regressor's is not."""
+    grads = {}
+    for scale in (1.0, 0.1):
+        model = make_model()
+        ctx = step_context(model)
+        cfg = KinConfig(dyn_weight_threshold=0.0, physics_sigma_threshold=0.0, max_physics_points=64,
+                        normal_feature_grad_scale=scale)
+        torch.manual_seed(3)
+        KinematicObjective(cfg, model, 0.05).physics(ctx)["normal"].backward()
+        grads[scale] = (model.dynamic.encoding.params.grad.clone(), model.normal_net.net[0].weight.grad.clone())
+    assert grads[1.0][0].abs().sum() > 0
+    torch.testing.assert_close(grads[0.1][0], 0.1 * grads[1.0][0], rtol=1e-4, atol=1e-9)
+    torch.testing.assert_close(grads[0.1][1], grads[1.0][1])
+
+
 def test_volume_physics_points_lie_near_the_warped_ones_where_the_dynamic_field_is_dense():
     """``physics_volume_points``: extra points within the radius of a kept point, at its time, inside the box
     and above the density threshold; the physics residuals stay finite with them."""

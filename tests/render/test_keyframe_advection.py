@@ -109,6 +109,26 @@ def test_photometric_gradients_reach_the_kinematic_field_through_the_advected_re
         assert g is not None and g.abs().sum() > 0
 
 
+def test_normal_regressor_reads_the_advected_features_without_training_the_motion():
+    """METHOD 2.8: the normal regulariser trains the regressor and the geometry features; with advection
+    its reads go through F_K's keyframe points, which must take no gradient from it (same values)."""
+    from kinfield.nn import MLP
+    model = advected_model(spacing=0.25)
+    model.normal_net = MLP(7, 3, 8, 1)
+    x, t = torch.rand(64, 3) - 0.5, torch.rand(64)
+    n = model.predict_normals(x, t)
+    torch.testing.assert_close(n.norm(dim=-1), torch.ones(64))
+    _, geo = model.dynamic._features(x, t)  # the same read with motion gradients
+    torch.testing.assert_close(n, torch.nn.functional.normalize(model.normal_net(geo), dim=-1))
+    (n * torch.randn_like(n)).sum().backward()
+    assert model.kinematic.q.grad is None
+    assert model.normal_net.net[0].weight.grad.abs().sum() > 0
+    assert model.dynamic.encoding.params.grad.abs().sum() > 0
+    # the photometric read of the same points still moves F_K
+    model.dynamic._features(x, t)[0].sum().backward()
+    assert model.kinematic.q.grad.abs().sum() > 0
+
+
 def test_keyframe_draws_give_one_uniform_per_ray_only_when_advection_samples():
     model = advected_model()
     u = model.keyframe_draws(7)
