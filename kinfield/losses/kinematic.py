@@ -88,14 +88,15 @@ class KinConfig:
     derivative_grad_scale: float = 0.1
     # Gradient scale of the density side of the normal loss. The reference lets it reach the density
     # grids; on hash grids that destabilised geometry (standup 1/8: train PSNR 28.1 -> 24.2 within 50
-    # steps of the term starting; 29.4 with the term off), so by default only the regressor learns.
+    # steps of the term starting; 29.4 with the term off), so by default the density side is off.
     normal_density_grad_scale: float = 0.0
     # Gradient scale of the normal loss into the dynamic field's geometry features. The reference's regressor
     # reads appearance features, separate from its density; here the geometry features come out of the density
     # MLP, so the gradient reaches the density trunk and grid. At full scale it is 2.5x (grid) and 4x (density
-    # MLP) the photometric gradient there (demo scene, step 1000), and the motion error rose from 0.043 to
-    # 0.050-0.052 (seed 0, README "Motion"); at 0.1, as the other derivative-side scalings (METHOD 2.16), the
-    # term shapes the features without outweighing the images. The regressor always learns at full scale.
+    # MLP) the photometric gradient there (demo scene, step 1000); seed 0's trajectory error was 0.050-0.052
+    # with it, 0.046 at 0.1 and 0.043 with the term off (README "Motion"). At 0.1, as the other derivative-side
+    # scalings (METHOD 2.16), the term shapes the features without outweighing the images. The regressor
+    # always learns at full scale.
     normal_feature_grad_scale: float = 0.1
 
 
