@@ -49,9 +49,10 @@ def main() -> int:
     ap.add_argument("checkpoint")
     ap.add_argument("--batches", type=int, default=4)
     args, train_options = ap.parse_known_args()
-    out = tempfile.mkdtemp(prefix="term_gradients_")
-    trainer = Trainer(parse_train_args([args.scene, args.config, "--out", out] + train_options))
-    trainer.load_state_dict(load_checkpoint(args.checkpoint, map_location=trainer.device))
+    state = load_checkpoint(args.checkpoint)  # a missing or foreign file fails here, before the scene loads
+    with tempfile.TemporaryDirectory(prefix="term_gradients_") as out:  # the trainer's run folder, never written
+        trainer = Trainer(parse_train_args([args.scene, args.config, "--out", out] + train_options))
+    trainer.load_state_dict(state)
     groups = parameter_groups(trainer.model)
     norms = defaultdict(float)
 

@@ -112,6 +112,18 @@ def test_motion_benches_run_on_a_tiny_run(tiny_scene, tmp_path):
     for r in rows:
         values = [float(v) for v in re.findall(r": (-?[0-9.]+|nan)", r)]
         assert values and all(math.isfinite(v) for v in values), r
+    # bench/term_gradients.py: a row per active term, a finite norm per parameter group, the images train the fields
+    ckpt = sorted((out / "ckpts").glob("ckpt_*.pt"))[-1]
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "term_gradients.py"), str(tiny_scene), str(DEBUG),
+                           str(ckpt), "--batches", "1", "--device", "cpu"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    groups = lines[1].split()[1:]
+    table = {r.split()[0]: [float(v) for v in r.split()[1:]] for r in lines[2:]}
+    assert "dynamic.encoding" in groups and "rgb" in table
+    assert all(len(v) == len(groups) and all(math.isfinite(x) for x in v) for v in table.values())
+    assert table["rgb"][groups.index("dynamic.encoding")] > 0
 
 
 def test_speed_ratio_is_the_projection_of_the_learned_on_the_true_velocity():
