@@ -174,3 +174,24 @@ def test_unknown_dynamic_ray_map_is_a_clear_error(tiny_scene, tmp_path, capsys):
     code = main_train([str(tiny_scene), str(DEBUG), "--out", str(tmp_path / "r"), "--device", "cpu",
                        "--train_dynamic_ray_map", "speed"])
     assert code == 2 and "--train_dynamic_ray_map must be probability or motion, got 'speed'" in capsys.readouterr().err
+
+
+def test_step_ops_counts_the_steps_host_syncs(tiny_scene):
+    """``bench/step_ops.py`` on the tiny scene with every term on: the step's host syncs stay within the budget
+    (the sampler's step count and kept samples, the pruning, the warp and physics selections, one read-back of
+    the logged scalars); a new ``.item()`` / ``float(t)`` / boolean-mask index in the step fails this. With
+    the custom ops as one launch each, the step dispatches fewer ops than with their PyTorch twins."""
+    def run(*extra):
+        proc = subprocess.run([sys.executable, str(REPO / "bench" / "step_ops.py"), str(tiny_scene), str(DEBUG),
+                               "--rays", "64", "--steps", "2", "--warmup", "2", "--sites", *extra],
+                              cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        ops = float(re.search(r"aten ops per step: ([0-9.]+)", proc.stdout).group(1))
+        syncs = float(re.search(r"host syncs per step: ([0-9.]+)", proc.stdout).group(1))
+        return ops, syncs, proc.stdout
+
+    ops, syncs, out = run()
+    assert 0 < syncs <= 6, out
+    assert "kinfield/losses/base.py" in out and "term integrity" in out  # the scalars' read-back; physics ran
+    ops_twins, _, _ = run("--twins")
+    assert ops_twins > ops > 100

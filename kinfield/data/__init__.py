@@ -64,7 +64,9 @@ def load_scene(
             )
         return load_tiny_npz(p, downscale=downscale, **kw)
     if not p.exists():
-        raise DatasetError(p, "path does not exist",
-                           "pass a D-NeRF scene folder (with transforms_train.json) or a .npz file")
+        fix = "pass a D-NeRF scene folder (with transforms_train.json) or a .npz file"
+        if p.name == "demo_scene":  # the bundled demo scene is generated, not shipped (assets/README.md)
+            fix = f"generate the demo scene first: python tools/make_scene.py {path} --preset demo (or run tools/demo.py)"
+        raise DatasetError(p, "path does not exist", fix)
     raise DatasetError(p, "unsupported dataset file (expected a folder with transforms_train.json or a .npz file)",
                        "pass a D-NeRF scene folder or a .npz file such as tiny_dnerf_data.npz")

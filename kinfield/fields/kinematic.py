@@ -66,7 +66,7 @@ class KinematicField(nn.Module):
             raise ValueError(f"kinematic order must be 1, 2 or 3 (v, a, j), got {cfg.order}")
         self.cfg = cfg
         self.register_buffer("aabb", torch.as_tensor(aabb, dtype=torch.float32).clone())
-        extent = float((self.aabb[3:] - self.aabb[:3]).max())
+        self.extent = extent = float((self.aabb[3:] - self.aabb[:3]).max())  # the box's longest side
         scales = [cfg.motion_scale * extent / frame_dt**k for k in range(1, cfg.order + 1)]
         self.register_buffer("order_scales", torch.tensor(scales, dtype=torch.float32))
         self.register_buffer("taylor_mask", torch.ones(cfg.order))
@@ -112,7 +112,7 @@ class KinematicField(nn.Module):
 
     def finest_cell(self) -> float:
         """World size of one cell of the finest grid level (sets finite-difference steps)."""
-        return self.encoding.finest_cell(self.aabb)
+        return self.encoding.finest_cell(self.extent)
 
     def _raw(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Head output ``[N, 3 * order (+ 1 gate)]`` at world points ``x [N, 3]``, normalised times ``t [N]``."""

@@ -58,17 +58,26 @@ class Term:
         return self.weight * self.schedule(step, self.start)
 
 
-def total_loss(terms: Sequence[Term], ctx: dict, step: int) -> tuple[torch.Tensor, Dict[str, float]]:
-    """Weighted sum of the active terms and a log dict of raw values (``loss/<name>``)."""
+def total_loss(terms: Sequence[Term], ctx: dict, step: int) -> tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+    """Weighted sum of the active terms and a log dict of their raw values (``loss/<name>``: detached 0-dim
+    tensors, left on the device so that a step reads every scalar back at once, see :func:`read_scalars`)."""
     total = None
-    logs: Dict[str, float] = {}
+    logs: Dict[str, torch.Tensor] = {}
     for term in terms:
         w = term.weight_at(step)
         if w == 0.0:
             continue
         value = term.fn(ctx)
-        logs[f"loss/{term.name}"] = float(value.detach())
+        logs[f"loss/{term.name}"] = value.detach()
         total = w * value if total is None else total + w * value
     if total is None:
         raise RuntimeError("no loss term is active at this step: check the loss weights and start steps")
     return total, logs
+
+
+def read_scalars(values: Dict[str, torch.Tensor]) -> Dict[str, float]:
+    """0-dim tensors to Python floats with one device-to-host copy (one host sync on a GPU, not one per value)."""
+    if not values:
+        return {}
+    flat = torch.stack([v.detach().reshape(()).to(torch.float64) for v in values.values()]).cpu().tolist()
+    return dict(zip(values, flat))

@@ -148,15 +148,19 @@ class KinematicObjective:
             return ctx["kin_sel"]
         s = ctx["render"]["samples"]
         n_rays = min(s.n_rays, self.cfg.max_warp_rays)
-        sel = (s.w_d.detach() > self.cfg.dyn_weight_threshold) & (s.ray_ids < n_rays)
+        on_warp_rays = s.ray_ids < n_rays
+        sel = (s.w_d.detach() > self.cfg.dyn_weight_threshold) & on_warp_rays
         idx = torch.nonzero(sel)[:, 0]
+        # samples are sorted by ray: the warp rays' samples are the first n_samples (one count, not a mask)
+        n_samples = s.ray_ids.shape[0] if n_rays == s.n_rays else int(on_warp_rays.sum())
         times = ctx["batch"]["times"][:n_rays]
         hops = self.draw_hops(times, ctx["step"])
         frac = torch.rand(n_rays, device=times.device)
         if "dynamic_probability" not in ctx:  # the trainer fills it when it keeps a dynamic-ray map
             ctx["dynamic_probability"] = dynamic_probability(s)
         mask = ctx["dynamic_probability"][:n_rays]
-        ctx["kin_sel"] = {"idx": idx, "n_rays": n_rays, "hops": hops, "frac": frac, "ray_mask": mask}
+        ctx["kin_sel"] = {"idx": idx, "n_rays": n_rays, "n_samples": n_samples, "hops": hops, "frac": frac,
+                          "ray_mask": mask}
         return ctx["kin_sel"]
 
     def _kinematics_at_samples(self, ctx) -> torch.Tensor:
@@ -195,16 +199,16 @@ class KinematicObjective:
         u = self.model.keyframe_draws(n_rays, tau_ray.device)
         u = u[rid] if u is not None else None
         sigma_w, rgb_w = self._dynamic_for_warps(ctx)(x_w, t_w, s.dirs[idx], u)
-        # composite along the reference rays (first n_rays of them) with the static field detached
-        keep = s.ray_ids < n_rays
-        sigma_d = torch.zeros_like(s.sigma_d).index_put((idx,), sigma_w)[keep]
-        rgb_d = torch.zeros_like(s.rgb_d).index_put((idx,), rgb_w)[keep]
-        ids = s.ray_ids[keep]
-        w_s, w_d, _ = composite_blended(s.sigma_s.detach()[keep], sigma_d, s.t_starts[keep], s.t_ends[keep], ids, n_rays)
-        mid = 0.5 * (s.t_starts[keep] + s.t_ends[keep])
+        # composite along the reference rays (first n_rays of them: their first m samples) with the static
+        # field detached
+        m = sel["n_samples"]
+        sigma_d = s.sigma_d.new_zeros(m).index_put((idx,), sigma_w)
+        rgb_d = s.rgb_d.new_zeros(m, 3).index_put((idx,), rgb_w)
+        ids, t0, t1 = s.ray_ids[:m], s.t_starts[:m], s.t_ends[:m]
+        w_s, w_d, _ = composite_blended(s.sigma_s.detach()[:m], sigma_d, t0, t1, ids, n_rays)
         bg = ctx["render_background"]
         bg = bg[:n_rays] if bg.dim() == 2 else bg
-        out = composite_outputs(w_s, w_d, s.rgb_s.detach()[keep], rgb_d, mid, ids, n_rays, bg)
+        out = composite_outputs(w_s, w_d, s.rgb_s.detach()[:m], rgb_d, 0.5 * (t0 + t1), ids, n_rays, bg)
         out.update({"x": x_w, "t": t_w, "sigma": sigma_w, "rgb_samples": rgb_w, "tau": tau, "q": q})
         ctx[key] = out
         return out

@@ -82,6 +82,7 @@ class HashGrid(nn.Module):
         self.cfg = cfg
         self.backend = backend
         scales, res, offsets, hashed = level_layout(n_dims, cfg)
+        self.finest_scale = float(scales[-1])  # (a Python float: reading the buffer is a host sync on a GPU)
         self.register_buffer("scales", scales, persistent=False)
         self.register_buffer("resolutions", res, persistent=False)
         self.register_buffer("offsets", offsets, persistent=False)
@@ -92,9 +93,9 @@ class HashGrid(nn.Module):
         if backend == "auto" and not torch.cuda.is_available():
             _external.get("tinycudann", "hash grid")  # logs once per process why the torch path is used
 
-    def finest_cell(self, aabb: torch.Tensor) -> float:
-        """World size of one cell of the finest level when [0, 1] spans the longest side of ``aabb [6]``."""
-        return float((aabb[3:] - aabb[:3]).max()) / float(self.scales[-1])
+    def finest_cell(self, extent: float) -> float:
+        """World size of one cell of the finest level when [0, 1] spans ``extent`` (a box's longest side)."""
+        return extent / self.finest_scale
 
     @property
     def n_output_dims(self) -> int:

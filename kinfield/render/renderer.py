@@ -65,6 +65,7 @@ class SceneModel(nn.Module):
         self.static = RadianceField(aabb, static_cfg, n_dims=3) if use_static else None
         self.dynamic = RadianceField(aabb, dynamic_cfg, n_dims=4)
         self.occupancy = OccupancyGrid(aabb, render_cfg.occupancy)
+        self.extent = float((self.aabb[3:] - self.aabb[:3]).max())  # the box's longest side (field units)
         self.kinematic: Optional[nn.Module] = None
         self.normal_net: Optional[nn.Module] = None
         self.keyframe_spacing, self.keyframe_sample = 0.0, True  # see set_keyframe_advection
@@ -113,7 +114,7 @@ class SceneModel(nn.Module):
 
     def dynamic_finest_cell(self) -> float:
         """Field-space size of a cell of the dynamic field's finest grid level."""
-        return self.dynamic.encoding.finest_cell(self.aabb)
+        return self.dynamic.encoding.finest_cell(self.extent)
 
     def kinematics_at(self, x: torch.Tensor, t: torch.Tensor) -> Dict[str, torch.Tensor]:
         """World velocity/acceleration/jerk (``[N, 3]`` each) at world points ``x [N, 3]``, times ``t [N]``."""
@@ -170,8 +171,8 @@ class SceneModel(nn.Module):
         sigma = self.union_density(x, times[ray_ids], u)
         w, _, trans = composite_blended(sigma, torch.zeros_like(sigma), t_starts, t_ends, ray_ids, origins.shape[0])
         alpha = w / trans.clamp_min(1e-10)
-        keep = (trans > self.render_cfg.prune_transmittance) & (alpha > self.render_cfg.prune_alpha)
-        return ray_ids[keep], t_starts[keep], t_ends[keep]
+        keep = torch.nonzero((trans > self.render_cfg.prune_transmittance) & (alpha > self.render_cfg.prune_alpha))[:, 0]
+        return ray_ids[keep], t_starts[keep], t_ends[keep]  # (indices: one host sync on a GPU, not one per mask)
 
     def query(self, x: torch.Tensor, t: torch.Tensor, d: torch.Tensor, keyframe_u: Optional[torch.Tensor] = None):
         """Both fields at packed points: ``(sigma_s, rgb_s, sigma_d, rgb_d)`` (``[M]``, ``[M, 3]``);

@@ -27,14 +27,23 @@ class SceneSpace(nn.Module):
     def __init__(self, ndc: Optional[Tuple[float, float, float, float]] = None):
         super().__init__()
         self.register_buffer("ndc", torch.tensor(list(ndc) if ndc is not None else [0.0] * 4, dtype=torch.float32))
+        self._refresh_host_copy()
+
+    def _refresh_host_copy(self) -> None:
+        # the parameters as Python floats, read once here and after loading a state dict (reading the buffer
+        # on every call would be a host sync per call on a GPU)
+        self._host = tuple(float(v) for v in self.ndc.detach().cpu())
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._refresh_host_copy()
 
     @property
     def is_ndc(self) -> bool:
-        return bool(self.ndc[0] > 0)
+        return self._host[0] > 0
 
     def _p(self):
-        f, w, h, n = (float(v) for v in self.ndc)
-        return f, w, h, n
+        return self._host
 
     def rays(self, origins: torch.Tensor, dirs: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """World rays ``[R, 3]`` (unit directions) to field rays (unit directions in field space)."""

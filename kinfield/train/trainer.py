@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import random
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ import torch
 from ..config import Config, DataConfig, save_config, to_flat_dict
 from ..data import RayBatcher, Scene, load_scene
 from ..fields import KinematicField
-from ..losses import Term, psnr_from_mse, rgb_loss, total_loss
+from ..losses import Term, psnr_from_mse, read_scalars, rgb_loss, total_loss
 from ..losses.kinematic import KinematicObjective
 from ..losses.priors import PriorObjective, dynamic_sparsity_loss, prior_summary
 from ..nn import MLP
@@ -239,35 +240,38 @@ class Trainer:
             ctx["dynamic_probability"] = dynamic_probability(render["samples"])  # [R], detached
             if not motion_map:
                 self.batcher.update_importance(batch["flat"], ctx["dynamic_probability"])
-        loss, logs = total_loss(self.terms, ctx, step)
+        loss, term_logs = total_loss(self.terms, ctx, step)
         if motion_map:  # or the motion F_K renders on the warp rays (the batcher clamps it to [0, 1])
             moved = self.kinematic.ray_motion(ctx)
             if moved is not None:
                 ref = self.cfg.train.motion_map_cells * self.model.dynamic_finest_cell()
                 self.batcher.update_importance(batch["flat"][: moved.shape[0]], moved / ref)
-        if not torch.isfinite(loss):
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        with torch.no_grad():
+            mse = torch.mean((render["rgb"].detach() - target) ** 2)
+        # every logged scalar (and the finiteness check) in one device-to-host copy: on a GPU each separate
+        # read is a host sync that stalls the launch queue
+        logs = read_scalars({"loss": loss, "psnr": psnr_from_mse(mse), **term_logs})
+        if not math.isfinite(logs["loss"]):  # the step is dropped: no parameter or schedule update
+            self.optimizer.zero_grad(set_to_none=True)
             self.n_bad_steps += 1
             if self.n_bad_steps >= 10:
                 raise NonFiniteLoss(f"the loss was not finite for 10 steps in a row (last step {step}); "
                                     f"the last good checkpoint is in {self.run_dir / 'ckpts'}: lower the learning "
                                     f"rates (--train_lr_grid/--train_lr_net) and resume")
-            self.optimizer.zero_grad(set_to_none=True)
             return {"skipped_nonfinite": 1.0}
         self.n_bad_steps = 0
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
         self.optimizer.step()
         self.scheduler.step()
-        n_samples = int(render["n_samples"])
+        n_samples = render["samples"].ray_ids.shape[0]
         t = self.cfg.train
         if t.target_samples > 0:
             ratio = t.target_samples / max(n_samples, 1)
             # move towards the target sample count (at most x1.41 up per step)
             self.n_rays = int(min(t.max_rays, max(t.min_rays, self.n_rays * min(ratio, 2.0) ** 0.5)))
-        with torch.no_grad():
-            mse = torch.mean((render["rgb"] - target) ** 2)
-        logs.update({"loss": float(loss.detach()), "psnr": float(psnr_from_mse(mse)), "rays": float(batch["rgb"].shape[0]),
-                     "samples": float(n_samples), "lr": self.optimizer.param_groups[0]["lr"]})
+        logs.update({"rays": float(batch["rgb"].shape[0]), "samples": float(n_samples),
+                     "lr": self.optimizer.param_groups[0]["lr"]})
         return logs
 
     def _motion_map(self, step: int) -> bool:

@@ -62,4 +62,7 @@ def test_space_identity_and_ndc_move():
     # restored from a state dict without knowing the dataset
     other = SceneSpace()
     other.load_state_dict(space.state_dict())
-    assert other.is_ndc
+    assert other.is_ndc and torch.equal(other.to_field(xw), space.to_field(xw))
+    # and back to world space (a whole-model load replaces the buffer the same way)
+    other.load_state_dict(SceneSpace().state_dict())
+    assert not other.is_ndc and other.to_field(xw) is xw
