@@ -14,7 +14,8 @@ Every loss term is on from step 0 and the physics points are taken wherever the 
 (``--kin_physics_sigma_threshold -1``), so an untrained model walks every branch a trained one does.
 Syncs counted: ``_local_scalar_dense`` (``item``/``float``/``int``/``bool`` of a tensor), ``nonzero``,
 index / index_put with a boolean mask, ``masked_select``, ``repeat_interleave`` without an output size,
-``unique``, and ``Tensor.tolist``. Copies between devices cannot be seen on a CPU-only run.
+``unique``, ``bincount``/``histc`` (their output size is read back), and ``Tensor.tolist``. Copies between
+devices cannot be seen on a CPU-only run, nor the few index ops a kernel's Python wrapper runs around it.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ from kinfield.train import Trainer  # noqa: E402
 
 ROOT = str(Path(__file__).resolve().parents[1]) + "/"
 SYNC_OPS = {"aten._local_scalar_dense", "aten.nonzero", "aten.masked_select", "aten.repeat_interleave",
-            "aten.unique", "aten._unique2", "aten.unique_consecutive"}
+            "aten.unique", "aten._unique2", "aten.unique_consecutive", "aten.bincount", "aten.histc"}
 
 
 class StepCounter(TorchDispatchMode):

@@ -79,5 +79,6 @@ def read_scalars(values: Dict[str, torch.Tensor]) -> Dict[str, float]:
     """0-dim tensors to Python floats with one device-to-host copy (one host sync on a GPU, not one per value)."""
     if not values:
         return {}
-    flat = torch.stack([v.detach().reshape(()).to(torch.float64) for v in values.values()]).cpu().tolist()
+    device = next(iter(values.values())).device
+    flat = torch.stack([v.detach().reshape(()).to(device, torch.float64) for v in values.values()]).cpu().tolist()
     return dict(zip(values, flat))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from ._backend import load_extension
+from ._torch import ray_segments
 
 
 def _ext():
@@ -34,8 +35,7 @@ class _CompositeBlended(torch.autograd.Function):
 
 def composite_blended(sigma_s, sigma_d, t_starts, t_ends, ray_ids, n_rays):
     """CUDA kernel of :func:`kinfield.ops._torch.composite_blended` (first-order only)."""
-    counts = torch.bincount(ray_ids, minlength=n_rays)
-    begin = torch.cumsum(counts, 0) - counts
+    begin, counts = ray_segments(ray_ids, n_rays)
     return _CompositeBlended.apply(sigma_s.contiguous(), sigma_d.contiguous(), t_starts.contiguous(),
                                    t_ends.contiguous(), begin.contiguous(), counts.contiguous())
 

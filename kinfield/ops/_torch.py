@@ -357,7 +357,16 @@ def exclusive_segment_cumsum(values: torch.Tensor, ray_ids: torch.Tensor, n_rays
     v64 = values.to(torch.float64)
     inclusive = torch.cumsum(v64, 0)
     exclusive = inclusive - v64
-    counts = torch.bincount(ray_ids, minlength=n_rays)
-    first = torch.cumsum(counts, 0) - counts  # [R] index of each ray's first sample
+    first, _ = ray_segments(ray_ids, n_rays)
     base = exclusive[first.clamp(max=values.numel() - 1)]  # [R]
     return (exclusive - base[ray_ids]).clamp_min(0).to(values.dtype)
+
+
+def ray_segments(ray_ids: torch.Tensor, n_rays: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Each ray's first sample and sample count in a packed buffer: ``(begin [R], count [R])`` int64.
+
+    ``ray_ids [M]`` must be sorted (samples of a ray contiguous, rays in order). A binary search of the ray
+    boundaries rather than ``bincount``, whose output size is read back to the host (a sync on a GPU).
+    """
+    edges = torch.searchsorted(ray_ids, torch.arange(n_rays + 1, device=ray_ids.device, dtype=ray_ids.dtype))
+    return edges[:-1], edges[1:] - edges[:-1]

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from kinfield.ops import composite_blended, exclusive_segment_cumsum
+from kinfield.ops._torch import ray_segments
 from kinfield.render import accumulate, composite_outputs
 
 F64 = dict(dtype=torch.float64)
@@ -117,6 +118,16 @@ def test_exclusive_segment_cumsum_matches_loop(dtype):
     tol = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(out.double(), expected, **tol)
     assert exclusive_segment_cumsum(values[:0], ids[:0], 3).numel() == 0
+
+
+def test_ray_segments_are_each_rays_first_sample_and_count():
+    counts = [0, 4, 1, 0, 9, 3, 0, 0]  # empty rays first, in the middle and last
+    ids = torch.cat([torch.full((n,), i, dtype=torch.long) for i, n in enumerate(counts)])
+    begin, count = ray_segments(ids, len(counts))
+    assert count.tolist() == counts and count.tolist() == torch.bincount(ids, minlength=len(counts)).tolist()
+    assert begin.tolist() == [sum(counts[:i]) for i in range(len(counts))]
+    begin, count = ray_segments(ids[:0], 3)
+    assert begin.tolist() == [0, 0, 0] and count.tolist() == [0, 0, 0]
 
 
 def test_composite_outputs_background_and_depth():
