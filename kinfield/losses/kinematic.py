@@ -350,8 +350,8 @@ class KinematicObjective:
         dyn = self.model.dynamic
         src = torch.randint(xf.shape[0], (c.physics_volume_points,), device=xf.device)
         direction = torch.nn.functional.normalize(torch.randn(src.shape[0], 3, device=xf.device), dim=-1)
-        extent = float((self.model.kinematic.aabb[3:] - self.model.kinematic.aabb[:3]).max())
-        radius = c.physics_volume_radius * extent * torch.rand(src.shape[0], 1, device=xf.device) ** (1 / 3)
+        radius = c.physics_volume_radius * self.model.kinematic.extent \
+            * torch.rand(src.shape[0], 1, device=xf.device) ** (1 / 3)
         xv, tv = xf[src] + direction * radius, t[src]
         inside = dyn.inside(xv).bool()
         xv, tv = xv[inside], tv[inside]
