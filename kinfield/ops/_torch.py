@@ -57,28 +57,24 @@ def hash_grid_encode(
     if n == 0:  # e.g. a chunk of rays that all miss the occupied cells
         return params.new_zeros(0, n_levels * n_features) + 0.0 * params.sum()
     res_list = [int(r) for r in resolutions.tolist()]
-    # A volume costs ~(res+1)^D table reads, the gather path ~N 2^D (measured break-even on CPU).
-    limit = min(volume_limit, n * 2**dim)
-    use_volume = [(r + 1) ** dim <= limit and dim in (3, 4) for r in res_list]
+    use_volume = [_use_volume(r, dim, n, volume_limit) for r in res_list]
     out = [None] * n_levels
     gather_levels = [lvl for lvl in range(n_levels) if not use_volume[lvl]]
+    volume_levels = [lvl for lvl in range(n_levels) if use_volume[lvl]]
+    table = params.view(-1, n_features)
+    idx = torch.zeros(0, 2**dim, dtype=torch.int64, device=x.device)
+    w = table.new_zeros(0, 2**dim)
     if gather_levels:
         sel = torch.tensor(gather_levels, device=resolutions.device)
-        feats = hash_grid_encode_gather(
-            x, params, offsets, resolutions[sel], scales[sel], hashed[sel], n_features, levels=sel
-        ).view(n, len(gather_levels), n_features)
-        for j, lvl in enumerate(gather_levels):
-            out[lvl] = feats[:, j]
-    volume_levels = [lvl for lvl in range(n_levels) if use_volume[lvl]]
+        idx, w = _corner_entries(x, offsets, resolutions[sel], scales[sel], hashed[sel], sel)
+        w = w.to(table.dtype)
+    slabs, index = [], []
     if volume_levels:
-        table = params.view(-1, n_features)
         # Each level's volume is the slab of its slowest axis (z in 3-D, time in 4-D) that the points reach (the
-        # dynamic and kinematic fields compress time into part of their grid); all slabs in one gather, whose
-        # backward zero-fills the (large) table gradient once rather than once per level.
+        # dynamic and kinematic fields compress time into part of their grid).
         last = x[:, -1].detach().to(table.dtype)
         finite = bool(torch.isfinite(last).all())  # NaN inputs (a bug upstream) take whole volumes
         last_min, last_max = last.min(), last.max()
-        slabs, index = [], []
         for lvl in volume_levels:
             res, scale = res_list[lvl], scales[lvl].to(table.dtype)
             lo, hi = 0, res
@@ -90,10 +86,23 @@ def hash_grid_encode(
             slabs.append((lo, hi))
             index.append(_volume_index(res, dim, size, int(offsets[lvl]), bool(hashed[lvl]), x.device)[
                 lo * per_slice:(hi + 1) * per_slice])
-        volumes = table.index_select(0, torch.cat(index)).split([len(i) for i in index])
-        for lvl, vol, (lo, hi) in zip(volume_levels, volumes, slabs):
-            out[lvl] = _level_by_volume(x, vol, res_list[lvl], scales[lvl], lo, hi)
+    # every volume entry and every gathered corner in one read, so that the backward pass fills one table
+    # gradient (with both strategies in one call, two full-size gradients and their sum cost more than the
+    # reads themselves below ~10^4 points)
+    rows, feats = read_table(table, torch.cat(index) if index else idx.new_zeros(0), idx, w)
+    if gather_levels:
+        feats = feats.view(len(gather_levels), n, n_features)
+        for j, lvl in enumerate(gather_levels):
+            out[lvl] = feats[j]
+    for lvl, vol, (lo, hi) in zip(volume_levels, rows.split([len(i) for i in index]), slabs):
+        out[lvl] = _level_by_volume(x, vol, res_list[lvl], scales[lvl], lo, hi)
     return torch.cat(out, dim=1) if n_levels > 1 else out[0]
+
+
+def _use_volume(res: int, dim: int, n: int, volume_limit: int) -> bool:
+    """Whether a level of ``res`` vertices per axis is evaluated at ``n`` points through its volume."""
+    # A volume costs ~(res+1)^D table reads, the gather path ~N 2^D (measured break-even on CPU).
+    return dim in (3, 4) and (res + 1) ** dim <= min(volume_limit, n * 2**dim)
 
 
 def _vertex_index(vert: torch.Tensor, res: int, size: int, offset: int, is_hashed: bool) -> torch.Tensor:
@@ -206,10 +215,20 @@ def hash_grid_encode_gather(
     Returns:
         ``[N, L' * n_features]``.
     """
+    n = x.shape[0]
+    if levels is None:
+        levels = torch.arange(int(resolutions.shape[0]), device=x.device)
+    idx, w = _corner_entries(x, offsets, resolutions, scales, hashed, levels)
+    table = params.view(-1, n_features)
+    feats = weighted_gather(table, idx, w.to(table.dtype))
+    return feats.view(-1, n, n_features).transpose(0, 1).reshape(n, -1)
+
+
+def _corner_entries(x, offsets, resolutions, scales, hashed, levels) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Table entries and multilinear weights of the ``2^D`` corners of every point at each of ``levels``:
+    ``(idx [L' * N, 2^D] int64, w [L' * N, 2^D])``, level-major rows (arguments as :func:`hash_grid_encode_gather`)."""
     n, dim = x.shape
     dev = x.device
-    if levels is None:
-        levels = torch.arange(int(resolutions.shape[0]), device=dev)
     n_levels = int(levels.shape[0])
     # Level-major, points last ([L, D, 2, N] per axis, [L, C, N] per corner): each level's corners are looked up
     # (and their gradients scattered) together, within that level's part of the table (~2x faster on CPU than
@@ -240,11 +259,8 @@ def hash_grid_encode_gather(
     else:
         idx = torch.remainder(idx, sizes) + first
     w = _combine_axes(w_axis, torch.mul)  # [L, C, N] multilinear weights
-    table = params.view(-1, n_features)
     n_corners = idx.shape[1]
-    feats = weighted_gather(table, idx.transpose(1, 2).reshape(n_levels * n, n_corners),
-                            w.transpose(1, 2).reshape(n_levels * n, n_corners).to(table.dtype))
-    return feats.view(n_levels, n, n_features).transpose(0, 1).reshape(n, n_levels * n_features)
+    return idx.transpose(1, 2).reshape(n_levels * n, n_corners), w.transpose(1, 2).reshape(n_levels * n, n_corners)
 
 
 def _combine_axes(per_axis: torch.Tensor, op) -> torch.Tensor:
@@ -271,26 +287,36 @@ def weighted_gather(table: torch.Tensor, idx: torch.Tensor, w: torch.Tensor) -> 
     Returns:
         ``[B, F]``.
     """
-    return _WeightedGather.apply(table, idx, w)
+    return read_table(table, idx.new_zeros(0), idx, w)[1]
 
 
-class _WeightedGather(torch.autograd.Function):
+def read_table(table: torch.Tensor, rows_idx: torch.Tensor, idx: torch.Tensor, w: torch.Tensor):
+    """Two reads of one table with a single table gradient: ``(table[rows_idx] [K, F], weighted_gather(table, idx, w)
+    [B, F])`` for ``rows_idx [K]``, ``idx [B, C]`` int64 and ``w [B, C]`` (either read may be empty)."""
+    return _TableReads.apply(table, rows_idx, idx, w)
+
+
+class _TableReads(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, table, idx, w):
-        ctx.save_for_backward(table, idx, w)
-        return torch.nn.functional.embedding_bag(idx, table, per_sample_weights=w, mode="sum")
+    def forward(ctx, table, rows_idx, idx, w):
+        ctx.save_for_backward(table, rows_idx, idx, w)
+        feats = torch.nn.functional.embedding_bag(idx, table, per_sample_weights=w, mode="sum") if idx.numel() \
+            else table.new_zeros(idx.shape[0], table.shape[1])
+        rows = table.index_select(0, rows_idx)
+        if not ctx.needs_input_grad[0]:  # a frozen table: no gradient flows back through the plain rows
+            ctx.mark_non_differentiable(rows)
+        return rows, feats
 
     @staticmethod
-    def backward(ctx, grad_out):
-        table, idx, w = ctx.saved_tensors
+    def backward(ctx, grad_rows, grad_feats):
+        table, rows_idx, idx, w = ctx.saved_tensors
         grad_table = grad_w = None
-        flat = idx.reshape(-1)
         if ctx.needs_input_grad[0]:
-            contrib = (w[..., None] * grad_out[:, None, :]).reshape(-1, table.shape[1])  # [B * C, F]
-            grad_table = _scatter_rows(table, flat, contrib)
-        if ctx.needs_input_grad[2]:
-            grad_w = (table.index_select(0, flat).view(*idx.shape, -1) * grad_out[:, None, :]).sum(-1)
-        return grad_table, None, grad_w
+            contrib = (w[..., None] * grad_feats[:, None, :]).reshape(-1, table.shape[1])  # [B * C, F]
+            grad_table = _scatter_rows(table, torch.cat([rows_idx, idx.reshape(-1)]), torch.cat([grad_rows, contrib]))
+        if ctx.needs_input_grad[3]:
+            grad_w = (table.index_select(0, idx.reshape(-1)).view(*idx.shape, -1) * grad_feats[:, None, :]).sum(-1)
+        return grad_table, None, None, grad_w
 
 
 def _scatter_rows(table: torch.Tensor, idx: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:

@@ -200,7 +200,7 @@ TOL = {("gather", 3): 1e-6, ("gather", 4): 1e-6, ("volume", 3): 3e-5, ("volume",
 def test_lookup_matches_naive_reference(dim, cfg, path, monkeypatch):
     x = padded_points(dim, cfg)
     params = random_params(dim, cfg)
-    gather_spy, volume_spy = Spy(monkeypatch, "hash_grid_encode_gather"), Spy(monkeypatch, "_level_by_volume")
+    gather_spy, volume_spy = Spy(monkeypatch, "_corner_entries"), Spy(monkeypatch, "_level_by_volume")
     out = encode(x, params, dim, cfg, volume_limit=0 if path == "gather" else 1 << 30)
     # the strategy asked for is the one that ran, for every level
     if path == "gather":
@@ -256,6 +256,52 @@ def test_gradients_of_both_strategies_agree(dim, cfg):
     # measured: params 2.1e-6, x 1.3e-5 (4D; 3D about 10x less)
     assert (gp0 - gp1).abs().max() / gp0.abs().max() < 1e-5
     assert (gx0 - gx1).abs().max() / gx0.abs().max() < 5e-5
+
+
+@pytest.mark.parametrize("dim,cfg", [(3, CFG_A), (4, CFG_B)])
+def test_a_call_mixing_both_strategies_equals_the_gather_path(dim, cfg, monkeypatch):
+    """At a point count where the coarse levels take the volume path and the fine ones gather, one call reads
+    both from the table (one table gradient): values and gradients as the gather path's."""
+    _, res, _, _ = ref_layout(dim, cfg)
+    n = -(-((res[0] + 1) ** dim) // 2**dim)  # the coarsest level's volume costs no more than gathering
+    assert (res[-1] + 1) ** dim > n * 2**dim  # the finest level's does
+    g = torch.Generator().manual_seed(9)
+    x0 = torch.rand(n, dim, generator=g)
+    params0 = random_params(dim, cfg, seed=9)
+    up = torch.randn(n, cfg.n_levels * cfg.n_features_per_level, generator=g)
+    gather_spy, volume_spy = Spy(monkeypatch, "_corner_entries"), Spy(monkeypatch, "_level_by_volume")
+    results = []
+    for limit in (1 << 30, 0):
+        x, p = x0.clone().requires_grad_(True), params0.clone().requires_grad_(True)
+        out = encode(x, p, dim, cfg, limit)
+        (out * up).sum().backward()
+        results.append((out.detach(), p.grad, x.grad))
+        if limit:
+            assert gather_spy.calls == 1 and 0 < volume_spy.calls < cfg.n_levels
+    (o0, gp0, gx0), (o1, gp1, gx1) = results
+    assert (o0 - o1).abs().max() / o1.abs().max() < TOL[("volume", dim)]
+    assert (gp0 - gp1).abs().max() / gp1.abs().max() < 1e-5
+    assert (gx0 - gx1).abs().max() / gx1.abs().max() < 5e-5
+
+
+def test_read_table_fills_one_gradient_for_both_reads_and_none_through_a_frozen_table():
+    g = torch.Generator().manual_seed(2)
+    table0 = torch.randn(40, 2, generator=g, dtype=torch.float64)
+    rows_idx = torch.tensor([3, 7, 7, 39])
+    idx, w = torch.randint(0, 40, (5, 4), generator=g), torch.rand(5, 4, generator=g, dtype=torch.float64)
+    up_rows, up_feats = torch.randn(4, 2, generator=g, dtype=torch.float64), torch.randn(5, 2, generator=g, dtype=torch.float64)
+    table = table0.clone().requires_grad_(True)
+    rows, feats = ops.read_table(table, rows_idx, idx, w)
+    ((rows * up_rows).sum() + (feats * up_feats).sum()).backward()
+    want = torch.zeros_like(table0).index_add_(0, rows_idx, up_rows).index_add_(
+        0, idx.reshape(-1), (w[..., None] * up_feats[:, None, :]).reshape(-1, 2))
+    torch.testing.assert_close(table.grad, want)
+    torch.testing.assert_close(rows, table0[rows_idx])
+    torch.testing.assert_close(feats, (table0[idx] * w[..., None]).sum(1))
+    wg = w.clone().requires_grad_(True)  # a frozen table: gradients reach the weights only
+    rows, feats = ops.read_table(table0, rows_idx, idx, wg)
+    assert not rows.requires_grad and feats.requires_grad
+    torch.autograd.gradcheck(lambda w_: ops.read_table(table0, rows_idx, idx, w_)[1], (wg,))
 
 
 def _off_border_points(dim, cfg, n, seed):
