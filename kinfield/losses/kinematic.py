@@ -167,7 +167,8 @@ class KinematicObjective:
         if "kin_q" not in ctx:
             s = ctx["render"]["samples"]
             idx = self._selection(ctx)["idx"]
-            ctx["kin_q"] = self.model.kinematic(s.positions[idx], s.times[idx])  # [Ms, K, 3]
+            q = self.model.kinematic_q(s.positions, s.times, reuse_only=True)  # the render's (keyframe advection)
+            ctx["kin_q"] = q[idx] if q is not None else self.model.kinematic(s.positions[idx], s.times[idx])  # [Ms,K,3]
         return ctx["kin_q"]
 
     def ray_motion(self, ctx):
@@ -238,7 +239,7 @@ class KinematicObjective:
             return self._zero(ctx)
         w = self.warp(ctx, "hop")
         d_f = taylor_displacement(w["q"], w["tau"])
-        d_b = self.model.kinematic.displacement(w["x"], w["t"], -w["tau"])
+        d_b = taylor_displacement(self.model.kinematic_q(w["x"], w["t"]), -w["tau"])  # (as the hop warp's advection)
         return (d_f + d_b).norm(dim=-1).mean()
 
     def consistency_loss(self, ctx) -> torch.Tensor:
@@ -300,7 +301,7 @@ class KinematicObjective:
 
         def fn(px, pt):
             pf = space.to_field(px)
-            q = kin(pf, pt).reshape(px.shape[0], -1)
+            q = self.model.kinematic_q(pf, pt).reshape(px.shape[0], -1)  # (as the density's advection)
             sigma = space.density_to_world(self.model.dynamic.density(pf, pt), px)[:, None]
             return torch.cat([q, sigma], dim=-1)
 

@@ -1,6 +1,7 @@
 """Rendering rays through the static + dynamic fields: packed marching, blending, chunked images."""
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Dict, Optional
 
@@ -69,6 +70,7 @@ class SceneModel(nn.Module):
         self.kinematic: Optional[nn.Module] = None
         self.normal_net: Optional[nn.Module] = None
         self.keyframe_spacing, self.keyframe_sample = 0.0, True  # see set_keyframe_advection
+        self._kin_memo: Optional[Dict] = None  # see shared_kinematics
 
     def set_keyframe_advection(self, spacing: float, sample: bool = True) -> None:
         """Read the dynamic field only at keyframe times ``0, spacing, 2 spacing, ...`` (and 1), carried there
@@ -104,13 +106,44 @@ class SceneModel(nn.Module):
         t1 = (t0 + spacing).clamp(max=1.0)
         span = t1 - t0
         w = torch.where(span > 1e-8, (t - t0) / span.clamp_min(1e-8), torch.zeros_like(t)).clamp(0.0, 1.0)
-        q = self.kinematic(x, t)
+        q = self.kinematic_q(x, t)
         if u is not None:
             tk = torch.where(u.to(t.dtype) < w, t1, t0)
             return self.space.move(x, taylor_displacement(q, tk - t)), tk, w
         x0 = self.space.move(x, taylor_displacement(q, t0 - t))
         x1 = self.space.move(x, taylor_displacement(q, t1 - t))
         return torch.cat([x0, x1]), torch.cat([t0, t1]), w
+
+    @contextlib.contextmanager
+    def shared_kinematics(self):
+        """Within the block, :meth:`kinematic_q` evaluates F_K once per set of points: a training step reads it at
+        the render's samples for the keyframe advection and again for the warps, at each hop-warped sample for the
+        advection and the cycle loss, and at the physics probes for the residuals and the density's advection.
+        The same values either way; the gradients of the shared evaluation are summed by autograd."""
+        self._kin_memo = {}
+        try:
+            yield
+        finally:
+            self._kin_memo = None
+
+    def kinematic_q(self, x: torch.Tensor, t: torch.Tensor, reuse_only: bool = False) -> Optional[torch.Tensor]:
+        """F_K's kinematics ``[N, K, 3]`` at field points ``x [N, 3]``, times ``t [N]``; inside
+        :meth:`shared_kinematics`, an earlier evaluation at the same tensors (``x`` itself, ``t`` or a view of the
+        same memory) is returned instead (one made without gradient only where none is needed now).
+        ``reuse_only``: ``None`` rather than a new evaluation when there is none."""
+        memo = self._kin_memo
+        key = None
+        if memo is not None:  # the memo holds x and t, so neither id nor address is reused while it lives
+            key = (id(x), x._version, t.data_ptr(), tuple(t.shape), t._version)
+            hit = memo.get(key)
+            if hit is not None and (hit[3] or not torch.is_grad_enabled()):
+                return hit[2]
+        if reuse_only:
+            return None
+        q = self.kinematic(x, t)
+        if key is not None:
+            memo[key] = (x, t, q, torch.is_grad_enabled())
+        return q
 
     def dynamic_finest_cell(self) -> float:
         """Field-space size of a cell of the dynamic field's finest grid level."""

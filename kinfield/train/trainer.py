@@ -230,22 +230,23 @@ class Trainer:
         batch = self.batcher.sample(self.n_rays, self._n_dynamic_rays(step))
         target, bg = self.make_target(batch)
         decompose = self.priors is not None and self.priors.needs_decomposition
-        keyframe_u = self.model.keyframe_draws(batch["times"].shape[0], self.device)
-        render = self.model.render_rays(batch["origins"], batch["dirs"], batch["times"], bg, stratified=True,
-                                        decompose=decompose, keyframe_u=keyframe_u)
-        ctx = {"batch": batch, "target": target, "render": render, "render_background": bg, "model": self.model,
-               "step": step}
-        motion_map = self._motion_map(step)
-        if self.batcher.importance is not None:  # each ray's dynamic probability (warps reuse it), and the map's value
-            ctx["dynamic_probability"] = dynamic_probability(render["samples"])  # [R], detached
-            if not motion_map:
-                self.batcher.update_importance(batch["flat"], ctx["dynamic_probability"])
-        loss, term_logs = total_loss(self.terms, ctx, step)
-        if motion_map:  # or the motion F_K renders on the warp rays (the batcher clamps it to [0, 1])
-            moved = self.kinematic.ray_motion(ctx)
-            if moved is not None:
-                ref = self.cfg.train.motion_map_cells * self.model.dynamic_finest_cell()
-                self.batcher.update_importance(batch["flat"][: moved.shape[0]], moved / ref)
+        with self.model.shared_kinematics():  # F_K once per set of points within the step (see there)
+            keyframe_u = self.model.keyframe_draws(batch["times"].shape[0], self.device)
+            render = self.model.render_rays(batch["origins"], batch["dirs"], batch["times"], bg, stratified=True,
+                                            decompose=decompose, keyframe_u=keyframe_u)
+            ctx = {"batch": batch, "target": target, "render": render, "render_background": bg, "model": self.model,
+                   "step": step}
+            motion_map = self._motion_map(step)
+            if self.batcher.importance is not None:  # each ray's dynamic probability (warps reuse it), the map's value
+                ctx["dynamic_probability"] = dynamic_probability(render["samples"])  # [R], detached
+                if not motion_map:
+                    self.batcher.update_importance(batch["flat"], ctx["dynamic_probability"])
+            loss, term_logs = total_loss(self.terms, ctx, step)
+            if motion_map:  # or the motion F_K renders on the warp rays (the batcher clamps it to [0, 1])
+                moved = self.kinematic.ray_motion(ctx)
+                if moved is not None:
+                    ref = self.cfg.train.motion_map_cells * self.model.dynamic_finest_cell()
+                    self.batcher.update_importance(batch["flat"][: moved.shape[0]], moved / ref)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         with torch.no_grad():

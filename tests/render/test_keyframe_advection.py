@@ -189,3 +189,69 @@ def test_a_run_with_keyframe_advection_trains_resumes_and_scores_motion(tmp_path
     capsys.readouterr()
     assert main_eval_motion([str(run), "--device", "cpu"]) == 0
     assert json.loads(capsys.readouterr().out)["epe_mean"] >= 0
+
+
+# ------------------------------------------------------------------ F_K shared within a training step
+def counting(model):
+    """Counts the points of each evaluation of ``model.kinematic``."""
+    calls, inner = [], model.kinematic.forward
+    model.kinematic.forward = lambda x, t: (calls.append(x.shape[0]), inner(x, t))[1]
+    return calls
+
+
+def test_shared_kinematics_evaluates_the_kinematic_field_once_per_set_of_points():
+    model = advected_model()
+    calls = counting(model)
+    x, t = torch.rand(6, 3) - 0.5, torch.rand(6)
+    model.kinematic_q(x, t), model.kinematic_q(x, t)
+    assert calls == [6, 6] and model.kinematic_q(x, t, reuse_only=True) is None  # nothing shared outside the block
+    with model.shared_kinematics():
+        q = model.kinematic_q(x, t)
+        assert model.kinematic_q(x, t.reshape(-1)) is q  # a view of the same times
+        assert model.kinematic_q(x, t, reuse_only=True) is q
+        assert model.kinematic_q(x.clone(), t, reuse_only=True) is None  # other points (equal values: not looked at)
+        with torch.no_grad():
+            assert model.kinematic_q(x, t) is q  # a graph where none is needed does no harm
+            y = torch.rand(6, 3)
+            q_nograd = model.kinematic_q(y, t)
+        assert model.kinematic_q(y, t) is not q_nograd  # made without gradient: computed again where one is needed
+        x.add_(0.1)  # changed in place: computed again
+        assert model.kinematic_q(x, t) is not q
+    assert calls == [6, 6, 6, 6, 6, 6] and model._kin_memo is None
+
+
+def test_a_training_step_sharing_the_kinematic_field_has_the_gradients_of_separate_evaluations(tmp_path):
+    """Every loss term on from step 0 with keyframe advection: the render, warps, cycle and physics read F_K at
+    shared points; one step's gradients with the sharing equal those of evaluating F_K at every read."""
+    import contextlib
+    from pathlib import Path
+
+    from kinfield.config import parse_args
+    from kinfield.data.synthetic import PRESETS, write_scene
+    from kinfield.train import Trainer
+
+    repo = Path(__file__).resolve().parents[2]
+    scene = write_scene(PRESETS["tiny"], tmp_path / "scene")
+    args = ["--config", str(repo / "configs" / "debug.yaml"), "--scene", str(scene), "--device", "cpu",
+            "--train_eval_split", "", "--train_rays", "128", "--train_target_samples", "0", "--kin_keyframe_frames",
+            "2", "--kin_start", "0", "--kin_physics_start", "0", "--kin_normal_start", "0", "--kin_unlock_acceleration",
+            "0", "--kin_unlock_jerk", "0", "--kin_physics_sigma_threshold", "-1", "--kin_consistency_weight", "1"]
+    grads, counts = [], []
+    for share in (True, False):
+        torch.manual_seed(0)
+        trainer = Trainer(parse_args(args + ["--out", str(tmp_path / f"run{share}")]))
+        if not share:
+            trainer.model.shared_kinematics = contextlib.nullcontext
+        with torch.no_grad():  # F_K starts motionless (a zero last layer): give it motion to differentiate
+            head = trainer.model.kinematic.mlp.net[-1].weight
+            head.copy_(torch.randn(head.shape, generator=torch.Generator().manual_seed(1)) * 0.3)
+        calls = counting(trainer.model)
+        trainer.optimizer.register_step_pre_hook(lambda opt, *_: grads.append(
+            {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}))
+        logs = trainer.train_step()
+        assert all(logs[f"loss/{k}"] > 0 for k in ("cycle", "integrity", "rigidity", "warp_photo")), logs
+        counts.append(len(calls))
+    assert counts[0] == counts[1] - 3  # at the warp samples, for the cycle loss, at the physics probes
+    assert grads[0].keys() == grads[1].keys() and any(n.startswith("kinematic.") for n in grads[0])
+    for n, g in grads[1].items():
+        assert (grads[0][n] - g).abs().max() <= 1e-5 * g.abs().max() + 1e-12, n
