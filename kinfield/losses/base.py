@@ -63,6 +63,7 @@ def total_loss(terms: Sequence[Term], ctx: dict, step: int) -> tuple[torch.Tenso
     tensors, left on the device so that a step reads every scalar back at once, see :func:`read_scalars`)."""
     total = None
     logs: Dict[str, torch.Tensor] = {}
+    ctx["active_terms"] = {term.name for term in terms if term.weight_at(step) != 0.0}  # (what terms may share)
     for term in terms:
         w = term.weight_at(step)
         if w == 0.0:

@@ -182,37 +182,67 @@ class KinematicObjective:
         speed = ctx["kin_q"][:, 0].detach().norm(dim=-1) * self.dt
         return accumulate(s.w_d.detach()[idx] * speed, s.ray_ids[idx], sel["n_rays"])
 
+    # the terms that read each warp (a warp no active term reads is not computed)
+    WARP_READERS = {"hop": ("warp_photo", "cycle", "consistency"),
+                    "inter": ("warp_photo_inter", "integrity", "transport", "rigidity", "normal", "higher_order")}
+
     def warp(self, ctx, kind: str) -> Dict[str, torch.Tensor]:
-        """Warped render of the reference rays: ``kind`` = ``"hop"`` (t + h Delta) or ``"inter"`` (t + U h Delta)."""
+        """Warped render of the reference rays: ``kind`` = ``"hop"`` (t + h Delta) or ``"inter"`` (t + U h Delta).
+
+        The first request renders every warp some active term of this step reads (``ctx["active_terms"]``, set by
+        :func:`~kinfield.losses.total_loss`) in one query of the dynamic field and one compositing pass."""
         key = f"kin_warp_{kind}"
-        if key in ctx:
-            return ctx[key]
+        if key not in ctx:
+            active = ctx.get("active_terms", ())
+            kinds = [k for k in ("hop", "inter") if k == kind or (f"kin_warp_{k}" not in ctx and any(
+                name in active for name in self.WARP_READERS[k]))]
+            self._render_warps(ctx, kinds)
+        return ctx[key]
+
+    def _render_warps(self, ctx, kinds: List[str]) -> None:
+        """Render the warps ``kinds`` (in this order) into ``ctx["kin_warp_<kind>"]``: per warp, the composited
+        ``rgb``, ``depth``, ``opacity`` ``[R']`` and, per warped sample, ``x``, ``t``, ``sigma``, ``rgb_samples``,
+        ``tau``, the reference kinematics ``q`` and ``query`` (the points and times the field was read at,
+        every warp's; the warp's are rows ``offset ...`` of them)."""
         s = ctx["render"]["samples"]
         sel = self._selection(ctx)
-        idx, n_rays = sel["idx"], sel["n_rays"]
-        tau_ray = sel["hops"] * self.dt * (sel["frac"] if kind == "inter" else 1.0)  # [R']
+        idx, n_rays, m = sel["idx"], sel["n_rays"], sel["n_samples"]
         rid = s.ray_ids[idx]
-        tau = tau_ray[rid]
         q = self._kinematics_at_samples(ctx)
-        x_w = scale_grad(self.model.space.move(s.positions[idx], taylor_displacement(q, tau)), self.cfg.flowgrad_scale)
-        t_w = (s.times[idx] + tau).clamp(0.0, 1.0)
-        # with keyframe advection each warped ray reads one keyframe, as the training render does
-        u = self.model.keyframe_draws(n_rays, tau_ray.device)
-        u = u[rid] if u is not None else None
-        sigma_w, rgb_w = self._dynamic_for_warps(ctx)(x_w, t_w, s.dirs[idx], u)
-        # composite along the reference rays (first n_rays of them: their first m samples) with the static
-        # field detached
-        m = sel["n_samples"]
-        sigma_d = s.sigma_d.new_zeros(m).index_put((idx,), sigma_w)
-        rgb_d = s.rgb_d.new_zeros(m, 3).index_put((idx,), rgb_w)
-        ids, t0, t1 = s.ray_ids[:m], s.t_starts[:m], s.t_ends[:m]
-        w_s, w_d, _ = composite_blended(s.sigma_s.detach()[:m], sigma_d, t0, t1, ids, n_rays)
+        per_kind = []
+        for kind in kinds:
+            tau_ray = sel["hops"] * self.dt * (sel["frac"] if kind == "inter" else 1.0)  # [R']
+            tau = tau_ray[rid]
+            x_w = scale_grad(self.model.space.move(s.positions[idx], taylor_displacement(q, tau)),
+                             self.cfg.flowgrad_scale)
+            t_w = (s.times[idx] + tau).clamp(0.0, 1.0)
+            # with keyframe advection each warped ray reads one keyframe, as the training render does
+            u = self.model.keyframe_draws(n_rays, tau_ray.device)
+            per_kind.append((x_w, t_w, tau, u[rid] if u is not None else None))
+        n_w, k = idx.shape[0], len(kinds)
+
+        def rows(parts):  # the warps' rows one after the other (no copy for one warp)
+            return parts[0] if k == 1 else torch.cat(parts)
+
+        xs, ts = rows([p[0] for p in per_kind]), rows([p[1] for p in per_kind])
+        us = rows([p[3] for p in per_kind]) if per_kind[0][3] is not None else None
+        sigma_w, rgb_w = self._dynamic_for_warps(ctx)(xs, ts, rows([s.dirs[idx]] * k), us)
+        # composite along the reference rays (first n_rays of them: their first m samples; warp j's copy of ray r
+        # is ray j R' + r) with the static field detached
+        at = rows([idx + j * m for j in range(k)])
+        sigma_d = s.sigma_d.new_zeros(k * m).index_put((at,), sigma_w)
+        rgb_d = s.rgb_d.new_zeros(k * m, 3).index_put((at,), rgb_w)
+        ids = rows([s.ray_ids[:m] + j * n_rays for j in range(k)])
+        t0, t1 = rows([s.t_starts[:m]] * k), rows([s.t_ends[:m]] * k)
+        w_s, w_d, _ = composite_blended(rows([s.sigma_s.detach()[:m]] * k), sigma_d, t0, t1, ids, k * n_rays)
         bg = ctx["render_background"]
-        bg = bg[:n_rays] if bg.dim() == 2 else bg
-        out = composite_outputs(w_s, w_d, s.rgb_s.detach()[:m], rgb_d, 0.5 * (t0 + t1), ids, n_rays, bg)
-        out.update({"x": x_w, "t": t_w, "sigma": sigma_w, "rgb_samples": rgb_w, "tau": tau, "q": q})
-        ctx[key] = out
-        return out
+        bg = rows([bg[:n_rays]] * k) if bg.dim() == 2 else bg
+        out = composite_outputs(w_s, w_d, rows([s.rgb_s.detach()[:m]] * k), rgb_d, 0.5 * (t0 + t1), ids, k * n_rays, bg)
+        for j, (kind, (x_w, t_w, tau, _)) in enumerate(zip(kinds, per_kind)):
+            rays, samples = slice(j * n_rays, (j + 1) * n_rays), slice(j * n_w, (j + 1) * n_w)
+            ctx[f"kin_warp_{kind}"] = {**{name: v[rays] for name, v in out.items()}, "x": x_w, "t": t_w,
+                                       "sigma": sigma_w[samples], "rgb_samples": rgb_w[samples], "tau": tau, "q": q,
+                                       "query": (xs, ts), "offset": j * n_w}
 
     def _dynamic_for_warps(self, ctx):
         """The dynamic field as warped renders see it: with frozen parameters before ``warp_field_start``
@@ -239,7 +269,10 @@ class KinematicObjective:
             return self._zero(ctx)
         w = self.warp(ctx, "hop")
         d_f = taylor_displacement(w["q"], w["tau"])
-        d_b = taylor_displacement(self.model.kinematic_q(w["x"], w["t"]), -w["tau"])  # (as the hop warp's advection)
+        q_b = self.model.kinematic_q(*w["query"], reuse_only=True)  # the warps' keyframe advection read it there
+        n = w["x"].shape[0]
+        q_b = q_b[w["offset"]:w["offset"] + n] if q_b is not None else self.model.kinematic(w["x"], w["t"])
+        d_b = taylor_displacement(q_b, -w["tau"])
         return (d_f + d_b).norm(dim=-1).mean()
 
     def consistency_loss(self, ctx) -> torch.Tensor:

@@ -96,6 +96,43 @@ def test_warp_without_motion_and_time_dependence_reproduces_the_reference():
     assert float(obj.photo_loss(ctx, "hop").detach()) < 1e-3
 
 
+@pytest.mark.parametrize("volume_limit", [0, 1 << 22])
+def test_warps_rendered_together_equal_warps_rendered_one_by_one(volume_limit, monkeypatch):
+    """When active terms read both warps, the first request renders both in one field query and one compositing
+    pass: the same colours, samples and gradients as one warp at a time (with the gather path only, to float
+    rounding; with the default strategy choice, which depends on the number of points, within the volume path's
+    rounding), and a warp no active term reads is not rendered."""
+    from kinfield.ops import _torch as twins
+
+    encode = twins.hash_grid_encode
+    monkeypatch.setattr(twins, "hash_grid_encode", lambda *a: encode(*a[:7], volume_limit))
+    results = []
+    for active in ({"warp_photo", "warp_photo_inter"}, None):
+        model = make_model()
+        torch.nn.init.normal_(model.kinematic.mlp.net[-1].weight, std=0.3, generator=torch.Generator().manual_seed(4))
+        ctx = step_context(model)
+        if active is not None:
+            ctx["active_terms"] = active
+        obj = KinematicObjective(KinConfig(dyn_weight_threshold=0.0), model, 0.05)
+        torch.manual_seed(5)
+        hop = obj.warp(ctx, "hop")
+        assert ("kin_warp_inter" in ctx) == (active is not None)
+        inter = obj.warp(ctx, "inter")
+        (hop["rgb"].square().sum() + inter["rgb"].sum() + hop["sigma"].sum()).backward()
+        results.append((hop, inter, model.kinematic.encoding.params.grad, model.dynamic.encoding.params.grad))
+    (h0, i0, gk0, gd0), (h1, i1, gk1, gd1) = results
+    tol = 1e-6 if volume_limit == 0 else 1e-4
+    for a, b in ((h0, h1), (i0, i1)):
+        for name in ("rgb", "depth", "opacity", "sigma", "rgb_samples", "x", "t"):
+            torch.testing.assert_close(a[name], b[name], rtol=tol, atol=tol)
+    for a, b in ((gk0, gk1), (gd0, gd1)):
+        assert b.abs().max() > 0 and (a - b).abs().max() <= tol * b.abs().max()
+    model = make_model()
+    ctx = {**step_context(model), "active_terms": {"warp_photo"}}
+    KinematicObjective(KinConfig(dyn_weight_threshold=0.0), model, 0.05).warp(ctx, "hop")
+    assert "kin_warp_inter" not in ctx
+
+
 @pytest.mark.parametrize("rigidity_form", ["invariants", "strain"])
 def test_kinematic_terms_are_finite_and_reach_the_kinematic_field(rigidity_form):
     model = make_model()
