@@ -138,7 +138,7 @@ def test_density_flow_is_the_displacement_error_along_the_density_gradient():
     assert abs(float(flow((v0 * dt + e).expand(4000, 3))) / float((e**2).sum() / 3) - 1.0) < 0.1
     still = torch.zeros(4000, 3, requires_grad=True)
     loss = flow(still)
-    assert abs(float(loss) / float(((v0 * dt) ** 2).sum() / 3) - 1.0) < 0.1
+    assert abs(float(loss.detach()) / float(((v0 * dt) ** 2).sum() / 3) - 1.0) < 0.1
     loss.backward()  # the gradient reaches the displacement (F_K), pointing towards the true motion
     assert (still.grad.sum(0) @ v0) < 0
     # no valid point: zero, with a gradient path
