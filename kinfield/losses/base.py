@@ -63,9 +63,9 @@ def total_loss(terms: Sequence[Term], ctx: dict, step: int) -> tuple[torch.Tenso
     tensors, left on the device so that a step reads every scalar back at once, see :func:`read_scalars`)."""
     total = None
     logs: Dict[str, torch.Tensor] = {}
-    ctx["active_terms"] = {term.name for term in terms if term.weight_at(step) != 0.0}  # (what terms may share)
-    for term in terms:
-        w = term.weight_at(step)
+    weights = [term.weight_at(step) for term in terms]
+    ctx["active_terms"] = {term.name for term, w in zip(terms, weights) if w != 0.0}  # (what terms may share)
+    for term, w in zip(terms, weights):
         if w == 0.0:
             continue
         value = term.fn(ctx)

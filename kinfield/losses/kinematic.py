@@ -22,6 +22,10 @@ from .photometric import charbonnier
 from .physics import central_differences, integrity_residuals, rigidity_terms, strain_rate_sq, transport_residual
 
 
+# the terms computed from the physics residuals at points along the intermediate warp (KinematicObjective.physics)
+PHYSICS_TERMS = ("integrity", "transport", "rigidity", "normal", "higher_order")
+
+
 @dataclass
 class KinConfig:
     """Kinematic part of training (weights as METHOD section 4; 0 disables a term)."""
@@ -183,8 +187,7 @@ class KinematicObjective:
         return accumulate(s.w_d.detach()[idx] * speed, s.ray_ids[idx], sel["n_rays"])
 
     # the terms that read each warp (a warp no active term reads is not computed)
-    WARP_READERS = {"hop": ("warp_photo", "cycle", "consistency"),
-                    "inter": ("warp_photo_inter", "integrity", "transport", "rigidity", "normal", "higher_order")}
+    WARP_READERS = {"hop": ("warp_photo", "cycle", "consistency"), "inter": ("warp_photo_inter",) + PHYSICS_TERMS}
 
     def warp(self, ctx, kind: str) -> Dict[str, torch.Tensor]:
         """Warped render of the reference rays: ``kind`` = ``"hop"`` (t + h Delta) or ``"inter"`` (t + U h Delta).
@@ -308,7 +311,7 @@ class KinematicObjective:
             return ctx["kin_phys"]
         c = self.cfg
         zero = self._zero(ctx)
-        res = {k: zero for k in ("integrity", "transport", "rigidity", "normal", "higher_order")}
+        res = {k: zero for k in PHYSICS_TERMS}
         ctx["kin_phys"] = res
         if self._selection(ctx)["idx"].numel() == 0:
             return res

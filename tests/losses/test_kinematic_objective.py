@@ -129,8 +129,11 @@ def test_warps_rendered_together_equal_warps_rendered_one_by_one(volume_limit, m
         assert b.abs().max() > 0 and (a - b).abs().max() <= tol * b.abs().max()
     model = make_model()
     ctx = {**step_context(model), "active_terms": {"warp_photo"}}
-    KinematicObjective(KinConfig(dyn_weight_threshold=0.0), model, 0.05).warp(ctx, "hop")
+    obj = KinematicObjective(KinConfig(dyn_weight_threshold=0.0), model, 0.05)
+    obj.warp(ctx, "hop")
     assert "kin_warp_inter" not in ctx
+    names = {term.name for term in obj.terms()}  # every reader named is a term of the objective
+    assert all(set(readers) <= names for readers in obj.WARP_READERS.values())
 
 
 @pytest.mark.parametrize("rigidity_form", ["invariants", "strain"])
