@@ -44,7 +44,7 @@ fi
 if [[ " $stages " == *" standup "* ]]; then
   minutes="$(echo "$stages" | sed -n 's/.*standup \([0-9.]*\).*/\1/p')"
   run $PY bench/bench_train.py "$STANDUP" configs/dnerf.yaml --downscale 1 --iters 30000 \
-    --train_max_minutes "${minutes:-8}" --eval-every 500 --eval-views 5 --out "$OUT/standup_run"
+    --train_max_minutes "${minutes:-8}" --eval-every 250 --eval-views 5 --out "$OUT/standup_run"
   cp "$OUT/standup_run/bench.json" "$OUT/standup_bench.json" 2>/dev/null
   rm -rf "$OUT/standup_run"
 fi
