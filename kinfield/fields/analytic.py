@@ -64,19 +64,11 @@ class AnalyticSphere(nn.Module):
         r = (x - self.center(t)).norm(dim=-1)
         return self.sigma_max * torch.sigmoid((self.radius - r) / self.edge) * self.inside(x)
 
-    def density_features(self, x: torch.Tensor, t: torch.Tensor, keyframe_u=None):
-        """Density ``[N]`` and, as the features :meth:`color` reads, the colour ``[N, 3]`` itself."""
+    def forward(self, x: torch.Tensor, t: torch.Tensor, d: torch.Tensor, keyframe_u=None):
+        """Density ``[N]`` and view-independent colour ``[N, 3]`` (a smooth texture fixed in the body frame)."""
         f = self.freq * rotate(x - self.center(t), self.omega, -t)
         waves = torch.sin(f[:, None, :] + self.phase[None])  # [N, 3 channels, 3 axes]
         return self.density(x, t), 0.5 + 0.4 * waves.prod(-1)
-
-    def color(self, geo: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-        """The colour ``[N, 3]`` in ``geo`` (view-independent)."""
-        return geo
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor, d: torch.Tensor, keyframe_u=None):
-        """Density ``[N]`` and view-independent colour ``[N, 3]`` (a smooth texture fixed in the body frame)."""
-        return self.density_features(x, t)
 
     def inside(self, x: torch.Tensor) -> torch.Tensor:
         lo, hi = self.aabb[:3], self.aabb[3:]

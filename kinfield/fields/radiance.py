@@ -102,18 +102,8 @@ class RadianceField(nn.Module):
                 keyframe_u: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Density ``[N]`` at world points ``x [N, 3]`` (and times ``t [N]``); zero outside the box.
         ``keyframe_u``: as in :meth:`forward`."""
-        return self.density_features(x, t, keyframe_u)[0]
-
-    def density_features(self, x: torch.Tensor, t: Optional[torch.Tensor] = None,
-                         keyframe_u: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Density ``[N]`` (zero outside the box) and the geometry features ``[N, G]`` that :meth:`color` reads,
-        at world points ``x [N, 3]`` (and times ``t [N]``); ``keyframe_u``: as in :meth:`forward`."""
-        sigma, geo = self._features(x, t, keyframe_u)
-        return sigma * self.inside(x), geo
-
-    def color(self, geo: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-        """Colour ``[N, 3]`` from geometry features ``geo [N, G]`` and view directions ``d [N, 3]``."""
-        return torch.sigmoid(self.color_net(torch.cat([geo, sh_encode(d, self.cfg.sh_degree)], dim=-1)))
+        sigma, _ = self._features(x, t, keyframe_u)
+        return sigma * self.inside(x)
 
     def forward(self, x: torch.Tensor, t: Optional[torch.Tensor], d: torch.Tensor,
                 keyframe_u: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -122,8 +112,9 @@ class RadianceField(nn.Module):
         ``keyframe_u [N]`` (uniform in [0, 1), keyframe advection only): read one keyframe per point, the
         later one with probability ``w``, instead of blending both (half the grid reads; training draws one
         ``u`` per ray so a ray sees one keyframe)."""
-        sigma, geo = self.density_features(x, t, keyframe_u)
-        return sigma, self.color(geo, d)
+        sigma, geo = self._features(x, t, keyframe_u)
+        rgb = torch.sigmoid(self.color_net(torch.cat([geo, sh_encode(d, self.cfg.sh_degree)], dim=-1)))
+        return sigma * self.inside(x), rgb
 
     def inside(self, x: torch.Tensor) -> torch.Tensor:
         """``[N]`` float mask of points inside the box."""

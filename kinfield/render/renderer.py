@@ -133,8 +133,8 @@ class SceneModel(nn.Module):
         ``reuse_only``: ``None`` rather than a new evaluation when there is none."""
         memo = self._kin_memo
         key = None
-        if memo is not None:
-            key = _memo_key(x, t)
+        if memo is not None:  # the memo holds x and t, so neither id nor address is reused while it lives
+            key = (id(x), x._version, t.data_ptr(), tuple(t.shape), t._version)
             hit = memo.get(key)
             if hit is not None and (hit[3] or not torch.is_grad_enabled()):
                 return hit[2]
@@ -144,13 +144,6 @@ class SceneModel(nn.Module):
         if key is not None:
             memo[key] = (x, t, q, torch.is_grad_enabled())
         return q
-
-    def _share_kinematics_subset(self, x, t, idx, x_sub, t_sub) -> None:
-        """Inside :meth:`shared_kinematics`: where F_K was read at ``x [N, 3]``, ``t [N]``, its rows ``idx [M]`` are
-        the read at ``x_sub = x[idx]``, ``t_sub = t[idx]`` too."""
-        hit = self._kin_memo.get(_memo_key(x, t)) if self._kin_memo is not None else None
-        if hit is not None:
-            self._kin_memo[_memo_key(x_sub, t_sub)] = (x_sub, t_sub, hit[2][idx], hit[3])
 
     def dynamic_finest_cell(self) -> float:
         """Field-space size of a cell of the dynamic field's finest grid level."""
@@ -199,29 +192,30 @@ class SceneModel(nn.Module):
             step, lambda x: self.union_density(x, None, self.keyframe_draws(x.shape[0], x.device)) * step_size)
 
     @torch.no_grad()
-    def visible_samples(self, sigma, t_starts, t_ends, ray_ids, n_rays: int) -> torch.Tensor:
-        """Indices ``[M']`` of the samples worth a gradient (nerfacc's early stop): ``T > prune_transmittance``
-        and ``alpha > prune_alpha`` under the densities ``sigma [M]`` (packed samples of ``n_rays`` rays)."""
-        w, _, trans = composite_blended(sigma, torch.zeros_like(sigma), t_starts, t_ends, ray_ids, n_rays)
+    def prune_samples(self, origins, dirs, times, ray_ids, t_starts, t_ends, keyframe_u=None):
+        """Drop samples hidden behind opaque content or nearly empty (nerfacc's early stop, done as a
+        density-only pre-pass): keeps ``T > prune_transmittance`` and ``alpha > prune_alpha``.
+        ``keyframe_u [R]``: the render's per-ray keyframe draws (so the pre-pass sees the same densities)."""
+        if ray_ids.numel() == 0:
+            return ray_ids, t_starts, t_ends
+        mid = 0.5 * (t_starts + t_ends)
+        x = origins[ray_ids] + dirs[ray_ids] * mid[:, None]
+        u = keyframe_u[ray_ids] if keyframe_u is not None else None
+        sigma = self.union_density(x, times[ray_ids], u)
+        w, _, trans = composite_blended(sigma, torch.zeros_like(sigma), t_starts, t_ends, ray_ids, origins.shape[0])
         alpha = w / trans.clamp_min(1e-10)
-        return torch.nonzero((trans > self.render_cfg.prune_transmittance) & (alpha > self.render_cfg.prune_alpha))[:, 0]
+        keep = torch.nonzero((trans > self.render_cfg.prune_transmittance) & (alpha > self.render_cfg.prune_alpha))[:, 0]
+        return ray_ids[keep], t_starts[keep], t_ends[keep]  # (indices: one host sync on a GPU, not one per mask)
 
     def query(self, x: torch.Tensor, t: torch.Tensor, d: torch.Tensor, keyframe_u: Optional[torch.Tensor] = None):
         """Both fields at packed points: ``(sigma_s, rgb_s, sigma_d, rgb_d)`` (``[M]``, ``[M, 3]``);
         ``keyframe_u [M]``: see :meth:`RadianceField.forward`."""
-        sigma_s, geo_s, sigma_d, geo_d = self._densities(x, t, keyframe_u)
-        return (sigma_s, self._static_color(geo_s, d), sigma_d, self.dynamic.color(geo_d, d))
-
-    def _densities(self, x, t, keyframe_u=None):
-        """Both fields' densities and geometry features at packed points: ``(sigma_s, geo_s, sigma_d, geo_d)``
-        (``geo_s`` is ``None`` without a static field, whose density is then 0)."""
-        sigma_d, geo_d = self.dynamic.density_features(x, t, keyframe_u)
-        if self.static is None:
-            return torch.zeros_like(sigma_d), None, sigma_d, geo_d
-        return (*self.static.density_features(x), sigma_d, geo_d)
-
-    def _static_color(self, geo_s, d):
-        return self.static.color(geo_s, d) if geo_s is not None else d.new_zeros(d.shape[0], 3)
+        sigma_d, rgb_d = self.dynamic(x, t, d, keyframe_u)
+        if self.static is not None:
+            sigma_s, rgb_s = self.static(x, None, d)
+        else:
+            sigma_s, rgb_s = torch.zeros_like(sigma_d), torch.zeros_like(rgb_d)
+        return sigma_s, rgb_s, sigma_d, rgb_d
 
     def render_rays(
         self,
@@ -253,25 +247,14 @@ class SceneModel(nn.Module):
         n_rays = origins.shape[0]
         origins, dirs = self.space.rays(origins, dirs)
         ray_ids, t_starts, t_ends = self.occupancy.sample(origins, dirs, self.render_cfg.step_size, stratified)
+        if torch.is_grad_enabled() and (self.render_cfg.prune_transmittance > 0 or self.render_cfg.prune_alpha > 0):
+            ray_ids, t_starts, t_ends = self.prune_samples(origins, dirs, times, ray_ids, t_starts, t_ends, keyframe_u)
         mid = 0.5 * (t_starts + t_ends)
         x = origins[ray_ids] + dirs[ray_ids] * mid[:, None]
         t = times[ray_ids]
         d = dirs[ray_ids]
         u = keyframe_u[ray_ids] if keyframe_u is not None else None
-        sigma_s, geo_s, sigma_d, geo_d = self._densities(x, t, u)
-        prune = self.render_cfg.prune_transmittance > 0 or self.render_cfg.prune_alpha > 0
-        if prune and torch.is_grad_enabled() and ray_ids.numel() > 0:
-            # Early stop on the densities just read (with their graph): the kept samples take their densities and
-            # features from this one read of both fields, the dropped ones go no further (a gradient-free pre-pass
-            # and a second read at the kept samples cost one more field evaluation per step: ~45-85 more ops to
-            # launch on a GPU; on the CPU the two are equally fast)
-            keep = self.visible_samples(sigma_s.detach() + sigma_d.detach(), t_starts, t_ends, ray_ids, n_rays)
-            x_all, t_all = x, t
-            ray_ids, t_starts, t_ends, mid, x, t, d = (a[keep] for a in (ray_ids, t_starts, t_ends, mid, x, t, d))
-            sigma_s, sigma_d, geo_d = sigma_s[keep], sigma_d[keep], geo_d[keep]
-            geo_s = geo_s[keep] if geo_s is not None else None
-            self._share_kinematics_subset(x_all, t_all, keep, x, t)
-        rgb_s, rgb_d = self._static_color(geo_s, d), self.dynamic.color(geo_d, d)
+        sigma_s, rgb_s, sigma_d, rgb_d = self.query(x, t, d, u)
         w_s, w_d, _ = composite_blended(sigma_s, sigma_d, t_starts, t_ends, ray_ids, n_rays)
         out = composite_outputs(w_s, w_d, rgb_s, rgb_d, mid, ray_ids, n_rays, background)
         out["n_samples"] = torch.tensor(int(ray_ids.numel()))
@@ -311,12 +294,6 @@ class SceneModel(nn.Module):
             v = torch.cat([p[k] for p in parts], dim=0)
             out[k] = v.view(height, width, *v.shape[1:])
         return out
-
-
-def _memo_key(x: torch.Tensor, t: torch.Tensor):
-    """:meth:`SceneModel.kinematic_q`'s memo key: ``x`` itself and ``t``'s memory (the memo holds both tensors, so
-    neither id nor address is reused while it lives), with their versions."""
-    return (id(x), x._version, t.data_ptr(), tuple(t.shape), t._version)
 
 
 def composite_outputs(w_s, w_d, rgb_s, rgb_d, mid, ray_ids, n_rays, background) -> Dict[str, torch.Tensor]:
