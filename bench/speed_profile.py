@@ -8,7 +8,7 @@ Prints, per object, the speed ratio (the learned velocity projected on the true 
 rings (half and full radius, 64 points) at heights from above the object's centre down to the ground plane,
 against the object's rigid motion extended there (the ground is static: the field must drop to zero between).
 On the demo scene this showed the spinning top's velocity fading linearly from its equator to the ground 0.2
-below its bottom (README "Motion").
+below its bottom (bench/RESULTS.md "Motion").
 """
 from __future__ import annotations
 

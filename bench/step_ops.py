@@ -2,7 +2,7 @@
 
     python bench/step_ops.py SCENE CONFIG [--rays 1024] [--steps 3] [--sites] [--option value ...]
 
-Why: on a GPU the step is launch-bound. An H100 profile of configs/dnerf.yaml at 4096 rays (README "GPU") had
+Why: on a GPU the step is launch-bound. An H100 profile of configs/dnerf.yaml at 4096 rays (bench/RESULTS.md "GPU") had
 the GPU busy ~17 ms of a ~45 ms step, the rest Python and aten dispatch; every host sync (``.item()``,
 ``float(t)``, ``nonzero``, indexing with a boolean mask) also drains the launch queue, so the GPU then idles
 while the host catches up. Both counts are properties of the code, not of the device, so they are measured

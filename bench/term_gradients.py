@@ -8,7 +8,7 @@ active term it prints the norm of ``weight * d(term) / d(params)`` per parameter
 the dynamic field split into grid, density MLP and colour MLP), averaged over the batches. Adam normalises the
 summed gradient, so a term whose gradient is several times the photometric one on a group is what trains that
 group. On the demo scene this showed the normal regulariser outweighing the images on the dynamic field's grid
-and density MLP (2.5x / 4x at step 1000), README "Motion".
+and density MLP (2.5x / 4x at step 1000), bench/RESULTS.md "Motion".
 """
 from __future__ import annotations
 

@@ -45,7 +45,8 @@ class KinematicConfig:
     # drags the air and floor around it along); the sigmoid turns a smooth g into a sharp on / off boundary and
     # leaves the velocity itself free to stay smooth (rigid) over the moving content. Off by default: on the demo
     # scene it gave the thrown ball its best motion but closed on the spinning top (whose faint spin F_K learns
-    # more slowly than the floor teaches the gate) and never reopened (README "Motion"; --kin_gate_start delays it).
+    # more slowly than the floor teaches the gate) and never reopened (bench/RESULTS.md "Motion"; --kin_gate_start
+    # delays it).
     motion_gate: bool = False
     motion_gate_sharpness: float = 5.0
     motion_gate_init: float = 0.9

@@ -82,7 +82,7 @@ class KinConfig:
     # of up to physics_volume_radius (a fraction of the scene box's largest side) at the same time, kept
     # where the dynamic density passes physics_sigma_threshold. The warped samples lie on visible surfaces;
     # these put rigidity and the other residuals inside objects and on their unseen sides too (demo scene,
-    # 256 of them: trajectory error 0.068 as without, README "Motion"; off by default).
+    # 256 of them: trajectory error 0.068 as without, bench/RESULTS.md "Motion"; off by default).
     physics_volume_points: int = 0
     physics_volume_radius: float = 0.1
     physics_sigma_threshold: float = 1.0
@@ -99,7 +99,7 @@ class KinConfig:
     # MLP, so the gradient reaches the density trunk and grid. At full scale it is 2.5x (grid) and 4x (density
     # MLP) the photometric gradient there (demo scene, step 1000), at 0.1 0.25x / 0.4x, at 0.03 0.08x / 0.12x.
     # Demo scene, mean trajectory error over seeds 0-4: 0.048 at 0.1, 0.046 at 0.03 (photometric-only 0.063);
-    # seed 0: 0.050-0.052 at 1, 0.043 with the term off (README "Motion"). The regressor always learns at full
+    # seed 0: 0.050-0.052 at 1, 0.043 with the term off (bench/RESULTS.md "Motion"). The regressor always learns at full
     # scale; the term still shapes the features, an order of magnitude below the images.
     normal_feature_grad_scale: float = 0.03
 
