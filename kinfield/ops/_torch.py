@@ -56,36 +56,39 @@ def hash_grid_encode(
     n_levels = int(resolutions.shape[0])
     if n == 0:  # e.g. a chunk of rays that all miss the occupied cells
         return params.new_zeros(0, n_levels * n_features) + 0.0 * params.sum()
-    res_list = [int(r) for r in resolutions.tolist()]
+    table = params.view(-1, n_features)
+    # Each level's volume is the slab of its slowest axis (z in 3-D, time in 4-D) that the points reach (the
+    # dynamic and kinematic fields compress time into part of their grid): its vertices, as the level's pos
+    # (in [0.5, res - 0.5] for x in [0, 1]), for every level at once, read back with the level layout in one
+    # host copy (on a GPU each read of a device scalar waits for the queue; one per call, not five per level).
+    last = x[:, -1].detach().to(table.dtype)
+    ends = torch.stack(torch.aminmax(last))  # NaN / inf inputs (a bug upstream) take whole volumes
+    slab = torch.floor(ends[None, :] * scales.to(ends)[:, None] + 0.5)  # [L, 2] first / last vertex
+    res_list, off_list, hashed_list, slab_list = _host_lists(resolutions, offsets, hashed, slab)
+    finite = math.isfinite(slab_list[0][0]) and math.isfinite(slab_list[0][1])
     use_volume = [_use_volume(r, dim, n, volume_limit) for r in res_list]
     out = [None] * n_levels
     gather_levels = [lvl for lvl in range(n_levels) if not use_volume[lvl]]
     volume_levels = [lvl for lvl in range(n_levels) if use_volume[lvl]]
-    table = params.view(-1, n_features)
     idx = torch.zeros(0, 2**dim, dtype=torch.int64, device=x.device)
     w = table.new_zeros(0, 2**dim)
     if gather_levels:
         sel = torch.tensor(gather_levels, device=resolutions.device)
-        idx, w = _corner_entries(x, offsets, resolutions[sel], scales[sel], hashed[sel], sel)
+        sizes = [off_list[lvl + 1] - off_list[lvl] for lvl in gather_levels]
+        layout = (sum(hashed_list[lvl] for lvl in gather_levels), all(s & (s - 1) == 0 for s in sizes))
+        idx, w = _corner_entries(x, offsets, resolutions[sel], scales[sel], hashed[sel], sel, layout)
         w = w.to(table.dtype)
     slabs, index = [], []
-    if volume_levels:
-        # Each level's volume is the slab of its slowest axis (z in 3-D, time in 4-D) that the points reach (the
-        # dynamic and kinematic fields compress time into part of their grid).
-        last = x[:, -1].detach().to(table.dtype)
-        finite = bool(torch.isfinite(last).all())  # NaN inputs (a bug upstream) take whole volumes
-        last_min, last_max = last.min(), last.max()
-        for lvl in volume_levels:
-            res, scale = res_list[lvl], scales[lvl].to(table.dtype)
-            lo, hi = 0, res
-            if finite:  # as the level's pos, in [0.5, res - 0.5] for x in [0, 1]
-                lo = max(0, min(int(torch.floor(last_min * scale + 0.5)), res - 1))
-                hi = max(lo + 1, min(int(torch.floor(last_max * scale + 0.5)) + 1, res))  # vertices lo..hi
-            size = int(offsets[lvl + 1] - offsets[lvl])
-            per_slice = (res + 1) ** (dim - 1)
-            slabs.append((lo, hi))
-            index.append(_volume_index(res, dim, size, int(offsets[lvl]), bool(hashed[lvl]), x.device)[
-                lo * per_slice:(hi + 1) * per_slice])
+    for lvl in volume_levels:
+        res = res_list[lvl]
+        lo, hi = 0, res
+        if finite:
+            lo = max(0, min(int(slab_list[lvl][0]), res - 1))
+            hi = max(lo + 1, min(int(slab_list[lvl][1]) + 1, res))  # vertices lo..hi
+        per_slice = (res + 1) ** (dim - 1)
+        slabs.append((lo, hi))
+        index.append(_volume_index(res, dim, off_list[lvl + 1] - off_list[lvl], off_list[lvl], hashed_list[lvl],
+                                   x.device)[lo * per_slice:(hi + 1) * per_slice])
     # every volume entry and every gathered corner in one read, so that the backward pass fills one table
     # gradient (with both strategies in one call, two full-size gradients and their sum cost more than the
     # reads themselves below ~10^4 points)
@@ -97,6 +100,20 @@ def hash_grid_encode(
     for lvl, vol, (lo, hi) in zip(volume_levels, rows.split([len(i) for i in index]), slabs):
         out[lvl] = _level_by_volume(x, vol, res_list[lvl], scales[lvl], lo, hi)
     return torch.cat(out, dim=1) if n_levels > 1 else out[0]
+
+
+def _host_lists(resolutions, offsets, hashed, slab):
+    """``(resolutions [L] ints, offsets [L+1] ints, hashed [L] bools, slab [L] pairs of floats)`` from one device read
+    (float64 holds every table offset exactly)."""
+    n_levels = int(resolutions.shape[0])
+    dev = slab.device
+    flat = torch.cat([resolutions.to(dev, torch.float64), offsets.to(dev, torch.float64),
+                      hashed.to(dev, torch.float64), slab.to(torch.float64).flatten()]).tolist()
+    res = [int(v) for v in flat[:n_levels]]
+    off = [int(v) for v in flat[n_levels:2 * n_levels + 1]]
+    hashed_list = [bool(v) for v in flat[2 * n_levels + 1:3 * n_levels + 1]]
+    rest = flat[3 * n_levels + 1:]
+    return res, off, hashed_list, [rest[2 * i:2 * i + 2] for i in range(n_levels)]
 
 
 def _use_volume(res: int, dim: int, n: int, volume_limit: int) -> bool:
@@ -224,9 +241,11 @@ def hash_grid_encode_gather(
     return feats.view(-1, n, n_features).transpose(0, 1).reshape(n, -1)
 
 
-def _corner_entries(x, offsets, resolutions, scales, hashed, levels) -> Tuple[torch.Tensor, torch.Tensor]:
+def _corner_entries(x, offsets, resolutions, scales, hashed, levels, layout=None) -> Tuple[torch.Tensor, torch.Tensor]:
     """Table entries and multilinear weights of the ``2^D`` corners of every point at each of ``levels``:
-    ``(idx [L' * N, 2^D] int64, w [L' * N, 2^D])``, level-major rows (arguments as :func:`hash_grid_encode_gather`)."""
+    ``(idx [L' * N, 2^D] int64, w [L' * N, 2^D])``, level-major rows (arguments as :func:`hash_grid_encode_gather`;
+    ``layout``: ``(number of hashed levels, every table size a power of two)`` of ``levels`` when the caller
+    has them on the host, else they are read from the tensors)."""
     n, dim = x.shape
     dev = x.device
     n_levels = int(levels.shape[0])
@@ -243,7 +262,12 @@ def _corner_entries(x, offsets, resolutions, scales, hashed, levels) -> Tuple[to
     w_axis = torch.stack([1.0 - frac, frac], dim=2)  # [L, D, 2, N]
     res = resolutions.to(dev)
     is_hashed = hashed.to(dev)
-    n_hashed = int(is_hashed.sum())  # compute only the index kinds some level uses
+    lv = levels.to(dev)
+    sizes = (offsets[1:] - offsets[:-1]).to(dev)[lv][:, None, None]
+    first = offsets[:-1].to(dev)[lv][:, None, None]
+    if layout is None:
+        layout = (int(is_hashed.sum()), bool(((sizes & (sizes - 1)) == 0).all()))
+    n_hashed, pow2 = layout  # compute only the index kinds some level uses
     if n_hashed < n_levels:
         strides = res[:, None] ** torch.arange(dim, device=dev)[None, :]  # [L, D]
         idx = _combine_axes(vert * strides[:, :, None, None], torch.add)  # [L, C, N] dense
@@ -251,10 +275,7 @@ def _corner_entries(x, offsets, resolutions, scales, hashed, levels) -> Tuple[to
         primes = torch.tensor(HASH_PRIMES[:dim], dtype=torch.int64, device=dev)
         hash_idx = _combine_axes((vert * primes[None, :, None, None]) & _UINT32, torch.bitwise_xor)
         idx = hash_idx if n_hashed == n_levels else torch.where(is_hashed[:, None, None], hash_idx, idx)
-    lv = levels.to(dev)
-    sizes = (offsets[1:] - offsets[:-1]).to(dev)[lv][:, None, None]
-    first = offsets[:-1].to(dev)[lv][:, None, None]
-    if bool(((sizes & (sizes - 1)) == 0).all()):  # every table a power of two (the hashed levels'): a mask
+    if pow2:  # every table a power of two (the hashed levels'): a mask
         idx = (idx & (sizes - 1)) + first  # [L, C, N]
     else:
         idx = torch.remainder(idx, sizes) + first

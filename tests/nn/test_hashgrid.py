@@ -17,6 +17,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from kinfield.nn.hashgrid import HashGrid, HashGridConfig, level_layout
 from kinfield.ops import _torch as ops
@@ -282,6 +283,57 @@ def test_a_call_mixing_both_strategies_equals_the_gather_path(dim, cfg, monkeypa
     assert (o0 - o1).abs().max() / o1.abs().max() < TOL[("volume", dim)]
     assert (gp0 - gp1).abs().max() / gp1.abs().max() < 1e-5
     assert (gx0 - gx1).abs().max() / gx1.abs().max() < 5e-5
+
+
+class HostReads(TorchDispatchMode):
+    """Counts reads of device values by the host: ``item``/``int``/``float``/``bool`` of a tensor, ``nonzero``
+    and boolean-mask indexing (each waits for a GPU's queue), and ``Tensor.tolist`` (patched in by the test)."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = str(func.overloadpacket)
+        if name in ("aten._local_scalar_dense", "aten.nonzero", "aten.masked_select") or (
+                name in ("aten.index", "aten.index_put", "aten.index_put_")
+                and any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in (args[1] or ()))):
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("dim,cfg", [(3, CFG_A), (4, CFG_B)])
+@pytest.mark.parametrize("limit", [1 << 30, 0, None])
+def test_the_encoding_reads_the_host_once_per_call(dim, cfg, limit, monkeypatch):
+    """The level layout (resolutions, offsets, hashed) and the slab each volume level reads come back in one
+    copy per call, whichever strategies the levels take (all volumes, all gathered, both), and the backward pass
+    reads nothing: on a GPU every such read stalls the launch queue (it was five per volume level)."""
+    _, res, _, _ = ref_layout(dim, cfg)
+    # the point count at which the finest (None: the coarsest) level's volume costs no more than gathering
+    n = -(-((res[0 if limit is None else -1] + 1) ** dim) // 2**dim)
+    x = torch.rand(n, dim, generator=torch.Generator().manual_seed(3))
+    x[:, -1] = 0.25 + 0.5 * x[:, -1]  # the volume levels read a slab
+    x.requires_grad_(True)
+    p = random_params(dim, cfg, seed=3).requires_grad_(True)
+    counter = HostReads()
+    tolist = torch.Tensor.tolist
+
+    def counted_tolist(t):
+        counter.count += 1
+        return tolist(t)
+
+    monkeypatch.setattr(torch.Tensor, "tolist", counted_tolist)
+    gather_spy, volume_spy = Spy(monkeypatch, "_corner_entries"), Spy(monkeypatch, "_level_by_volume")
+    with counter:
+        out = encode(x, p, dim, cfg, 1 << 30 if limit is None else limit)
+        forward_reads = counter.count
+        out.square().sum().backward()
+    assert forward_reads == 1 and counter.count == 1
+    assert x.grad is not None and p.grad.abs().sum() > 0
+    if limit is None:  # the call did mix the strategies
+        assert gather_spy.calls == 1 and 0 < volume_spy.calls < cfg.n_levels
+    else:
+        assert (gather_spy.calls, volume_spy.calls) == ((0, cfg.n_levels) if limit else (1, 0))
 
 
 def test_read_table_fills_one_gradient_for_both_reads_and_none_through_a_frozen_table():
