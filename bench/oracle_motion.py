@@ -127,6 +127,9 @@ def main():
     ap.add_argument("--run", default=None, help="a trained run: freeze its fields instead of the analytic sphere")
     ap.add_argument("--reset-kinematic", action="store_true", help="with --run: start F_K from zero motion")
     args, rest = ap.parse_known_args()
+    # only F_K trains here, so the radiance-first schedule of the configs (kin_start) would leave the first steps
+    # with no active term; a --kin_start given on the command line still wins (it comes later)
+    rest = ["--kin_start", "0"] + rest
     torch.manual_seed(0)
     cfg, model, dt, sample, score = (run_setup if args.run else oracle_setup)(args, rest)
     for p in model.parameters():

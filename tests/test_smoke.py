@@ -195,3 +195,13 @@ def test_step_ops_counts_the_steps_host_syncs(tiny_scene):
     assert "kinfield/losses/base.py" in out and "term integrity" in out  # the scalars' read-back; physics ran
     ops_twins, _, _ = run("--twins")
     assert ops_twins > ops > 100
+
+
+def test_oracle_motion_bench_runs_with_the_shipped_demo_config():
+    """``bench/oracle_motion.py`` with its defaults (configs/demo.yaml, whose kinematic terms start at step 250): only
+    F_K trains there, so the radiance-first schedule must not leave its first steps without a loss term."""
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "oracle_motion.py"), "--steps", "2", "--every", "1",
+                           "--rays", "64", "--resolution", "16", "--frames", "8"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(re.findall(r"step +\d+  v rel err [0-9.]+", proc.stdout)) == 3, proc.stdout
