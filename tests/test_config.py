@@ -38,6 +38,16 @@ def test_shipped_config_parses_and_every_key_takes_effect(path):
             assert got == value or got == type(got)(value), f"{path.name}: {key}"
 
 
+def test_demo_config_is_the_cpu_config_at_the_demo_scenes_size_and_budget():
+    """configs/demo.yaml runs configs/dnerf_cpu.yaml's settings: after parsing, every option is the same except the
+    image scale (the demo scene is 64x64), the step count and the time cap, so the demo shows the tuned config."""
+    demo = to_flat_dict(parse_args(["--config", str(REPO / "configs" / "demo.yaml")]))
+    cpu = to_flat_dict(parse_args(["--config", str(REPO / "configs" / "dnerf_cpu.yaml")]))
+    differ = {k for k in demo if demo[k] != cpu[k]}
+    assert differ == {"downscale", "iters", "train_max_minutes"}, differ
+    assert demo["iters"] < cpu["iters"] and demo["train_max_minutes"] < cpu["train_max_minutes"]
+
+
 def test_unknown_key_in_file_is_an_error(tmp_path, capsys):
     f = tmp_path / "bad.yaml"
     f.write_text("iters: 3\nnot_an_option: 1\n")
