@@ -65,7 +65,7 @@ def hash_grid_encode(
     ends = torch.stack(torch.aminmax(last))  # NaN / inf inputs (a bug upstream) take whole volumes
     slab = torch.floor(ends[None, :] * scales.to(ends)[:, None] + 0.5)  # [L, 2] first / last vertex
     res_list, off_list, hashed_list, slab_list = _host_lists(resolutions, offsets, hashed, slab)
-    finite = math.isfinite(slab_list[0][0]) and math.isfinite(slab_list[0][1])
+    finite = all(math.isfinite(v) for pair in slab_list for v in pair)
     use_volume = [_use_volume(r, dim, n, volume_limit) for r in res_list]
     out = [None] * n_levels
     gather_levels = [lvl for lvl in range(n_levels) if not use_volume[lvl]]
@@ -73,7 +73,7 @@ def hash_grid_encode(
     idx = torch.zeros(0, 2**dim, dtype=torch.int64, device=x.device)
     w = table.new_zeros(0, 2**dim)
     if gather_levels:
-        sel = torch.tensor(gather_levels, device=resolutions.device)
+        sel = _constant(tuple(gather_levels), resolutions.device)
         sizes = [off_list[lvl + 1] - off_list[lvl] for lvl in gather_levels]
         layout = (sum(hashed_list[lvl] for lvl in gather_levels), all(s & (s - 1) == 0 for s in sizes))
         idx, w = _corner_entries(x, offsets, resolutions[sel], scales[sel], hashed[sel], sel, layout)
@@ -114,6 +114,19 @@ def _host_lists(resolutions, offsets, hashed, slab):
     hashed_list = [bool(v) for v in flat[2 * n_levels + 1:3 * n_levels + 1]]
     rest = flat[3 * n_levels + 1:]
     return res, off, hashed_list, [rest[2 * i:2 * i + 2] for i in range(n_levels)]
+
+
+_CONSTANTS = {}
+
+
+def _constant(values: Tuple[int, ...], device) -> torch.Tensor:
+    """``torch.tensor(values)`` (int64) on ``device``, made once: a copy from the host to a GPU waits for its queue."""
+    key = (values, str(device))
+    if key not in _CONSTANTS:
+        _CONSTANTS[key] = torch.tensor(values, dtype=torch.int64, device=device)
+        if len(_CONSTANTS) > 256:
+            _CONSTANTS.pop(next(iter(_CONSTANTS)))
+    return _CONSTANTS[key]
 
 
 def _use_volume(res: int, dim: int, n: int, volume_limit: int) -> bool:
@@ -272,7 +285,7 @@ def _corner_entries(x, offsets, resolutions, scales, hashed, levels, layout=None
         strides = res[:, None] ** torch.arange(dim, device=dev)[None, :]  # [L, D]
         idx = _combine_axes(vert * strides[:, :, None, None], torch.add)  # [L, C, N] dense
     if n_hashed > 0:
-        primes = torch.tensor(HASH_PRIMES[:dim], dtype=torch.int64, device=dev)
+        primes = _constant(HASH_PRIMES[:dim], dev)
         hash_idx = _combine_axes((vert * primes[None, :, None, None]) & _UINT32, torch.bitwise_xor)
         idx = hash_idx if n_hashed == n_levels else torch.where(is_hashed[:, None, None], hash_idx, idx)
     if pow2:  # every table a power of two (the hashed levels'): a mask

@@ -287,14 +287,16 @@ def test_a_call_mixing_both_strategies_equals_the_gather_path(dim, cfg, monkeypa
 
 class HostReads(TorchDispatchMode):
     """Counts reads of device values by the host: ``item``/``int``/``float``/``bool`` of a tensor, ``nonzero``
-    and boolean-mask indexing (each waits for a GPU's queue), and ``Tensor.tolist`` (patched in by the test)."""
+    and boolean-mask indexing (each waits for a GPU's queue), and ``Tensor.tolist`` (patched in by the test);
+    and, apart, tensors made from host values (``torch.tensor``: on a GPU a copy that also waits for the queue)."""
 
     def __init__(self):
         super().__init__()
-        self.count = 0
+        self.count = self.from_host = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = str(func.overloadpacket)
+        self.from_host += name == "aten.lift_fresh"
         if name in ("aten._local_scalar_dense", "aten.nonzero", "aten.masked_select") or (
                 name in ("aten.index", "aten.index_put", "aten.index_put_")
                 and any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in (args[1] or ()))):
@@ -307,7 +309,8 @@ class HostReads(TorchDispatchMode):
 def test_the_encoding_reads_the_host_once_per_call(dim, cfg, limit, monkeypatch):
     """The level layout (resolutions, offsets, hashed) and the slab each volume level reads come back in one
     copy per call, whichever strategies the levels take (all volumes, all gathered, both), and the backward pass
-    reads nothing: on a GPU every such read stalls the launch queue (it was five per volume level)."""
+    reads nothing: on a GPU every such read stalls the launch queue (it was five per volume level). Its small
+    constant index tensors are made once, not copied from the host at every call."""
     _, res, _, _ = ref_layout(dim, cfg)
     # the point count at which the finest (None: the coarsest) level's volume costs no more than gathering
     n = -(-((res[0 if limit is None else -1] + 1) ** dim) // 2**dim)
@@ -315,6 +318,15 @@ def test_the_encoding_reads_the_host_once_per_call(dim, cfg, limit, monkeypatch)
     x[:, -1] = 0.25 + 0.5 * x[:, -1]  # the volume levels read a slab
     x.requires_grad_(True)
     p = random_params(dim, cfg, seed=3).requires_grad_(True)
+    mixed = limit is None
+    layout = layout_tensors(dim, cfg)  # (scales, resolutions, offsets, hashed), as a HashGrid's buffers
+
+    def call():
+        scales, resolutions, offsets, hashed = layout
+        return ops.hash_grid_encode(x, p, offsets, resolutions, scales, hashed, cfg.n_features_per_level,
+                                    volume_limit=1 << 30 if mixed else limit)
+
+    call()  # makes the constants
     counter = HostReads()
     tolist = torch.Tensor.tolist
 
@@ -325,12 +337,12 @@ def test_the_encoding_reads_the_host_once_per_call(dim, cfg, limit, monkeypatch)
     monkeypatch.setattr(torch.Tensor, "tolist", counted_tolist)
     gather_spy, volume_spy = Spy(monkeypatch, "_corner_entries"), Spy(monkeypatch, "_level_by_volume")
     with counter:
-        out = encode(x, p, dim, cfg, 1 << 30 if limit is None else limit)
+        out = call()
         forward_reads = counter.count
         out.square().sum().backward()
-    assert forward_reads == 1 and counter.count == 1
+    assert forward_reads == 1 and counter.count == 1 and counter.from_host == 0
     assert x.grad is not None and p.grad.abs().sum() > 0
-    if limit is None:  # the call did mix the strategies
+    if mixed:  # the call did mix the strategies
         assert gather_spy.calls == 1 and 0 < volume_spy.calls < cfg.n_levels
     else:
         assert (gather_spy.calls, volume_spy.calls) == ((0, cfg.n_levels) if limit else (1, 0))
