@@ -29,6 +29,7 @@ def main_train(argv: List[str]) -> int:
     from .config import parse_train_args
     from .data import DatasetError
     from .train import Trainer
+    from .train.checkpoint import CheckpointError
 
     setup_logging()
     cfg = parse_train_args(argv)
@@ -42,6 +43,9 @@ def main_train(argv: List[str]) -> int:
         result = trainer.fit()
     except KeyboardInterrupt:
         return 130
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps(result, indent=2))
     return 0
 
@@ -383,7 +387,8 @@ def main_demo(argv: List[str]) -> int:
     code = main_train([str(scene), args.config, "--out", args.out] + extra)
     if code != 0:
         return code
-    code = main_render([args.out, "--path", "orbit", "--frames", "48", "--outputs", "rgb,depth,dynamic"])
+    # velocity rather than the dynamic-only view: the demo config has no static field, so that view is the RGB one
+    code = main_render([args.out, "--path", "orbit", "--frames", "48", "--outputs", "rgb,depth,velocity"])
     if code != 0:
         return code
     gt = Path(scene) / "motion_gt.npz"

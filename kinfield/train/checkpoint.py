@@ -17,6 +17,10 @@ FORMAT_VERSION = 1
 _NAME = re.compile(r"ckpt_(\d{7})\.pt$")
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read or resumed; the message names the file and what to do."""
+
+
 def ckpt_dir(run_dir) -> Path:
     return Path(run_dir) / "ckpts"
 
@@ -56,9 +60,25 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     try:
         state = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as exc:
-        raise RuntimeError(f"cannot read checkpoint {path}: {exc} (delete it to fall back to an older one)") from exc
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc} (delete it to fall back to an older one)") from exc
     if not isinstance(state, dict) or "format_version" not in state:
-        raise RuntimeError(f"{path} is not a kinfield checkpoint")
+        raise CheckpointError(f"{path} is not a kinfield checkpoint")
     if state["format_version"] > FORMAT_VERSION:
-        raise RuntimeError(f"{path} has checkpoint format {state['format_version']}; this kinfield reads <= {FORMAT_VERSION}")
+        raise CheckpointError(f"{path} has checkpoint format {state['format_version']}; this kinfield reads <= {FORMAT_VERSION}")
     return state
+
+
+def model_mismatch(own: dict, saved: dict, limit: int = 3) -> str:
+    """How a saved model state differs from ``own`` (both ``state_dict()``s): missing and unexpected entries and
+    shape changes, at most ``limit`` named per kind; ``""`` when the saved state fits."""
+    missing = [k for k in own if k not in saved]
+    unexpected = [k for k in saved if k not in own]
+    shapes = [f"{k} {tuple(saved[k].shape)} -> {tuple(own[k].shape)}" for k in own
+              if k in saved and tuple(own[k].shape) != tuple(saved[k].shape)]
+    parts = []
+    for what, items in (("not in the checkpoint", missing), ("only in the checkpoint", unexpected),
+                        ("other shapes", shapes)):
+        if items:
+            more = f" and {len(items) - limit} more" if len(items) > limit else ""
+            parts.append(f"{what}: {', '.join(items[:limit])}{more}")
+    return "; ".join(parts)

@@ -21,7 +21,7 @@ from ..losses.priors import PriorObjective, dynamic_sparsity_loss, prior_summary
 from ..nn import MLP
 from ..render import SceneModel
 from ..render.composite import dynamic_probability
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, model_mismatch, save_checkpoint
 from .evaluate import evaluate_split
 from .logger import EMA, MetricsLogger, progress_bar
 
@@ -205,6 +205,11 @@ class Trainer:
         if path is None:
             return False
         state = load_checkpoint(path, map_location=self.device)
+        differs = model_mismatch(self.model.state_dict(), state["model"])
+        if differs:  # e.g. the run folder of an earlier config: its checkpoints stay as they are
+            raise CheckpointError(
+                f"{path} holds a model built with other options than this run's ({differs}); train into another "
+                f"--out, or run with the options it was trained with (its run folder's config.yaml)")
         self.load_state_dict(state)
         log.info("resumed from %s at step %d", path, self.step)
         return True

@@ -10,8 +10,15 @@ import torch
 from kinfield.config import parse_args
 from kinfield.data.synthetic import PRESETS, write_scene
 from kinfield.geometry import pixel_rays
+from kinfield.cli import main_train
 from kinfield.train import Trainer
-from kinfield.train.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from kinfield.train.checkpoint import (
+    CheckpointError,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 # a few rays per step: every step is a real step of the debug config, just cheaper
@@ -220,6 +227,27 @@ def test_resume_with_more_iters_continues(tiny_scene, tmp_path):
     # --resume none starts over
     fresh = Trainer(make_cfg(tiny_scene, out, 4, "--resume", "none"))
     assert not fresh.maybe_resume() and fresh.step == 0
+
+
+def test_resuming_a_run_of_other_model_options_names_the_file_and_keeps_the_run(tiny_scene, tmp_path, capsys):
+    """Training into the folder of a run made with other model options (e.g. the demo's folder after a config
+    change): a clear error naming the checkpoint, what differs and what to do, exit code 2 from tools/train.py;
+    the old checkpoint and config.yaml stay as they were."""
+    out = tmp_path / "run"
+    assert Trainer(make_cfg(tiny_scene, out, 2)).fit()["step"] == 2
+    ckpt = latest_checkpoint(out)
+    before = ckpt.read_bytes(), (out / "config.yaml").read_text()
+    other = ("--dynamic_grid_n_levels", "3", "--model_use_static", "false")
+    with pytest.raises(CheckpointError) as err:
+        Trainer(make_cfg(tiny_scene, out, 4, *other)).fit()
+    msg = str(err.value)
+    assert str(ckpt) in msg and "another --out" in msg and "config.yaml" in msg
+    assert "only in the checkpoint: static." in msg and "dynamic.encoding.params" in msg
+    argv = [str(tiny_scene), str(REPO / "configs" / "debug.yaml"), "--out", str(out), "--device", "cpu",
+            "--iters", "4", "--train_eval_split", "", *FAST, *other]
+    assert main_train(argv) == 2 and str(ckpt) in capsys.readouterr().err
+    assert (ckpt.read_bytes(), (out / "config.yaml").read_text()) == before
+    assert [p.name for p in list_checkpoints(out)] == [ckpt.name]
 
 
 def test_resume_from_a_checkpoint_with_another_optimizer_layout_keeps_the_model(tiny_scene, tmp_path, caplog):
