@@ -24,7 +24,7 @@ from kinfield.train.trainer import build_model
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
 PHOTOMETRIC_ONLY = ["--kin_cycle_weight", "0", "--kin_integrity_weight", "0", "--kin_transport_weight", "0",
                     "--kin_rigidity_weight", "0", "--kin_normal_weight", "0", "--kin_higher_order_weight", "0",
-                    "--kin_static_motion_weight", "0"]
+                    "--kin_static_motion_weight", "0", "--kin_consistency_weight", "0"]
 
 
 def test_analytic_sphere_velocity_is_the_time_derivative_of_its_material_points():
