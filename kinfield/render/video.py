@@ -245,6 +245,9 @@ def render_frames(model, poses: torch.Tensor, times: torch.Tensor, intrinsics: t
     if intrinsics.dim() == 1:
         intrinsics = intrinsics[None].expand(n, 4)
     decompose = "static" in outputs or "dynamic" in outputs
+    if decompose and getattr(model, "static", None) is None:
+        log.warning("this model has no static field (model_use_static false): its 'static' video shows only the "
+                    "background and its 'dynamic' video equals 'rgb'")
     frames = {o: [] for o in outputs}
     depths, opacities = [], []
     was_training = model.training

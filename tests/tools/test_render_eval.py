@@ -214,3 +214,24 @@ def test_bad_view_and_split(trained_run, capsys):
     assert "--view 99" in capsys.readouterr().err
     assert main_render([str(trained_run), "--path", "test", "--split", "nope", "--device", "cpu"]) == 2
     assert "'nope'" in capsys.readouterr().err
+
+
+def test_decomposition_videos_of_a_model_without_a_static_field_say_so(caplog):
+    """With ``model_use_static false`` (the shipped CPU configs) the static / dynamic views say what they show."""
+    from kinfield.config import parse_args
+    from kinfield.render.video import render_frames
+    from kinfield.train.trainer import build_model
+
+    cfg = parse_args(["--config", str(REPO / "configs" / "debug.yaml"), "--model_use_static", "false"])
+    model = build_model(cfg, torch.tensor([-1.5, -1.5, -1.5, 1.5, 1.5, 1.5]), 0.1)
+    pose = torch.eye(4)[None]
+    pose[0, 2, 3] = 4.0
+    args = (model, pose, torch.zeros(1), torch.tensor([4.0, 4.0, 2.0, 2.0]), 4, 4, torch.ones(3))
+    with caplog.at_level("WARNING", logger="kinfield"):
+        frames = render_frames(*args, outputs=("rgb", "dynamic"), progress=False)
+    assert "no static field" in caplog.text
+    assert np.array_equal(frames["rgb"][0], frames["dynamic"][0])
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="kinfield"):
+        render_frames(*args, outputs=("rgb", "velocity"), progress=False)
+    assert "no static field" not in caplog.text
