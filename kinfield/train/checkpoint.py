@@ -64,7 +64,8 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     if not isinstance(state, dict) or "format_version" not in state:
         raise CheckpointError(f"{path} is not a kinfield checkpoint")
     if state["format_version"] > FORMAT_VERSION:
-        raise CheckpointError(f"{path} has checkpoint format {state['format_version']}; this kinfield reads <= {FORMAT_VERSION}")
+        raise CheckpointError(f"{path} has checkpoint format {state['format_version']}; "
+                              f"this kinfield reads <= {FORMAT_VERSION}")
     return state
 
 

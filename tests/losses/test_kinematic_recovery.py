@@ -78,7 +78,7 @@ def test_warped_photometric_losses_recover_the_velocity_of_an_exact_field():
         with torch.no_grad():
             return float((kin(xe, te)[:, 0] - ve).norm() / ve.norm())
 
-    assert abs(rel_error() - 1.0) < 1e-3  # starts (almost) still: a zero last layer beside a small random linear read-out
+    assert abs(rel_error() - 1.0) < 1e-3  # starts (almost) still: a zero last layer beside a small random read-out
     for step in range(steps):
         kin.set_active_orders(objective.active_orders(step))
         i = int(torch.randint(frames, (1,)))
