@@ -116,17 +116,22 @@ def _host_lists(resolutions, offsets, hashed, slab):
     return res, off, hashed_list, [rest[2 * i:2 * i + 2] for i in range(n_levels)]
 
 
-_CONSTANTS = {}
+_MADE = {}  # tensors that depend only on the grid layout and the device, made once (oldest dropped past 512)
+
+
+def _made_once(key, make) -> torch.Tensor:
+    """``make()``, kept under ``key`` (which names the device) for the next calls."""
+    if key not in _MADE:
+        _MADE[key] = make()
+        if len(_MADE) > 512:
+            _MADE.pop(next(iter(_MADE)))
+    return _MADE[key]
 
 
 def _constant(values: Tuple[int, ...], device) -> torch.Tensor:
     """``torch.tensor(values)`` (int64) on ``device``, made once: a copy from the host to a GPU waits for its queue."""
-    key = (values, str(device))
-    if key not in _CONSTANTS:
-        _CONSTANTS[key] = torch.tensor(values, dtype=torch.int64, device=device)
-        if len(_CONSTANTS) > 256:
-            _CONSTANTS.pop(next(iter(_CONSTANTS)))
-    return _CONSTANTS[key]
+    return _made_once(("constant", values, str(device)),
+                      lambda: torch.tensor(values, dtype=torch.int64, device=device))
 
 
 def _use_volume(res: int, dim: int, n: int, volume_limit: int) -> bool:
@@ -150,20 +155,15 @@ def _vertex_index(vert: torch.Tensor, res: int, size: int, offset: int, is_hashe
     return torch.remainder(idx, size) + offset
 
 
-_VOLUME_INDEX = {}
-
-
 def _volume_index(res: int, dim: int, size: int, offset: int, is_hashed: bool, device) -> torch.Tensor:
     """``[(res+1)^D]`` table entries of every vertex ``0..res`` per axis, C order (last axis = x)."""
-    key = (res, dim, size, offset, is_hashed, str(device))
-    if key not in _VOLUME_INDEX:
+    def make():
         axes = [torch.arange(res + 1, device=device)] * dim
         grids = torch.meshgrid(*axes, indexing="ij")  # grids[0] is the slowest axis
         vert = torch.stack(grids[::-1], dim=-1).reshape(-1, dim)  # column d = axis d (x first)
-        _VOLUME_INDEX[key] = _vertex_index(vert, res, size, offset, is_hashed)
-        if len(_VOLUME_INDEX) > 256:
-            _VOLUME_INDEX.pop(next(iter(_VOLUME_INDEX)))
-    return _VOLUME_INDEX[key]
+        return _vertex_index(vert, res, size, offset, is_hashed)
+
+    return _made_once(("volume index", res, dim, size, offset, is_hashed, str(device)), make)
 
 
 def _level_by_volume(x, vol, res, scale, lo, hi) -> torch.Tensor:
