@@ -12,12 +12,13 @@ Every expected value here is computed independently of the library, from tiny-cu
 """
 from __future__ import annotations
 
+import importlib.util
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from kinfield.nn.hashgrid import HashGrid, HashGridConfig, level_layout
 from kinfield.ops import _torch as ops
@@ -285,23 +286,13 @@ def test_a_call_mixing_both_strategies_equals_the_gather_path(dim, cfg, monkeypa
     assert (gx0 - gx1).abs().max() / gx1.abs().max() < 5e-5
 
 
-class HostReads(TorchDispatchMode):
-    """Counts reads of device values by the host: ``item``/``int``/``float``/``bool`` of a tensor, ``nonzero``
-    and boolean-mask indexing (each waits for a GPU's queue), and ``Tensor.tolist`` (patched in by the test);
-    and, apart, tensors made from host values (``torch.tensor``: on a GPU a copy that also waits for the queue)."""
-
-    def __init__(self):
-        super().__init__()
-        self.count = self.from_host = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        name = str(func.overloadpacket)
-        self.from_host += name == "aten.lift_fresh"
-        if name in ("aten._local_scalar_dense", "aten.nonzero", "aten.masked_select") or (
-                name in ("aten.index", "aten.index_put", "aten.index_put_")
-                and any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in (args[1] or ()))):
-            self.count += 1
-        return func(*args, **(kwargs or {}))
+def step_counter():
+    """``bench/step_ops.py``'s op and host-sync counter (the definition of a sync that the benchmark reports)."""
+    path = Path(__file__).resolve().parents[2] / "bench" / "step_ops.py"
+    spec = importlib.util.spec_from_file_location("step_ops", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.StepCounter()
 
 
 @pytest.mark.parametrize("dim,cfg", [(3, CFG_A), (4, CFG_B)])
@@ -327,20 +318,21 @@ def test_the_encoding_reads_the_host_once_per_call(dim, cfg, limit, monkeypatch)
                                     volume_limit=1 << 30 if mixed else limit)
 
     call()  # makes the constants
-    counter = HostReads()
+    counter = step_counter()
     tolist = torch.Tensor.tolist
 
     def counted_tolist(t):
-        counter.count += 1
+        counter.count("Tensor.tolist", sync=True)
         return tolist(t)
 
     monkeypatch.setattr(torch.Tensor, "tolist", counted_tolist)
     gather_spy, volume_spy = Spy(monkeypatch, "_corner_entries"), Spy(monkeypatch, "_level_by_volume")
     with counter:
         out = call()
-        forward_reads = counter.count
+        forward_reads = sum(counter.syncs.values())
         out.square().sum().backward()
-    assert forward_reads == 1 and counter.count == 1 and counter.from_host == 0
+    # one host read in all; no tensor made from host values (on a GPU a copy that waits for the queue too)
+    assert forward_reads == 1 and sum(counter.syncs.values()) == 1 and counter.ops["aten.lift_fresh"] == 0
     assert x.grad is not None and p.grad.abs().sum() > 0
     if mixed:  # the call did mix the strategies
         assert gather_spy.calls == 1 and 0 < volume_spy.calls < cfg.n_levels
