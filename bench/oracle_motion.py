@@ -20,19 +20,22 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from kinfield.config import parse_args
-from kinfield.data.synthetic import _random_cameras
-from kinfield.fields.analytic import AnalyticSphere
-from kinfield.geometry import pixel_rays
-from kinfield.losses import total_loss
-from kinfield.losses.kinematic import KinematicObjective
-from kinfield.train.trainer import build_model
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a checkout without the install
+
+from kinfield.config import parse_args  # noqa: E402
+from kinfield.data.synthetic import _random_cameras  # noqa: E402
+from kinfield.fields.analytic import AnalyticSphere  # noqa: E402
+from kinfield.geometry import pixel_rays  # noqa: E402
+from kinfield.losses import total_loss  # noqa: E402
+from kinfield.losses.kinematic import KinematicObjective  # noqa: E402
+from kinfield.train.trainer import build_model  # noqa: E402
 
 
 def oracle_setup(args, rest):

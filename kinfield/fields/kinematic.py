@@ -155,9 +155,12 @@ class KinematicField(nn.Module):
 
 
 def taylor_displacement(q: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
-    """``sum_k tau^k / k! q[:, k-1]`` for kinematics ``q [N, K, 3]`` and offsets ``tau [N]``: ``[N, 3]``."""
+    """``sum_k tau^k / k! q[:, k-1]`` for kinematics ``q [N, K, 3]`` and offsets ``tau [N]``: ``[N, 3]``.
+
+    Horner's form, ``tau (q_1 + tau/2 (q_2 + tau/3 q_3))``: one fused op per order."""
     tau = tau.reshape(-1, 1)
-    out = torch.zeros_like(q[:, 0])
-    for k in range(1, q.shape[1] + 1):
-        out = out + q[:, k - 1] * (tau**k / math.factorial(k))
-    return out
+    k = q.shape[1]
+    acc = q[:, k - 1]
+    for i in range(k - 1, 0, -1):
+        acc = torch.addcmul(q[:, i - 1], acc, tau, value=1.0 / (i + 1))
+    return acc * tau

@@ -13,6 +13,7 @@ from typing import Dict, List, Tuple
 
 import torch
 
+from .._constants import constant
 from ..fields import taylor_displacement
 from ..nn import scale_grad
 from ..render import composite_blended, composite_outputs
@@ -353,7 +354,7 @@ class KinematicObjective:
         # residuals in per-frame units: order-k quantities times dt^k
         if k_orders > 1:
             r = integrity_residuals(q * mask[None, :, None], dq_dt * mask[None, :, None], grad_q * mask[None, :, None, None])
-            per_frame = torch.tensor([dt ** (i + 2) for i in range(k_orders - 1)], device=x.device)
+            per_frame = constant(tuple(dt ** (i + 2) for i in range(k_orders - 1)), x.device, x.dtype)
             r = r * per_frame[None, :, None] * mask[1:, None]
             res["integrity"] = _masked_mean((r**2).mean(-1).sum(-1), valid)
             hi = q[:, 1:] * per_frame[None, :, None]

@@ -15,6 +15,13 @@ from typing import Callable, Dict, Tuple
 
 import torch
 
+from .._constants import constant
+
+
+# unit offsets of the 9 probes of central_differences in space ([9, 3], in units of eps_x) and of the two time probes
+_PROBE_STEPS = ((0, 0, 0), (1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1), (0, 0, 0), (0, 0, 0))
+_TIME_STEPS = (1, -1)
+
 
 def central_differences(
     fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
@@ -41,26 +48,21 @@ def central_differences(
     t = t.detach().reshape(-1)
     n = x.shape[0]
     ex = torch.as_tensor(eps_x, dtype=x.dtype, device=x.device).expand(n)
-    et = torch.as_tensor(eps_t, dtype=x.dtype, device=x.device).expand(n)
-    eye = torch.eye(3, dtype=x.dtype, device=x.device)
-    xs = [x]
-    for j in range(3):
-        off = eye[j] * ex[:, None]
-        xs += [x + off, x - off]
-    t_plus = (t + et).clamp(0.0, 1.0)
-    t_minus = (t - et).clamp(0.0, 1.0)
-    xs += [x, x]
-    ts = [t] * 7 + [t_plus, t_minus]
-    vals = fn(torch.cat(xs), torch.cat(ts))
+    et = torch.as_tensor(eps_t, dtype=x.dtype, device=x.device)
+    # probes [9, N]: the point, +-x, +-y, +-z, then the point at t + eps_t and t - eps_t (clamped to [0, 1])
+    xs = torch.addcmul(x, constant(_PROBE_STEPS, x.device, x.dtype)[:, None, :], ex[None, :, None])  # [9, N, 3]
+    t_pm = torch.addcmul(t, constant(_TIME_STEPS, x.device, x.dtype)[:, None], et).clamp(0.0, 1.0)  # [2, N]
+    ts = torch.cat([t.expand(7, n), t_pm])  # [9, N]
+    vals = fn(xs.view(9 * n, 3), ts.view(9 * n))
     vals = vals.view(9, n, -1)
-    grad = torch.stack([(vals[1 + 2 * j] - vals[2 + 2 * j]) / (2.0 * ex[:, None]) for j in range(3)], dim=-1)
-    dt = (vals[7] - vals[8]) / (t_plus - t_minus).clamp_min(1e-12)[:, None]
+    grad = ((vals[1:7:2] - vals[2:7:2]) / (2.0 * ex[None, :, None])).permute(1, 2, 0)  # [N, C, 3]
+    dt = (vals[7] - vals[8]) / (t_pm[0] - t_pm[1]).clamp_min(1e-12)[:, None]
     if aabb is not None:
         lo, hi = aabb[:3], aabb[3:]
-        probes = torch.stack(xs[:7])  # [7, N, 3]
+        probes = xs[:7]  # [7, N, 3]
         valid = ((probes >= lo) & (probes <= hi)).all(-1).all(0)
     elif inside is not None:
-        valid = inside(torch.cat(xs[:7])).view(7, n).bool().all(0)
+        valid = inside(xs[:7].view(7 * n, 3)).view(7, n).bool().all(0)
     else:
         valid = torch.ones(n, dtype=torch.bool, device=x.device)
     return {"value": vals[0], "grad": grad, "dt": dt, "valid": valid}

@@ -10,6 +10,8 @@ from typing import Tuple
 
 import torch
 
+from .._constants import constant, made_once
+
 # Primes of tiny-cuda-nn's "coherent prime" spatial hash (first one is 1 for memory coherence).
 HASH_PRIMES = (1, 2654435761, 805459861, 3674653429, 2097192037, 1434869437, 2165219737)
 _UINT32 = 0xFFFFFFFF
@@ -73,7 +75,7 @@ def hash_grid_encode(
     idx = torch.zeros(0, 2**dim, dtype=torch.int64, device=x.device)
     w = table.new_zeros(0, 2**dim)
     if gather_levels:
-        sel = _constant(tuple(gather_levels), resolutions.device)
+        sel = constant(tuple(gather_levels), resolutions.device)
         sizes = [off_list[lvl + 1] - off_list[lvl] for lvl in gather_levels]
         layout = (sum(hashed_list[lvl] for lvl in gather_levels), all(s & (s - 1) == 0 for s in sizes))
         idx, w = _corner_entries(x, offsets, resolutions[sel], scales[sel], hashed[sel], sel, layout)
@@ -116,24 +118,6 @@ def _host_lists(resolutions, offsets, hashed, slab):
     return res, off, hashed_list, [rest[2 * i:2 * i + 2] for i in range(n_levels)]
 
 
-_MADE = {}  # tensors that depend only on the grid layout and the device, made once (oldest dropped past 512)
-
-
-def _made_once(key, make) -> torch.Tensor:
-    """``make()``, kept under ``key`` (which names the device) for the next calls."""
-    if key not in _MADE:
-        _MADE[key] = make()
-        if len(_MADE) > 512:
-            _MADE.pop(next(iter(_MADE)))
-    return _MADE[key]
-
-
-def _constant(values: Tuple[int, ...], device) -> torch.Tensor:
-    """``torch.tensor(values)`` (int64) on ``device``, made once: a copy from the host to a GPU waits for its queue."""
-    return _made_once(("constant", values, str(device)),
-                      lambda: torch.tensor(values, dtype=torch.int64, device=device))
-
-
 def _use_volume(res: int, dim: int, n: int, volume_limit: int) -> bool:
     """Whether a level of ``res`` vertices per axis is evaluated at ``n`` points through its volume."""
     # A volume costs ~(res+1)^D table reads, the gather path ~N 2^D (measured break-even on CPU).
@@ -163,7 +147,7 @@ def _volume_index(res: int, dim: int, size: int, offset: int, is_hashed: bool, d
         vert = torch.stack(grids[::-1], dim=-1).reshape(-1, dim)  # column d = axis d (x first)
         return _vertex_index(vert, res, size, offset, is_hashed)
 
-    return _made_once(("volume index", res, dim, size, offset, is_hashed, str(device)), make)
+    return made_once(("volume index", res, dim, size, offset, is_hashed, str(device)), make)
 
 
 def _level_by_volume(x, vol, res, scale, lo, hi) -> torch.Tensor:
@@ -285,7 +269,7 @@ def _corner_entries(x, offsets, resolutions, scales, hashed, levels, layout=None
         strides = res[:, None] ** torch.arange(dim, device=dev)[None, :]  # [L, D]
         idx = _combine_axes(vert * strides[:, :, None, None], torch.add)  # [L, C, N] dense
     if n_hashed > 0:
-        primes = _constant(HASH_PRIMES[:dim], dev)
+        primes = constant(HASH_PRIMES[:dim], dev)
         hash_idx = _combine_axes((vert * primes[None, :, None, None]) & _UINT32, torch.bitwise_xor)
         idx = hash_idx if n_hashed == n_levels else torch.where(is_hashed[:, None, None], hash_idx, idx)
     if pow2:  # every table a power of two (the hashed levels'): a mask
