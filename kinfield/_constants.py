@@ -15,7 +15,8 @@ _MADE = {}  # key -> tensor (oldest dropped past 512)
 def made_once(key: Hashable, make: Callable[[], torch.Tensor]) -> torch.Tensor:
     """``make()``, kept under ``key`` (which must name the device) for the next calls."""
     if key not in _MADE:
-        _MADE[key] = make()
+        with torch.inference_mode(False):  # a normal tensor even when first asked for inside inference mode
+            _MADE[key] = make()
         if len(_MADE) > 512:
             _MADE.pop(next(iter(_MADE)))
     return _MADE[key]
