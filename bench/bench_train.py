@@ -14,24 +14,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from kinfield.config import parse_train_args  # noqa: E402
-from kinfield.metrics import psnr  # noqa: E402
 from kinfield.train import Trainer  # noqa: E402
-
-
-def quick_psnr(trainer: Trainer, views: int) -> float:
-    sp = trainer.scene.split("test" if "test" in trainer.scene.splits else "train")
-    idx = np.linspace(0, sp.num_frames - 1, min(views, sp.num_frames)).round().astype(int)
-    vals = []
-    for i in idx:
-        out = trainer.model.render_image(sp.poses[i], sp.intrinsics[i], sp.height, sp.width, float(sp.times[i]),
-                                         trainer.scene.background)
-        vals.append(psnr(out["rgb"].cpu(), sp.images[i]))
-    trainer.model.train()
-    return float(np.mean(vals))
+from kinfield.train.evaluate import quick_scores  # noqa: E402
 
 
 def main(argv):
@@ -43,6 +30,7 @@ def main(argv):
     args, rest = p.parse_known_args(argv)
     cfg = parse_train_args([args.scene, args.config, "--resume", "none", "--train_progress", "false"] + rest)
     trainer = Trainer(cfg)
+    split = "test" if "test" in trainer.scene.splits else "train"
     trainer.run_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     train_clock = rays = samples = 0.0
@@ -58,7 +46,7 @@ def main(argv):
         samples += logs.get("samples", 0.0)
         if trainer.step % args.eval_every == 0 or trainer.step == cfg.train.iters:
             with torch.no_grad():
-                val = quick_psnr(trainer, args.eval_views)
+                val = quick_scores(trainer.model, trainer.scene, split, args.eval_views)["psnr"]
             row = {"step": trainer.step, "train_s": round(train_clock, 1), "rays_per_s": round(rays / train_clock),
                    "samples_per_s": round(samples / train_clock), "test_psnr": round(val, 2)}
             rows.append(row)

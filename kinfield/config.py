@@ -59,6 +59,9 @@ class TrainConfig:
     log_every: int = 25
     save_every: int = 500
     keep_ckpts: int = 3
+    val_every: int = field(default=0, metadata={"help": "every this many steps, score --train_val_views evenly spaced views of --train_val_split (PSNR and SSIM, logged to metrics.jsonl as val/psnr and val/ssim; the time it takes is not counted as training time); 0 = off"})
+    val_views: int = 4
+    val_split: str = field(default="val", metadata={"help": "split of the periodic validation (the --train_eval_split when the scene has none of that name)"})
     eval_split: str = field(default="test", metadata={"help": "split rendered and scored at the end ('' = none)"})
     eval_lpips: bool = True
     eval_max_views: int = field(default=0, metadata={"help": "score at most this many evenly spaced views of the split at the end (0 = all; tools/eval.py scores all)"})

@@ -3,7 +3,8 @@ and exported 3-D tracks. Needs matplotlib (``pip install -e ".[plot]"``); everyt
 files the other tools write:
 
 * ``metrics.jsonl`` (tools/train.py): one line per logged step (``step``, ``loss``, ``loss/<term>``,
-  ``psnr`` of the training batch, ``rays``, ``samples``, ``lr``, ``time_s``) -> ``training.png``;
+  ``psnr`` of the training batch, ``rays``, ``samples``, ``lr``, ``time_s``; ``val/psnr`` at the periodic
+  validations of ``--train_val_every``) -> ``training.png``;
 * ``metrics.json`` / ``metrics_test.csv`` (train / eval): the test scores, per view -> ``test_views.png``;
 * ``motion_epe_by_time.csv`` (tools/eval_motion.py): end-point error per object and time, next to the error of
   no motion at all -> ``motion_epe.png``;
@@ -116,6 +117,9 @@ def plot_training(log_path, out_path, test_scores: Optional[dict] = None, smooth
     if "psnr" in cols:
         a.plot(step, cols["psnr"], color="C0", alpha=0.25, lw=1)
         a.plot(step, smooth(cols["psnr"], smoothing), color="C0", label="training batch")
+    if "val/psnr" in cols and np.isfinite(cols["val/psnr"]).any():
+        ok = np.isfinite(cols["val/psnr"])
+        a.plot(step[ok], cols["val/psnr"][ok], "o-", color="C2", ms=4, label="validation views")
     if test_scores and test_scores.get("psnr") is not None:
         a.axhline(test_scores["psnr"], color="C3", ls="--",
                   label=f"test {test_scores['psnr']:.2f} dB (step {test_scores.get('step', '?')})")

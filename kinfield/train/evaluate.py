@@ -6,7 +6,7 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import imageio.v3 as iio
 import numpy as np
@@ -23,6 +23,31 @@ log = logging.getLogger("kinfield")
 def to_uint8(img: torch.Tensor) -> np.ndarray:
     """``[H, W, C]`` float in [0, 1] -> uint8 array."""
     return (img.detach().clamp(0, 1).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+
+
+def evenly_spaced_views(n_frames: int, max_views: int = 0) -> List[int]:
+    """Indices of at most ``max_views`` evenly spaced views of ``n_frames`` (all of them for ``max_views <= 0``)."""
+    if 0 < max_views < n_frames:
+        return sorted({int(round(v)) for v in np.linspace(0, n_frames - 1, max_views)})
+    return list(range(n_frames))
+
+
+def quick_scores(model: SceneModel, scene: Scene, split: str, max_views: int) -> Dict[str, float]:
+    """Mean PSNR and SSIM of up to ``max_views`` evenly spaced views of ``split``, nothing written (the periodic
+    validation during training; :func:`evaluate_split` is the full evaluation)."""
+    sp = scene.split(split)
+    was_training = model.training
+    model.eval()
+    scores = []
+    try:
+        for i in evenly_spaced_views(sp.num_frames, max_views):
+            pred = model.render_image(sp.poses[i], sp.intrinsics[i], sp.height, sp.width, float(sp.times[i]),
+                                      scene.background)["rgb"].cpu()
+            scores.append((psnr(pred, sp.images[i]), ssim(pred, sp.images[i])))
+    finally:
+        model.train(was_training)
+    return {"psnr": float(np.mean([s[0] for s in scores])), "ssim": float(np.mean([s[1] for s in scores])),
+            "n_images": len(scores)}
 
 
 def evaluate_split(
@@ -58,10 +83,7 @@ def evaluate_split(
         log.warning("LPIPS not computed: %s", why)
     rows = []
     model.eval()
-    views = list(range(sp.num_frames))
-    if 0 < max_views < sp.num_frames:
-        views = sorted({int(round(v)) for v in np.linspace(0, sp.num_frames - 1, max_views)})
-    for i in tqdm(views, desc=f"eval {split}", disable=not progress):
+    for i in tqdm(evenly_spaced_views(sp.num_frames, max_views), desc=f"eval {split}", disable=not progress):
         out = model.render_image(sp.poses[i], sp.intrinsics[i], sp.height, sp.width, float(sp.times[i]), scene.background)
         pred = out["rgb"].cpu()
         gt = sp.images[i]

@@ -22,7 +22,7 @@ from ..nn import MLP
 from ..render import SceneModel
 from ..render.composite import dynamic_probability
 from .checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, model_mismatch, save_checkpoint
-from .evaluate import evaluate_split
+from .evaluate import evaluate_split, quick_scores
 from .logger import EMA, MetricsLogger, progress_bar
 
 log = logging.getLogger("kinfield")
@@ -302,6 +302,7 @@ class Trainer:
         bar = progress_bar(cfg.train.iters, self.step, cfg.train.progress)
         t_start = time.time()
         wall_before = self._wall_time_so_far() if resumed else 0.0
+        val_seconds, val_split = 0.0, self._val_split()
         try:
             while self.step < cfg.train.iters:
                 logs = self.train_step()
@@ -311,8 +312,16 @@ class Trainer:
                     smooth = ema.update({"loss": logs["loss"], "psnr": logs["psnr"]})
                     bar.set_postfix(loss=f"{smooth['loss']:.4f}", psnr=f"{smooth['psnr']:.2f}",
                                     rays=int(logs["rays"]), samples=int(logs["samples"]), refresh=False)
-                elapsed = wall_before + time.time() - t_start
-                if self.step % cfg.train.log_every == 0 or self.step == cfg.train.iters:
+                elapsed = wall_before + time.time() - t_start - val_seconds
+                validate = val_split is not None and self.step % cfg.train.val_every == 0
+                if validate:
+                    t_val = time.time()
+                    scores = quick_scores(self.model, self.scene, val_split, cfg.train.val_views)
+                    logs = {**logs, "val/psnr": scores["psnr"], "val/ssim": scores["ssim"]}
+                    val_seconds += time.time() - t_val
+                    log.info("step %d: %s PSNR %.2f, SSIM %.4f (%d views)", self.step, val_split, scores["psnr"],
+                             scores["ssim"], scores["n_images"])
+                if validate or self.step % cfg.train.log_every == 0 or self.step == cfg.train.iters:
                     logger.log(self.step, {**logs, "time_s": elapsed})
                 if self.step % cfg.train.save_every == 0:
                     self.save()
@@ -326,7 +335,7 @@ class Trainer:
             log.warning("interrupted at step %d; checkpoint saved to %s (run again to resume)", self.step, path)
             raise
         bar.close()
-        train_time = wall_before + time.time() - t_start
+        train_time = wall_before + time.time() - t_start - val_seconds
         self.save()
         logger.log(self.step, {"train_time_s": train_time})
         logger.close()
@@ -338,6 +347,20 @@ class Trainer:
                                            progress=cfg.train.progress, max_views=cfg.train.eval_max_views,
                                            extra={"step": self.step, "train_time_s": round(train_time, 1)})
         return result
+
+    def _val_split(self) -> Optional[str]:
+        """The split of the periodic validation, or None when it is off (or the scene has no split to use)."""
+        t = self.cfg.train
+        if t.val_every <= 0 or t.val_views <= 0:
+            return None
+        for split in (t.val_split, t.eval_split):
+            if split and split in self.scene.splits:
+                if split != t.val_split:
+                    log.info("the scene has no %r split: validating on %r", t.val_split, split)
+                return split
+        log.info("periodic validation off: the scene has neither a %r nor a %r split (it has: %s)", t.val_split,
+                    t.eval_split, ", ".join(sorted(self.scene.splits)))
+        return None
 
     def _wall_time_so_far(self) -> float:
         p = self.run_dir / "metrics.jsonl"
