@@ -213,6 +213,9 @@ def plot_tracks(tracks_path, out_path, max_tracks: int = 400) -> Path:
     times, pos, vel = times[order], pos[order], vel[order]
     keep = np.isfinite(pos).all(axis=(0, 2))
     pos, vel = pos[:, keep], vel[:, keep]
+    if pos.shape[1] == 0:
+        raise PlotError(f"{tracks_path}: no track stays finite over all {times.shape[0]} times (every one left the "
+                        f"scene box); export others with tools/export_trajectories.py --points or another --time")
     if pos.shape[1] > max_tracks:  # evenly spaced subset, so the figure stays readable
         pick = np.linspace(0, pos.shape[1] - 1, max_tracks).round().astype(int)
         pos, vel = pos[:, pick], vel[:, pick]

@@ -103,5 +103,8 @@ def test_bad_runs_get_a_clear_error(tmp_path, capsys):
     np.savez(tmp_path / "bad_tracks.npz", times=np.zeros(3), positions=np.zeros((4, 2, 3)))
     assert main_plot([str(run), "--tracks", str(tmp_path / "bad_tracks.npz")]) == 2
     assert "[T, N, 3]" in capsys.readouterr().err
+    np.savez(tmp_path / "gone_tracks.npz", times=np.arange(3.0), positions=np.full((3, 2, 3), np.nan))
+    assert main_plot([str(run), "--tracks", str(tmp_path / "gone_tracks.npz")]) == 2
+    assert "no track stays finite" in capsys.readouterr().err
     assert main_plot([str(run), "--tracks", str(tmp_path / "missing.npz")]) == 2
     assert "export_trajectories" in capsys.readouterr().err
