@@ -39,7 +39,7 @@ class TrainConfig:
     device: str = field(default="auto", metadata={"key": "device", "help": "cpu, cuda or auto"})
     seed: int = field(default=0, metadata={"key": "seed"})
     resume: str = field(default="auto", metadata={"key": "resume", "help": "auto (latest checkpoint in --out), none, or a checkpoint path"})
-    max_minutes: float = field(default=0.0, metadata={"help": "stop training after this wall time (0 = no limit)"})
+    max_minutes: float = field(default=0.0, metadata={"help": "stop training after this much training time, in minutes (wall time without the periodic validation of --train_val_every; 0 = no limit)"})
     rays: int = field(default=1024, metadata={"help": "initial rays per step (adapted to target_samples)"})
     min_rays: int = 256
     max_rays: int = 8192

@@ -18,7 +18,7 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -42,8 +42,9 @@ def _pyplot():
 
 def read_training_log(path) -> Dict[str, np.ndarray]:
     """``metrics.jsonl`` as columns: ``step [S]`` ascending and one ``[S]`` float array per logged key (NaN where a
-    step did not log it). A step logged twice (a run resumed from a checkpoint older than its last log) keeps
-    its last line; the closing ``train_time_s`` line and unreadable lines are skipped (with a warning)."""
+    step did not log it). The lines of one step merge (the training row and the validation row; a step logged
+    again after a resume from an older checkpoint: the later values win); the closing ``train_time_s`` lines
+    and unreadable lines are skipped (with a warning)."""
     path = Path(path)
     if not path.is_file():
         raise PlotError(f"no training log {path}: is {path.parent} a run folder (the --out of tools/train.py)?")
@@ -55,16 +56,16 @@ def read_training_log(path) -> Dict[str, np.ndarray]:
         try:
             row = json.loads(line)
             step = int(row.pop("step"))
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, AttributeError):
             bad += 1
             if bad == 1:
                 log.warning("%s line %d is not a JSON object with a step: skipped (a run killed while writing?)", path, i)
             continue
-        if "loss" in row:
-            rows[step] = row
+        row.pop("train_time_s", None)  # (the closing line of a training session)
+        if row:
+            rows.setdefault(step, {}).update(row)  # a step's rows merge, the later line's values winning
     if not rows:
-        raise PlotError(f"{path} holds no logged training step yet (the first is written after "
-                        f"--train_log_every steps)")
+        raise PlotError(f"{path} holds no logged training step (the first is written after --train_log_every steps)")
     steps = sorted(rows)
     keys = sorted({k for r in rows.values() for k in r})
     out = {"step": np.asarray(steps, np.float64)}
@@ -207,15 +208,14 @@ def plot_tracks(tracks_path, out_path, max_tracks: int = 400) -> Path:
             or (vel is not None and vel.shape != pos.shape):
         raise PlotError(f"{tracks_path}: positions (and velocity) must be [T, N, 3] with T >= 2 times, got "
                         f"{pos.shape} for {times.shape[0]} times (use an npz from tools/export_trajectories.py)")
-    if vel is None:
-        vel = np.gradient(pos, times, axis=0)
     order = np.argsort(times)
-    times, pos, vel = times[order], pos[order], vel[order]
+    times, pos = times[order], pos[order]
+    vel = np.gradient(pos, times, axis=0) if vel is None else vel[order]
     keep = np.isfinite(pos).all(axis=(0, 2))
     pos, vel = pos[:, keep], vel[:, keep]
     if pos.shape[1] == 0:
-        raise PlotError(f"{tracks_path}: no track stays finite over all {times.shape[0]} times (every one left the "
-                        f"scene box); export others with tools/export_trajectories.py --points or another --time")
+        raise PlotError(f"{tracks_path}: no track is finite at all {times.shape[0]} times (the integration diverged?); "
+                        f"export others with tools/export_trajectories.py --points or another --time")
     if pos.shape[1] > max_tracks:  # evenly spaced subset, so the figure stays readable
         pick = np.linspace(0, pos.shape[1] - 1, max_tracks).round().astype(int)
         pos, vel = pos[:, pick], vel[:, pick]
@@ -246,30 +246,35 @@ def plot_tracks(tracks_path, out_path, max_tracks: int = 400) -> Path:
     return _save(fig, out_path)
 
 
-def plot_run(run_dir, out_dir=None, tracks=None, smoothing: float = 0.6) -> List[Path]:
+def plot_run(run_dir, out_dir=None, tracks=None, smoothing: float = 0.6) -> Tuple[List[Path], List[str]]:
     """Every figure the run's files allow (see the module docstring) into ``out_dir`` (default ``RUN/plots``).
-    Returns the written PNGs; raises :class:`PlotError` when the run has no training log."""
+
+    Returns ``(written PNGs, problems)``: a file that cannot be plotted is reported in ``problems`` (naming it and
+    what to do) and the other figures are still drawn. Raises :class:`PlotError` when ``run_dir`` is missing."""
+    from .train.evaluate import read_metrics
+
     run = Path(run_dir)
     if not run.is_dir():
         raise PlotError(f"run folder not found: {run} (the --out of tools/train.py)")
     out = Path(out_dir) if out_dir else run / "plots"
-    out.mkdir(parents=True, exist_ok=True)
-    test = None
-    if (run / "metrics.json").is_file():
-        try:
-            test = json.loads((run / "metrics.json").read_text()).get("test")
-        except ValueError:
-            log.warning("%s is not valid JSON: the test PSNR is left out of training.png", run / "metrics.json")
-    written = [plot_training(run / "metrics.jsonl", out / "training.png", test, smoothing)]
+    test = read_metrics(run).get("test")
+    jobs = [(plot_training, run / "metrics.jsonl", "training.png", dict(test_scores=test if isinstance(test, dict)
+                                                                        else None, smoothing=smoothing))]
     if (run / "metrics_test.csv").is_file():
-        written.append(plot_test_views(run / "metrics_test.csv", out / "test_views.png"))
+        jobs.append((plot_test_views, run / "metrics_test.csv", "test_views.png", {}))
     if (run / "motion_epe_by_time.csv").is_file():
-        written.append(plot_motion_error(run / "motion_epe_by_time.csv", out / "motion_epe.png"))
+        jobs.append((plot_motion_error, run / "motion_epe_by_time.csv", "motion_epe.png", {}))
     if tracks is None and (run / "motion" / "tracks.npz").is_file():
         tracks = run / "motion" / "tracks.npz"  # export_trajectories.py's default output
     if tracks is not None:
-        written.append(plot_tracks(tracks, out / "tracks.png"))
-    return written
+        jobs.append((plot_tracks, Path(tracks), "tracks.png", {}))
+    written, problems = [], []
+    for fn, src, name, kwargs in jobs:
+        try:
+            written.append(fn(src, out / name, **kwargs))
+        except PlotError as exc:
+            problems.append(str(exc))
+    return written, problems
 
 
 def _save(fig, path) -> Path:
@@ -277,6 +282,7 @@ def _save(fig, path) -> Path:
     import matplotlib.pyplot as plt
 
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp.png")
     fig.savefig(tmp, dpi=110)
     plt.close(fig)

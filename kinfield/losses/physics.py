@@ -42,7 +42,8 @@ def central_differences(
         inside: instead of ``aabb``, ``x [M, 3] -> [M]`` truthy where a probe is valid.
 
     Returns:
-        dict with ``value [N, C]``, ``grad [N, C, 3]``, ``dt [N, C]``, ``valid [N]`` bool.
+        dict with ``value [N, C]``, ``grad [N, C, 3]`` (a strided view: slice or split its dimensions, or copy it
+        before flattening them), ``dt [N, C]``, ``valid [N]`` bool.
     """
     x = x.detach()
     t = t.detach().reshape(-1)

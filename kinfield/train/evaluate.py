@@ -131,7 +131,7 @@ def read_metrics(run_dir) -> Dict:
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError:
-        log.warning("%s is not valid JSON; rewriting it", path)
+        log.warning("%s is not valid JSON: ignored (the next evaluation rewrites it)", path)
         return {}
     return data if isinstance(data, dict) else {}
 

@@ -313,19 +313,20 @@ class Trainer:
                     bar.set_postfix(loss=f"{smooth['loss']:.4f}", psnr=f"{smooth['psnr']:.2f}",
                                     rays=int(logs["rays"]), samples=int(logs["samples"]), refresh=False)
                 elapsed = wall_before + time.time() - t_start - val_seconds
+                stop = cfg.train.max_minutes > 0 and elapsed > 60.0 * cfg.train.max_minutes
                 validate = val_split is not None and self.step % cfg.train.val_every == 0
-                if validate:
+                if validate or stop or self.step % cfg.train.log_every == 0 or self.step == cfg.train.iters:
+                    logger.log(self.step, {**logs, "time_s": elapsed})
+                if validate:  # (its own row, after the step's: an interrupt here loses no training log)
                     t_val = time.time()
                     scores = quick_scores(self.model, self.scene, val_split, cfg.train.val_views)
-                    logs = {**logs, "val/psnr": scores["psnr"], "val/ssim": scores["ssim"]}
                     val_seconds += time.time() - t_val
+                    logger.log(self.step, {"val/psnr": scores["psnr"], "val/ssim": scores["ssim"]})
                     log.info("step %d: %s PSNR %.2f, SSIM %.4f (%d views)", self.step, val_split, scores["psnr"],
                              scores["ssim"], scores["n_images"])
-                if validate or self.step % cfg.train.log_every == 0 or self.step == cfg.train.iters:
-                    logger.log(self.step, {**logs, "time_s": elapsed})
                 if self.step % cfg.train.save_every == 0:
                     self.save()
-                if cfg.train.max_minutes > 0 and elapsed > 60.0 * cfg.train.max_minutes:
+                if stop:
                     log.warning("stopping at step %d: --train_max_minutes %.1f reached", self.step, cfg.train.max_minutes)
                     break
         except KeyboardInterrupt:

@@ -26,6 +26,8 @@ def _run_folder(root, resumed=True):
         if step >= 300:
             logs["loss/integrity"] = 0.0 if step == 300 else 1e-6
         logger.log(step, logs)
+        if step == 400:
+            logger.log(step, {"val/psnr": 20.0, "val/ssim": 0.7})  # a validation's own row
     if resumed:  # killed after step 500, resumed from the checkpoint of step 400: steps 450, 500 logged again
         with (run / "metrics.jsonl").open("a") as f:
             f.write('{"step": 450, "loss": 0.5, "psnr"')  # the line being written when the run was killed
@@ -43,7 +45,7 @@ def _run_folder(root, resumed=True):
                                                      "zero_motion_ball": times * 2})
     t = np.linspace(0, 1, 9, dtype=np.float32)
     pos = np.stack([np.stack([np.cos(3 * t + k), np.sin(3 * t + k), t], -1) for k in range(5)], 1)  # [T, 5, 3]
-    pos[:, 4] = np.nan  # a track that left the box
+    pos[:, 4] = np.nan  # a track whose integration diverged
     write_trajectories({"times": t, "positions": pos, "velocity": np.gradient(pos, t, axis=0)},
                        run / "motion" / "tracks.npz")
     return run
@@ -57,7 +59,8 @@ def test_the_training_log_keeps_the_last_line_of_each_step_and_skips_broken_ones
     assert math.isnan(cols["loss"][-1])  # logged as the string "nan"
     assert np.isnan(cols["loss/integrity"][:5]).all() and cols["loss/integrity"][6] == 1e-6
     assert "train_time_s" not in cols
-    assert "line 11" in caplog.text  # the half-written line is named
+    assert cols["val/psnr"][7] == 20.0 and cols["psnr"][7] == 18.0 and np.isnan(cols["val/psnr"][:7]).all()
+    assert "line 12" in caplog.text  # the half-written line is named
 
 
 def test_smoothing_is_a_bias_corrected_moving_average():
@@ -86,7 +89,8 @@ def test_only_the_figures_the_run_has_files_for(tmp_path):
     for f in ("metrics_test.csv", "motion_epe_by_time.csv", "motion/tracks.npz"):
         (run / f).unlink()
     (run / "metrics.json").write_text("{not json")
-    assert [p.name for p in plot_run(run, tmp_path / "figs")] == ["training.png"]
+    written, problems = plot_run(run, tmp_path / "figs")
+    assert [p.name for p in written] == ["training.png"] and problems == []
 
 
 def test_bad_runs_get_a_clear_error(tmp_path, capsys):
@@ -96,15 +100,20 @@ def test_bad_runs_get_a_clear_error(tmp_path, capsys):
     assert main_plot([str(tmp_path / "empty")]) == 2
     err = capsys.readouterr().err
     assert "no training log" in err and "tools/train.py" in err
-    (tmp_path / "empty" / "metrics.jsonl").write_text("")
-    with pytest.raises(PlotError, match="no logged training step"):
-        plot_run(tmp_path / "empty")
+    assert not (tmp_path / "empty" / "plots").exists()
+    # a run stopped by its time cap before its first log: only the closing line
+    (tmp_path / "empty" / "metrics.jsonl").write_text('{"step": 3, "train_time_s": 1.0}\n')
+    written, problems = plot_run(tmp_path / "empty")
+    assert written == [] and "no logged training step" in problems[0]
+    with pytest.raises(PlotError, match="run folder not found"):
+        plot_run(tmp_path / "nope")
     run = _run_folder(tmp_path)
     np.savez(tmp_path / "bad_tracks.npz", times=np.zeros(3), positions=np.zeros((4, 2, 3)))
     assert main_plot([str(run), "--tracks", str(tmp_path / "bad_tracks.npz")]) == 2
-    assert "[T, N, 3]" in capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert "[T, N, 3]" in err and "training.png" in out  # the other figures are still drawn
     np.savez(tmp_path / "gone_tracks.npz", times=np.arange(3.0), positions=np.full((3, 2, 3), np.nan))
     assert main_plot([str(run), "--tracks", str(tmp_path / "gone_tracks.npz")]) == 2
-    assert "no track stays finite" in capsys.readouterr().err
+    assert "no track is finite" in capsys.readouterr().err
     assert main_plot([str(run), "--tracks", str(tmp_path / "missing.npz")]) == 2
     assert "export_trajectories" in capsys.readouterr().err
