@@ -46,7 +46,7 @@ def main(argv):
         samples += logs.get("samples", 0.0)
         if trainer.step % args.eval_every == 0 or trainer.step == cfg.train.iters:
             with torch.no_grad():
-                val = quick_scores(trainer.model, trainer.scene, split, args.eval_views)["psnr"]
+                val = quick_scores(trainer.model, trainer.scene, split, args.eval_views, with_ssim=False)["psnr"]
             row = {"step": trainer.step, "train_s": round(train_clock, 1), "rays_per_s": round(rays / train_clock),
                    "samples_per_s": round(samples / train_clock), "test_psnr": round(val, 2)}
             rows.append(row)

@@ -197,6 +197,17 @@ def test_step_ops_counts_the_steps_host_syncs(tiny_scene):
     assert ops_twins > ops > 100
 
 
+def test_train_bench_prints_its_table_and_json(tiny_scene, tmp_path):
+    out = tmp_path / "bench"
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "bench_train.py"), str(tiny_scene), str(DEBUG),
+                           "--iters", "4", "--eval-every", "2", "--eval-views", "2", "--out", str(out),
+                           "--device", "cpu"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads((out / "bench.json").read_text())["rows"]
+    assert [r["step"] for r in rows] == [2, 4] and all(math.isfinite(r["test_psnr"]) for r in rows)
+    assert re.search(r"^\s+4\s", proc.stdout, re.M)  # the table's last row
+
+
 def test_oracle_motion_bench_runs_with_the_shipped_demo_config():
     """``bench/oracle_motion.py`` with its defaults (configs/demo.yaml, whose kinematic terms start at step 250): only
     F_K trains there, so the radiance-first schedule must not leave its first steps without a loss term."""
