@@ -345,6 +345,7 @@ class KinematicObjective:
         d = central_differences(fn, x, t, eps_x, eps_t,
                                 inside=lambda p: self.model.dynamic.inside(space.to_field(p)))
         valid = d["valid"]
+        mean_w = _mean_weights(valid, x.dtype)  # each residual's mean over the valid points: one dot product
         n = x.shape[0]
         q = d["value"][:, : 3 * k_orders].view(n, k_orders, 3)
         dq_dt = scale_grad(d["dt"][:, : 3 * k_orders].view(n, k_orders, 3), c.derivative_grad_scale)
@@ -356,19 +357,19 @@ class KinematicObjective:
             r = integrity_residuals(q * mask[None, :, None], dq_dt * mask[None, :, None], grad_q * mask[None, :, None, None])
             per_frame = constant(tuple(dt ** (i + 2) for i in range(k_orders - 1)), x.device, x.dtype)
             r = r * per_frame[None, :, None] * mask[1:, None]
-            res["integrity"] = _masked_mean((r**2).mean(-1).sum(-1), valid)
+            res["integrity"] = torch.dot((r**2).mean(-1).sum(-1), mean_w)
             hi = q[:, 1:] * per_frame[None, :, None]
-            res["higher_order"] = _masked_mean((hi**2).sum(-1).sum(-1), valid)
+            res["higher_order"] = torch.dot((hi**2).sum(-1).sum(-1), mean_w)
         sigma_dt = scale_grad(d["dt"][:, -1], c.derivative_grad_scale)
         sigma_grad = scale_grad(d["grad"][:, -1], c.derivative_grad_scale)
         v = q[:, 0]
-        res["transport"] = _masked_mean((transport_residual(sigma_dt, sigma_grad, v.detach()) * dt) ** 2, valid)
+        res["transport"] = torch.dot((transport_residual(sigma_dt, sigma_grad, v.detach()) * dt) ** 2, mean_w)
         grad_v = d["grad"][:, :3].view(n, 3, 3)  # velocity gradient, unscaled
         if c.rigidity_form == "strain":
-            res["rigidity"] = _masked_mean(strain_rate_sq(grad_v) * dt * dt, valid)
+            res["rigidity"] = torch.dot(strain_rate_sq(grad_v) * dt * dt, mean_w)
         else:
             div, i2 = rigidity_terms(grad_v)
-            res["rigidity"] = _masked_mean((div * dt) ** 2 + (i2 * dt * dt) ** 2, valid)
+            res["rigidity"] = torch.dot((div * dt) ** 2 + (i2 * dt * dt) ** 2, mean_w)
         if getattr(self.model, "normal_net", None) is not None:
             gnorm = sigma_grad.detach().norm(dim=-1, keepdim=True)
             n_grad = -scale_grad(d["grad"][:, -1], c.normal_density_grad_scale) / gnorm.clamp_min(1e-8)
@@ -376,7 +377,7 @@ class KinematicObjective:
                                                 c.normal_feature_grad_scale)
             alpha = 1.0 - torch.exp(-sigma_pts * self.model.render_cfg.step_size)
             weight = alpha * (gnorm[:, 0] > 1e-6).float()
-            res["normal"] = _masked_mean(weight * ((n_pred - n_grad) ** 2).sum(-1), valid)
+            res["normal"] = torch.dot(weight * ((n_pred - n_grad) ** 2).sum(-1), mean_w)
         return res
 
     @torch.no_grad()
@@ -426,7 +427,8 @@ class KinematicObjective:
         ]
 
 
-def _masked_mean(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Mean of ``values [P]`` over ``valid [P]`` (0 with a gradient path when none is valid)."""
-    v = valid.to(values.dtype)
-    return (values * v).sum() / v.sum().clamp_min(1.0)
+def _mean_weights(valid: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``[P]`` weights whose dot product with values ``[P]`` is their mean over the ``valid [P]`` points (all zero,
+    so the mean is 0 with a gradient path, when none is valid)."""
+    v = valid.to(dtype)
+    return v / v.sum().clamp_min(1.0)
