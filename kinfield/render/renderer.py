@@ -104,8 +104,8 @@ class SceneModel(nn.Module):
         t = t.to(x.dtype)
         t0 = (torch.floor(t / spacing + 1e-6) * spacing).clamp(0.0, 1.0)
         t1 = (t0 + spacing).clamp(max=1.0)
-        span = t1 - t0
-        w = torch.where(span > 1e-8, (t - t0) / span.clamp_min(1e-8), torch.zeros_like(t)).clamp(0.0, 1.0)
+        # (t1 - t0 vanishes only at t0 = t1 = 1, where t - t0 <= 0: the weight is 0 there, and either keyframe is t)
+        w = ((t - t0) / (t1 - t0).clamp_min(1e-8)).clamp(0.0, 1.0)
         q = self.kinematic_q(x, t)
         if u is not None:
             tk = torch.where(u.to(t.dtype) < w, t1, t0)
