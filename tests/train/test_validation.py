@@ -53,19 +53,25 @@ def test_validation_scores_are_logged_at_their_steps_and_are_the_models(scene, t
     assert "step 6: val PSNR" in caplog.text
 
 
-def test_validation_time_is_not_training_time(scene, tmp_path, monkeypatch):
-    clock = [1000.0]  # the trainer's clock: 1 ms per reading, 100 s per validation
+def _fake_clock(monkeypatch, per_reading: float, per_validation: float) -> None:
+    """The trainer's clock advances ``per_reading`` seconds at each reading and ``per_validation`` during each
+    validation (which scores PSNR 10)."""
+    clock = [1000.0]
 
     def now():
-        clock[0] += 0.001
+        clock[0] += per_reading
         return clock[0]
 
     def slow_scores(*args):
-        clock[0] += 100.0
+        clock[0] += per_validation
         return {"psnr": 10.0, "ssim": 0.5, "n_images": 1}
 
     monkeypatch.setattr(trainer_module, "time", types.SimpleNamespace(time=now))
     monkeypatch.setattr(trainer_module, "quick_scores", slow_scores)
+
+
+def test_validation_time_is_not_training_time(scene, tmp_path, monkeypatch):
+    _fake_clock(monkeypatch, per_reading=0.001, per_validation=100.0)
     result = _trainer(scene, tmp_path / "run", "--train_val_every", "3").fit()
     rows = _rows(tmp_path / "run")
     assert rows[3]["val/psnr"] == 10.0 and rows[6]["val/psnr"] == 10.0
@@ -74,18 +80,7 @@ def test_validation_time_is_not_training_time(scene, tmp_path, monkeypatch):
 
 
 def test_the_time_cap_counts_training_time_only(scene, tmp_path, monkeypatch):
-    clock = [0.0]
-
-    def now():
-        clock[0] += 1.0  # each reading a second later
-        return clock[0]
-
-    def slow_scores(*args):
-        clock[0] += 1000.0
-        return {"psnr": 10.0, "ssim": 0.5, "n_images": 1}
-
-    monkeypatch.setattr(trainer_module, "time", types.SimpleNamespace(time=now))
-    monkeypatch.setattr(trainer_module, "quick_scores", slow_scores)
+    _fake_clock(monkeypatch, per_reading=1.0, per_validation=1000.0)
     # 0.1 min = 6 s of training: 5 steps at about a second each (one clock reading), validations left out
     _trainer(scene, tmp_path / "run", "--train_val_every", "2", "--train_max_minutes", "0.1", "--iters", "50",
              "--train_log_every", "100").fit()
