@@ -250,12 +250,14 @@ def plot_run(run_dir, out_dir=None, tracks=None, smoothing: float = 0.6) -> Tupl
     """Every figure the run's files allow (see the module docstring) into ``out_dir`` (default ``RUN/plots``).
 
     Returns ``(written PNGs, problems)``: a file that cannot be plotted is reported in ``problems`` (naming it and
-    what to do) and the other figures are still drawn. Raises :class:`PlotError` when ``run_dir`` is missing."""
+    what to do) and the other figures are still drawn. Raises :class:`PlotError` when ``run_dir`` is missing or
+    matplotlib is not installed."""
     from .train.evaluate import read_metrics
 
     run = Path(run_dir)
     if not run.is_dir():
         raise PlotError(f"run folder not found: {run} (the --out of tools/train.py)")
+    _pyplot()  # (once, up front: without matplotlib no figure can be drawn)
     out = Path(out_dir) if out_dir else run / "plots"
     test = read_metrics(run).get("test")
     jobs = [(plot_training, run / "metrics.jsonl", "training.png", dict(test_scores=test if isinstance(test, dict)

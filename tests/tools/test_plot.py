@@ -117,3 +117,13 @@ def test_bad_runs_get_a_clear_error(tmp_path, capsys):
     assert "no track is finite" in capsys.readouterr().err
     assert main_plot([str(run), "--tracks", str(tmp_path / "missing.npz")]) == 2
     assert "export_trajectories" in capsys.readouterr().err
+
+
+def test_without_matplotlib_one_clear_error(tmp_path, capsys, monkeypatch):
+    import sys
+
+    run = _run_folder(tmp_path, resumed=False)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    assert main_plot([str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and '".[plot]"' in err
