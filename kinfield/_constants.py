@@ -1,7 +1,7 @@
 """Small tensors that depend only on fixed values and a device, made once per device.
 
 On a GPU, making a tensor from host values is a copy that waits for the launch queue; the hot paths (the
-hash-grid twin, the spherical-harmonics basis, the finite-difference probes) take theirs from here instead.
+hash-grid twin, the finite-difference probes, the integrity term's per-frame scale) take theirs from here instead.
 """
 from __future__ import annotations
 

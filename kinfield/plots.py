@@ -108,8 +108,8 @@ def _read_csv(path: Path) -> Dict[str, np.ndarray]:
 
 
 def plot_training(log_path, out_path, test_scores: Optional[dict] = None, smoothing: float = 0.6) -> Path:
-    """Four panels against the step: the training batch's PSNR (and the final test PSNR), every loss term
-    (log scale), rays and samples per step, and the learning rate with the wall time."""
+    """Four panels against the step: the training batch's PSNR (with the periodic validation's and the final test
+    PSNR), every loss term (log scale), rays and samples per step, and the learning rate with the wall time."""
     plt = _pyplot()
     cols = read_training_log(log_path)
     step = cols["step"]

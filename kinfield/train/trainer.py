@@ -360,7 +360,7 @@ class Trainer:
                     log.info("the scene has no %r split: validating on %r", t.val_split, split)
                 return split
         log.info("periodic validation off: the scene has neither a %r nor a %r split (it has: %s)", t.val_split,
-                    t.eval_split, ", ".join(sorted(self.scene.splits)))
+                 t.eval_split, ", ".join(sorted(self.scene.splits)))
         return None
 
     def _wall_time_so_far(self) -> float:
