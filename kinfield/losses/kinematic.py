@@ -67,6 +67,11 @@ class KinConfig:
     # time has the sample's own opacity and colour (a dense, per-sample form of the warped photometric loss)
     consistency_weight: float = 0.0
     consistency_density_weight: float = 1.0
+    # Units of the physics terms: each residual is in per-frame units (an order-k quantity times Delta^k, Delta the
+    # frame spacing of kinfield's [0, 1] time), so its square does not depend on how time is parametrised. The
+    # reference (time in [-1, 1]) multiplies each squared residual by Delta^2 alone: its divergence and transport
+    # terms equal these, but its acceleration integrity and i2 rigidity are these / Delta_ref^2 (x133 at 24 frames)
+    # and its jerk integrity these / Delta_ref^4, so the same weight counts those terms that much less here.
     integrity_weight: float = 0.1
     transport_weight: float = 1e-5
     transport_decay_milestones: Tuple[int, ...] = ()
@@ -91,6 +96,10 @@ class KinConfig:
     fd_time_frames: float = 0.05
     fd_jitter: bool = True
     derivative_grad_scale: float = 0.1
+    # Bound on the advected acceleration / jerk H~ of the integrity term, in the reference's units (time in
+    # [-1, 1]; METHOD 2.5: 64): kinfield's time runs over [0, 1], so the bound is 64 * 4 on the acceleration
+    # and 64 * 8 on the jerk (world units per unit of time squared / cubed). 0: no bound.
+    integrity_clamp: float = 64.0
     # Gradient scale of the density side of the normal loss. The reference lets it reach the density
     # grids; on hash grids that destabilised geometry (standup 1/8: train PSNR 28.1 -> 24.2 within 50
     # steps of the term starting; 29.4 with the term off), so by default the density side is off.
@@ -325,9 +334,11 @@ class KinematicObjective:
             return res
         # derivatives once, in world space (METHOD 3, 8.3): probes in world, mapped to field space to query
         space = self.model.space
-        xf, t, sigma_pts = w["x"].detach()[pts], w["t"].detach()[pts], w["sigma"].detach()[pts]
+        xf, t = w["x"].detach()[pts], w["t"].detach()[pts]
+        # the normal term's per-point weight: the reference sample's dynamic render weight (METHOD 2.8)
+        weight_pts = ctx["render"]["samples"].w_d.detach()[self._selection(ctx)["idx"][pts]]
         if c.physics_volume_points > 0:
-            xf, t, sigma_pts = self._add_volume_points(xf, t, sigma_pts)
+            xf, t, weight_pts = self._add_volume_points(xf, t, weight_pts)
         x = space.to_world(xf)
         kin = self.model.kinematic
         k_orders = kin.order
@@ -348,15 +359,17 @@ class KinematicObjective:
         mean_w = _mean_weights(valid, x.dtype)  # each residual's mean over the valid points: one dot product
         n = x.shape[0]
         q = d["value"][:, : 3 * k_orders].view(n, k_orders, 3)
-        dq_dt = scale_grad(d["dt"][:, : 3 * k_orders].view(n, k_orders, 3), c.derivative_grad_scale)
-        grad_q = scale_grad(d["grad"][:, : 3 * k_orders].view(n, k_orders, 3, 3), c.derivative_grad_scale)
+        dq_dt = d["dt"][:, : 3 * k_orders].view(n, k_orders, 3)
+        grad_q = d["grad"][:, : 3 * k_orders].view(n, k_orders, 3, 3)
         mask = kin.taylor_mask
         dt = self.dt
         # residuals in per-frame units: order-k quantities times dt^k
         if k_orders > 1:
-            r = integrity_residuals(q * mask[None, :, None], dq_dt * mask[None, :, None], grad_q * mask[None, :, None, None])
+            # (the clamp in kinfield's time units: t in [0, 1] makes accelerations 4x, jerks 8x the reference's)
+            bound = [c.integrity_clamp * 2.0 ** (i + 2) for i in range(k_orders - 1)] if c.integrity_clamp > 0 else None
             per_frame = constant(tuple(dt ** (i + 2) for i in range(k_orders - 1)), x.device, x.dtype)
-            r = r * per_frame[None, :, None] * mask[1:, None]
+            # both sides times the higher order's Taylor mask
+            r = integrity_residuals(q, dq_dt, grad_q, c.derivative_grad_scale, bound) * (per_frame[:, None] * mask[1:, None])
             res["integrity"] = torch.dot((r**2).mean(-1).sum(-1), mean_w)
             hi = q[:, 1:] * per_frame[None, :, None]
             res["higher_order"] = torch.dot((hi**2).sum(-1).sum(-1), mean_w)
@@ -373,30 +386,29 @@ class KinematicObjective:
         if getattr(self.model, "normal_net", None) is not None:
             gnorm = sigma_grad.detach().norm(dim=-1, keepdim=True)
             n_grad = -scale_grad(d["grad"][:, -1], c.normal_density_grad_scale) / gnorm.clamp_min(1e-8)
-            n_pred = self.model.predict_normals(space.to_field(x + (torch.rand_like(x) - 0.5) * eps_x[:, None]), t,
-                                                c.normal_feature_grad_scale)
-            alpha = 1.0 - torch.exp(-sigma_pts * self.model.render_cfg.step_size)
-            weight = alpha * (gnorm[:, 0] > 1e-6).float()
+            # the regressor reads the features within one probe step of the point (METHOD 2.8: +-eps per axis)
+            n_pred = self.model.predict_normals(space.to_field(x + (torch.rand_like(x) * 2.0 - 1.0) * eps_x[:, None]),
+                                                t, c.normal_feature_grad_scale)
+            weight = weight_pts * (gnorm[:, 0] > 1e-6).float()
             res["normal"] = torch.dot(weight * ((n_pred - n_grad) ** 2).sum(-1), mean_w)
         return res
 
     @torch.no_grad()
-    def _add_volume_points(self, xf: torch.Tensor, t: torch.Tensor, sigma: torch.Tensor):
+    def _add_volume_points(self, xf: torch.Tensor, t: torch.Tensor, weight: torch.Tensor):
         """Append up to ``physics_volume_points`` points near ``xf [P, 3]`` (field space) at the same times
         ``t [P]``: uniform offsets in a ball, kept inside the box where the dynamic density ``> threshold``.
-        Returns the longer ``xf [P', 3]``, ``t [P']`` and their densities ``sigma [P']``."""
+        Returns the longer ``xf [P', 3]``, ``t [P']`` and per-point ``weight [P']`` (a new point has its source's)."""
         c = self.cfg
         dyn = self.model.dynamic
         src = torch.randint(xf.shape[0], (c.physics_volume_points,), device=xf.device)
         direction = torch.nn.functional.normalize(torch.randn(src.shape[0], 3, device=xf.device), dim=-1)
         radius = c.physics_volume_radius * self.model.kinematic.extent \
             * torch.rand(src.shape[0], 1, device=xf.device) ** (1 / 3)
-        xv, tv = xf[src] + direction * radius, t[src]
+        xv, tv, wv = xf[src] + direction * radius, t[src], weight[src]
         inside = dyn.inside(xv).bool()
-        xv, tv = xv[inside], tv[inside]
-        sv = dyn.density(xv, tv)
-        keep = sv > c.physics_sigma_threshold
-        return torch.cat([xf, xv[keep]]), torch.cat([t, tv[keep]]), torch.cat([sigma, sv[keep]])
+        xv, tv, wv = xv[inside], tv[inside], wv[inside]
+        keep = dyn.density(xv, tv) > c.physics_sigma_threshold
+        return torch.cat([xf, xv[keep]]), torch.cat([t, tv[keep]]), torch.cat([weight, wv[keep]])
 
     def _zero(self, ctx) -> torch.Tensor:
         return ctx["render"]["rgb"].sum() * 0.0

@@ -11,11 +11,12 @@ Shapes: ``N`` points; ``C`` channels of the differentiated field; gradients ``[N
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 
 from .._constants import constant
+from ..nn.grad import scale_grad
 
 
 # unit offsets of the 9 probes of central_differences in space ([9, 3], in units of eps_x) and of the two time probes
@@ -74,18 +75,31 @@ def material_derivative(dq_dt: torch.Tensor, grad_q: torch.Tensor, v: torch.Tens
     return dq_dt + torch.einsum("ncj,nj->nc", grad_q, v)
 
 
-def integrity_residuals(q: torch.Tensor, dq_dt: torch.Tensor, grad_q: torch.Tensor) -> torch.Tensor:
-    """Kinematic integrity residuals ``H_i - (dL_i/dt + (v . grad) L_i)`` (METHOD 2.5).
+def advected_derivatives(q: torch.Tensor, dq_dt: torch.Tensor, grad_q: torch.Tensor) -> torch.Tensor:
+    """The higher orders as the lower ones' material derivatives, ``H~_i = dL_i/dt + (v . grad) L_i`` (METHOD 2.5).
 
     Args:
         q: ``[N, K, 3]`` kinematics (v, a, j); dq_dt: ``[N, K, 3]``; grad_q: ``[N, K, 3, 3]``.
 
     Returns:
-        ``[N, K-1, 3]``: residual of acceleration (from v) and of jerk (from a), advected by v.
+        ``[N, K-1, 3]``: acceleration from v and jerk from a, both advected by v.
     """
     v = q[:, 0]
-    out = [q[:, i] - material_derivative(dq_dt[:, i - 1], grad_q[:, i - 1], v) for i in range(1, q.shape[1])]
+    out = [material_derivative(dq_dt[:, i - 1], grad_q[:, i - 1], v) for i in range(1, q.shape[1])]
     return torch.stack(out, dim=1) if out else q[:, :0]
+
+
+def integrity_residuals(q: torch.Tensor, dq_dt: torch.Tensor, grad_q: torch.Tensor, grad_scale: float = 1.0,
+                        bound: Optional[Sequence[float]] = None) -> torch.Tensor:
+    """Kinematic integrity residuals ``H_i - H~_i`` (:func:`advected_derivatives`; same first arguments): ``[N, K-1, 3]``.
+
+    ``H~`` (the derivative side, v in its advection included) passes through ``grad_scale`` in the backward pass,
+    then is clamped to ``[-bound[i], bound[i]]`` for order ``i`` (``bound``: K-1 floats; METHOD 2.5, 2.16)."""
+    h_tilde = scale_grad(advected_derivatives(q, dq_dt, grad_q), grad_scale)
+    if bound is not None:
+        b = constant(tuple(bound), q.device, q.dtype)[None, :, None]
+        h_tilde = torch.maximum(torch.minimum(h_tilde, b), -b)
+    return q[:, 1:] - h_tilde
 
 
 def transport_residual(dsigma_dt: torch.Tensor, grad_sigma: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -173,6 +173,23 @@ def test_normal_feature_grad_scale_scales_only_the_feature_side_of_the_normal_lo
     torch.testing.assert_close(grads[0.1][1], grads[1.0][1])
 
 
+def test_normal_loss_weighs_each_point_by_its_reference_samples_dynamic_render_weight():
+    """METHOD 2.8: the per-point weight of the normal loss is the detached dynamic render weight of the reference
+    sample the point was warped from (occluded samples, weight ~0, do not count), not the point's own opacity."""
+    model = make_model()
+    base = step_context(model)
+    samples = base["render"]["samples"]
+    cfg = KinConfig(dyn_weight_threshold=0.0, physics_sigma_threshold=0.0, max_physics_points=64)
+    values = {}
+    for factor in (1.0, 3.0):  # (both fields' weights scaled: the dynamic probability that picks samples is unchanged)
+        scaled = dataclasses.replace(samples, w_d=samples.w_d * factor, w_s=samples.w_s * factor)
+        ctx = {**base, "render": {**base["render"], "samples": scaled}}
+        torch.manual_seed(3)
+        values[factor] = KinematicObjective(cfg, model, 0.05).physics(ctx)["normal"].detach()
+    assert values[1.0] > 0
+    torch.testing.assert_close(values[3.0], 3.0 * values[1.0])
+
+
 def test_volume_physics_points_lie_near_the_warped_ones_where_the_dynamic_field_is_dense():
     """``physics_volume_points``: extra points within the radius of a kept point, at its time, inside the box
     and above the density threshold; the physics residuals stay finite with them."""
@@ -182,16 +199,16 @@ def test_volume_physics_points_lie_near_the_warped_ones_where_the_dynamic_field_
     obj = KinematicObjective(cfg, model, 0.05)
     torch.manual_seed(0)
     xf, t = torch.rand(16, 3) * 1.6 - 0.8, torch.rand(16)
-    sigma = model.dynamic.density(xf, t)
-    x2, t2, s2 = obj._add_volume_points(xf, t, sigma)
-    assert torch.equal(x2[:16], xf) and torch.equal(t2[:16], t) and torch.equal(s2[:16], sigma)
-    new_x, new_t, new_s = x2[16:], t2[16:], s2[16:]
+    weight = torch.arange(16.0) + 1.0  # one distinct weight per source point
+    x2, t2, w2 = obj._add_volume_points(xf, t, weight)
+    assert torch.equal(x2[:16], xf) and torch.equal(t2[:16], t) and torch.equal(w2[:16], weight)
+    new_x, new_t, new_w = x2[16:], t2[16:], w2[16:]
     assert 0 < new_x.shape[0] < 400  # some offsets land in dense places, not all
-    assert bool((new_s > 0.5).all()) and bool(model.dynamic.inside(new_x).bool().all())
-    torch.testing.assert_close(new_s, model.dynamic.density(new_x, new_t))
-    # each new point is within the radius (0.2 of the box's side 2) of a source point at the same time
-    near = ((new_x[:, None] - xf[None]).norm(dim=-1) <= 0.4 + 1e-5) & (new_t[:, None] == t[None])
-    assert bool(near.any(dim=1).all())
+    with torch.no_grad():
+        assert bool((model.dynamic.density(new_x, new_t) > 0.5).all()) and bool(model.dynamic.inside(new_x).bool().all())
+    # each new point is within the radius (0.2 of the box's side 2) of its source point, at its time, with its weight
+    src = new_w.long() - 1
+    assert bool(((new_x - xf[src]).norm(dim=-1) <= 0.4 + 1e-5).all()) and torch.equal(new_t, t[src])
     ctx = step_context(model)
     model.kinematic.set_active_orders(3)
     for name, value in obj.physics(ctx).items():

@@ -97,6 +97,33 @@ def test_uniform_acceleration_has_constant_a_and_zero_jerk():
     torch.testing.assert_close(integrity_residuals(wrong, dq_dt, grad)[:, 0], -a0.expand(64, 3), atol=1e-4, rtol=0)
 
 
+def test_integrity_scales_the_whole_advected_side_and_clamps_it():
+    """METHOD 2.5 / 2.16: H~ = dL/dt + (grad L) v passes through the gradient scale as a whole, so the velocity
+    advecting it gets the scaled gradient too, while the predicted side H keeps its full gradient; H~ is then
+    clamped per order."""
+    torch.manual_seed(0)
+    base = (torch.randn(5, 3, 3), torch.randn(5, 3, 3), torch.randn(5, 3, 3, 3))
+    grads = {}
+    for scale in (1.0, 0.1):
+        q, dq_dt, grad_q = (b.clone().requires_grad_(True) for b in base)
+        res = integrity_residuals(q, dq_dt, grad_q, grad_scale=scale)
+        torch.testing.assert_close(res, integrity_residuals(*base))  # the forward pass is unchanged
+        (res**2).sum().backward()
+        grads[scale] = (q.grad[:, 0], q.grad[:, 1:], dq_dt.grad, grad_q.grad)
+    v1, h1, dt1, g1 = grads[1.0]
+    v01, h01, dt01, g01 = grads[0.1]
+    assert v1.abs().min() > 0
+    torch.testing.assert_close(v01, 0.1 * v1)  # the advecting velocity: scaled
+    torch.testing.assert_close(dt01, 0.1 * dt1)
+    torch.testing.assert_close(g01, 0.1 * g1)
+    torch.testing.assert_close(h01, h1)  # H itself: full gradient
+    # the clamp: an advected acceleration of 1000 and jerk of -1000 are bounded at 256 and -512
+    q, grad_q = torch.zeros(1, 3, 3), torch.zeros(1, 3, 3, 3)
+    dq_dt = torch.tensor([[[1000.0] * 3, [-1000.0] * 3, [0.0] * 3]])
+    res = integrity_residuals(q, dq_dt, grad_q, bound=[256.0, 512.0])
+    torch.testing.assert_close(res, torch.tensor([[[-256.0] * 3, [512.0] * 3]]))
+
+
 def test_advected_density_has_zero_transport_residual():
     v0 = torch.tensor([0.5, -0.3, 0.2])
 
