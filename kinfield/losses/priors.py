@@ -169,11 +169,14 @@ class PriorObjective:
         own = torch.stack([b["cols"][:n].float() + 0.5, b["rows"][:n].float() + 0.5], dim=-1)
         poses, intr = self.split.poses.to(own.device), self.split.intrinsics.to(own.device)
         total, n_frames = self._zero(ctx), self.split.num_frames
+        # a ray without samples sees nothing to move (its expected point would be the ray's origin): no flow target
+        ids = ctx["render"]["samples"].ray_ids
+        hit = own.new_zeros(n).index_fill_(0, ids[ids < n], 1.0)
         for kind, sign in (("fwd", 1.0), ("bwd", -1.0)):
             if f"flow_{kind}" not in b:
                 continue
             other = (frame + int(sign)).clamp(0, n_frames - 1)
-            mask = b[f"flow_{kind}_mask"][:n] * ((frame + int(sign) >= 0) & (frame + int(sign) < n_frames)).float()
+            mask = b[f"flow_{kind}_mask"][:n] * ((frame + int(sign) >= 0) & (frame + int(sign) < n_frames)).float() * hit
             if float(mask.sum()) == 0:
                 continue
             pts = self.expected_points(ctx, sign, n)

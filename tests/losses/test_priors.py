@@ -1,4 +1,5 @@
 """Prior losses: median-normalised depth, projection, flow from expected points, masks, entropy."""
+import dataclasses
 from types import SimpleNamespace
 
 import torch
@@ -71,6 +72,13 @@ def test_flow_loss_is_zero_for_the_true_camera_flow():
     assert abs(float(obj.flow_loss(ctx).detach()) - float(ok["fwd"].mean())) < 1e-3  # mean over rays and x, y
     # a camera moving +x makes static content flow towards -x
     assert float(true["fwd"][0, 0]) < 0
+    # a ray without samples (it hits nothing) has no flow target: its flow does not count
+    ctx["batch"]["flow_fwd"] = true["fwd"].clone()
+    ctx["batch"]["flow_bwd"] = true["bwd"].clone()
+    s = ctx["render"]["samples"]
+    ctx["render"]["samples"] = dataclasses.replace(s, **{
+        f.name: getattr(s, f.name)[:3] for f in dataclasses.fields(s) if f.name != "n_rays"})  # ray 3 loses its sample
+    assert float(obj.flow_loss(ctx).detach()) < 1e-4
 
 
 def test_depth_masked_and_entropy_terms():
