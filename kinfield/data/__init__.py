@@ -5,6 +5,8 @@ import os
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
+import numpy as np
+
 from .batcher import RayBatcher
 from .dnerf import load_dnerf
 from .errors import DatasetError
@@ -13,6 +15,15 @@ from .scene import Scene, SceneSplit
 from .tiny_npz import load_tiny_npz
 
 __all__ = ["RayBatcher", "Scene", "SceneSplit", "DatasetError", "load_dnerf", "load_nsff", "load_tiny_npz", "load_scene"]
+
+
+def _is_npz_scene(path: Path) -> bool:
+    """``path`` opens as an .npz holding ``images`` (a tiny-npz scene, not e.g. ground truth)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return "images" in z.files
+    except Exception:  # noqa: BLE001 - unreadable or a plain .npy: not a scene
+        return False
 
 
 def load_scene(
@@ -45,7 +56,7 @@ def load_scene(
                 kw["background"] = background
             return load_dnerf(p, downscale=downscale, **kw)
         hints = []
-        npz = sorted(q.name for q in p.glob("*.npz"))
+        npz = sorted(q.name for q in p.glob("*.npz") if _is_npz_scene(q))  # not e.g. motion_gt.npz
         if npz:
             hints.append(f"it holds {', '.join(npz[:3])}: pass that .npz file instead")
         if (p / "dataset.json").exists():

@@ -53,9 +53,22 @@ def _is_number(x) -> bool:
     return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_))
 
 
+def _all_numbers(x) -> bool:
+    """``x`` is a number, or a (nested) list / tuple of numbers only (no strings, booleans, None)."""
+    return all(_all_numbers(v) for v in x) if isinstance(x, (list, tuple)) else _is_number(x)
+
+
+def _float(x) -> float:
+    """``float(x)`` of a number; an integer too large for a float (JSON ``1000...0``) becomes +-inf."""
+    try:
+        return float(x)
+    except OverflowError:
+        return math.inf if x > 0 else -math.inf
+
+
 def check_downscale(downscale, where: PathLike) -> Union[int, float]:
     """Validate ``downscale``; returns an ``int`` when it is a whole number, else a ``float``."""
-    if not _is_number(downscale) or not math.isfinite(float(downscale)) or float(downscale) < 1:
+    if not _is_number(downscale) or not math.isfinite(_float(downscale)) or _float(downscale) < 1:
         raise DatasetError(
             where,
             f"downscale must be a number >= 1, got {downscale!r}",
@@ -98,7 +111,7 @@ def check_aabb(aabb, where: PathLike) -> torch.Tensor:
 
 
 def check_near_far(near, far, where: PathLike) -> Tuple[float, float]:
-    if not (_is_number(near) and _is_number(far) and math.isfinite(near) and math.isfinite(far)
+    if not (_is_number(near) and _is_number(far) and math.isfinite(_float(near)) and math.isfinite(_float(far))
             and 0 <= near < far):
         raise DatasetError(
             where,
@@ -111,10 +124,13 @@ def check_near_far(near, far, where: PathLike) -> Tuple[float, float]:
 def check_pose(m, where: PathLike, what: str) -> np.ndarray:
     """Validate one camera-to-world matrix; returns a ``[4, 4]`` float64 array."""
     fix = ("write a finite 4x4 camera-to-world matrix (OpenGL axes) whose last row is [0, 0, 0, 1]")
+    if not (m.dtype.kind in "fiu" if isinstance(m, np.ndarray) else _all_numbers(m)):
+        raise DatasetError(where, f"{what}: transform_matrix is not a numeric matrix (every entry must be a "
+                                  "number, not a string, boolean or null)", fix)
     try:
         a = np.asarray(m, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise DatasetError(where, f"{what}: transform_matrix is not a numeric matrix", fix) from None
+    except (TypeError, ValueError, OverflowError) as e:
+        raise DatasetError(where, f"{what}: transform_matrix is not a numeric matrix ({e})", fix) from None
     if a.shape != (4, 4):
         raise DatasetError(where, f"{what}: transform_matrix has shape {list(a.shape)}, expected [4, 4]", fix)
     if not np.all(np.isfinite(a)):
@@ -130,7 +146,7 @@ def check_time(t, where: PathLike, what: str) -> float:
     fix = "store each frame's normalised time as a number in [0, 1] (frame_index / (num_frames - 1))"
     if not _is_number(t):
         raise DatasetError(where, f"{what}: time must be a number, got {t!r}", fix)
-    t = float(t)
+    t = _float(t)
     if not math.isfinite(t) or t < 0.0 or t > 1.0:
         raise DatasetError(where, f"{what}: time {t!r} is outside [0, 1]", fix)
     return t
@@ -393,6 +409,9 @@ def _parse_transforms(json_path: Path, split: str, root: Path) -> _SplitSpec:
             f"malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}",
             "fix the JSON syntax at that position (e.g. a missing comma, bracket or quote)",
         ) from None
+    except ValueError as e:  # e.g. an integer literal longer than Python's 4300-digit limit
+        raise DatasetError(json_path, f"unreadable JSON value ({e})",
+                           "write the numbers as ordinary decimals") from None
     if not isinstance(meta, dict):
         raise DatasetError(json_path, f"top level is a {type(meta).__name__}, expected an object",
                            'write {"camera_angle_x": ..., "frames": [...]}')
@@ -400,7 +419,7 @@ def _parse_transforms(json_path: Path, split: str, root: Path) -> _SplitSpec:
         raise DatasetError(json_path, "missing key 'camera_angle_x'",
                            "add the horizontal field of view in radians, e.g. \"camera_angle_x\": 0.6911")
     angle = meta["camera_angle_x"]
-    if not _is_number(angle) or not (0.0 < float(angle) < math.pi):
+    if not _is_number(angle) or not (0.0 < _float(angle) < math.pi):
         raise DatasetError(json_path, f"camera_angle_x must be a number in (0, pi), got {angle!r}",
                            "store the horizontal field of view in radians")
     if "frames" not in meta:
@@ -431,7 +450,7 @@ def _parse_transforms(json_path: Path, split: str, root: Path) -> _SplitSpec:
         times.append(check_time(fr["time"], json_path, what))
         poses.append(check_pose(fr["transform_matrix"], json_path, what))
         paths.append(_resolve_image(root, fp, json_path, what))
-    return _SplitSpec(split, json_path, float(angle), paths, np.asarray(times), np.stack(poses))
+    return _SplitSpec(split, json_path, _float(angle), paths, np.asarray(times), np.stack(poses))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import os
-from typing import Union
+from contextlib import contextmanager
+from typing import Iterator, Union
 
 
 class DatasetError(ValueError):
@@ -25,3 +26,16 @@ class DatasetError(ValueError):
 
     def __reduce__(self):  # keep the exception picklable (e.g. across worker processes)
         return (type(self), (self.path, self.problem, self.fix))
+
+
+@contextmanager
+def as_dataset_error(path: Union[str, os.PathLike], problem: str, fix: str) -> Iterator[None]:
+    """Turn any exception raised in the block (a corrupt or truncated file, a missing key, an
+    unexpected shape) into ``DatasetError(path, "<problem> (<exception>)", fix)``; a
+    :class:`DatasetError` passes through unchanged."""
+    try:
+        yield
+    except DatasetError:
+        raise
+    except Exception as e:  # noqa: BLE001 - numpy / zipfile / pickle raise many different types
+        raise DatasetError(path, f"{problem} ({type(e).__name__}: {e})", fix) from None

@@ -27,14 +27,16 @@ from typing import Dict, List, Optional, Tuple, Union
 import numpy as np
 import torch
 
+from ..preprocess.frames import _natural_key  # same frame order as tools/preprocess.py
 from ..preprocess.writer import llff_to_opengl  # the writer's inverse lives beside it
 from .dnerf import area_downscale, check_downscale, downscaled_size, read_image
-from .errors import DatasetError
+from .errors import DatasetError, as_dataset_error
 from .scene import Scene, SceneSplit
 
 NDC_AABB = (-1.5, -1.5, -1.0, 1.5, 1.5, 1.0)
 BD_FACTOR = 0.75
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".PNG", ".JPG", ".JPEG")
+_ASPECT_TOL = 0.02
 
 
 def is_nsff_scene(path: Union[str, Path]) -> bool:
@@ -74,21 +76,76 @@ def normalize_poses(c2w: np.ndarray, bounds: np.ndarray) -> Tuple[np.ndarray, fl
 def world_transform(root: Union[str, Path]) -> Tuple[float, np.ndarray]:
     """``(scale, world_from_llff [4, 4])`` that :func:`load_nsff` applies to the capture at ``root``:
     a point ``p`` of the capture's own frame is ``world_from_llff @ (scale * p)`` in the training world."""
-    pb = np.load(Path(root) / "poses_bounds.npy").astype(np.float64)
+    pb = _read_poses_bounds(Path(root))
     poses = pb[:, :15].reshape(-1, 3, 5)
     _, scale, world_from_llff = normalize_poses(llff_to_opengl(poses), pb[:, 15:])
     return scale, world_from_llff
 
 
 # ---------------------------------------------------------------------------------------- files
+def _natural_sorted(paths) -> List[Path]:
+    """``paths`` in natural name order (``2.png`` before ``10.png``): the time order of the frames."""
+    return sorted(paths, key=lambda p: _natural_key(p.name))
+
+
 def _frame_files(folder: Path) -> List[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix in IMAGE_SUFFIXES and not p.name.startswith("."))
+    return _natural_sorted(p for p in folder.iterdir() if p.suffix in IMAGE_SUFFIXES and not p.name.startswith("."))
+
+
+def _load(path: Path, problem: str, fix: str, *keys: str) -> Union[np.ndarray, Dict[str, np.ndarray]]:
+    """``path`` as a float64 array (.npy), or with ``keys`` an .npz as a dict of float64 arrays that must
+    hold ``keys``; any failure (corrupt or truncated file, missing key) raises :class:`DatasetError`."""
+    with as_dataset_error(path, problem, fix):
+        z = np.load(path, allow_pickle=False)
+        if not keys:
+            return np.asarray(z, dtype=np.float64)
+        with z:
+            missing = [k for k in keys if k not in z.files]
+            if missing:
+                raise KeyError(f"no array {', '.join(map(repr, missing))} (has {sorted(z.files)})")
+            return {k: z[k].astype(np.float64) for k in z.files}
+
+
+def _check_array(a: np.ndarray, shape: Tuple[Optional[int], ...], path: Path, name: str, fix: str,
+                 finite: bool = True) -> np.ndarray:
+    """Raise unless ``a`` has ``shape`` (``None`` matches any length) and, with ``finite``, no NaN / inf."""
+    if a.ndim != len(shape) or any(s is not None and s != t for s, t in zip(shape, a.shape)):
+        want = ", ".join("*" if s is None else str(s) for s in shape)
+        raise DatasetError(path, f"{name} has shape {a.shape}, expected ({want})", fix)
+    if finite and not np.isfinite(a).all():
+        raise DatasetError(path, f"{name} has NaN or infinite values", fix)
+    return a
+
+
+def _aspect_differs(hw, other_hw) -> bool:
+    return abs(hw[0] * other_hw[1] / (hw[1] * other_hw[0]) - 1.0) > _ASPECT_TOL
+
+
+def _read_poses_bounds(root: Path) -> np.ndarray:
+    """The validated ``[N, 17]`` float64 rows of ``root / poses_bounds.npy``."""
+    path = root / "poses_bounds.npy"
+    fix = "regenerate it with tools/preprocess.py (LLFF rows: 15 pose values, 3x5 [R|t|hwf], then near and far)"
+    if not path.is_file():
+        raise DatasetError(path, "file not found", "run tools/preprocess.py on the video, or add LLFF poses_bounds.npy")
+    pb = _load(path, "cannot read", fix)
+    if pb.ndim != 2 or pb.shape[1] != 17 or pb.shape[0] < 2:
+        raise DatasetError(path, f"shape {pb.shape}, expected (N >= 2, 17)",
+                           "write one row per frame: 15 pose values (3x5 [R|t|hwf]) then near and far")
+    if not np.isfinite(pb).all():
+        raise DatasetError(path, "non-finite values in the poses or bounds", "re-run SfM (tools/preprocess.py)")
+    hwf, bounds = pb[:, 4:15:5], pb[:, 15:]
+    bad = np.flatnonzero((hwf <= 0).any(1) | (bounds[:, 0] <= 0) | (bounds[:, 0] >= bounds[:, 1]))
+    if bad.size:
+        i = int(bad[0])
+        raise DatasetError(path, f"row {i} has (h, w, f) = {tuple(hwf[i].tolist())}, (near, far) = "
+                                 f"{tuple(bounds[i].tolist())}; need h, w, f > 0 and 0 < near < far", fix)
+    return pb
 
 
 def _image_dir(root: Path) -> Path:
     if (root / "images").is_dir():
         return root / "images"
-    cands = sorted(p for p in root.glob("images_*") if p.is_dir() and p.name != "images_colmap")
+    cands = _natural_sorted(p for p in root.glob("images_*") if p.is_dir() and p.name != "images_colmap")
     if cands:
         return cands[0]
     raise DatasetError(root / "images", "no images/ folder (nor images_*/)",
@@ -111,11 +168,11 @@ def _resize(x: np.ndarray, size: Tuple[int, int], mode: str) -> np.ndarray:
     return t[0].permute(1, 2, 0).contiguous().numpy()
 
 
-def _read_priors(root: Path, n: int, size: Tuple[int, int]) -> Dict[str, torch.Tensor]:
+def _read_priors(root: Path, n: int, size: Tuple[int, int], orig_size: Tuple[int, int]) -> Dict[str, torch.Tensor]:
     """Optional per-pixel priors ``[N, H, W(, C)]`` resampled to the training size."""
     h, w = size
     extras: Dict[str, torch.Tensor] = {}
-    disp_files = sorted((root / "disp").glob("*.npy")) if (root / "disp").is_dir() else []
+    disp_files = _natural_sorted((root / "disp").glob("*.npy")) if (root / "disp").is_dir() else []
     if not disp_files and (root / "disp_png").is_dir():
         disp_files = _frame_files(root / "disp_png")
     if disp_files:
@@ -123,12 +180,15 @@ def _read_priors(root: Path, n: int, size: Tuple[int, int]) -> Dict[str, torch.T
             raise DatasetError(disp_files[0].parent, f"{len(disp_files)} disparity maps for {n} frames",
                                "provide one disparity map per frame (or remove the folder)")
         maps = []
+        fix = "store one finite (H, W) inverse-depth map per frame, at the images' aspect ratio (or remove it)"
         for p in disp_files:
-            d = np.load(p).astype(np.float32) if p.suffix == ".npy" else read_image(p)[..., :1].astype(np.float32)
-            d = d.reshape(d.shape[0], d.shape[1], 1)
-            if not np.isfinite(d).all():
-                raise DatasetError(p, "disparity map has NaN or infinite values", "recompute or remove it")
-            maps.append(_resize(d, size, "area")[..., 0])
+            d = _load(p, "cannot read disparity map", fix) if p.suffix == ".npy" else read_image(p)[..., 0]
+            d = d[..., 0] if d.ndim == 3 and d.shape[-1] == 1 else d  # (H, W, 1) is fine too
+            _check_array(d, (None, None), p, "disparity map", fix)
+            if _aspect_differs(d.shape, orig_size):
+                raise DatasetError(p, f"disparity map is {d.shape[1]}x{d.shape[0]}, the images are "
+                                      f"{orig_size[1]}x{orig_size[0]}", fix)
+            maps.append(_resize(d[..., None].astype(np.float32), size, "area")[..., 0])
         extras["disp"] = torch.from_numpy(np.stack(maps))
     if (root / "motion_masks").is_dir():
         files = _frame_files(root / "motion_masks")
@@ -146,11 +206,9 @@ def _read_priors(root: Path, n: int, size: Tuple[int, int]) -> Dict[str, torch.T
                 p = flow_dir / f"{i:03d}_{kind}.npz"
                 if not p.is_file() or not 0 <= i + other < n:
                     continue
-                try:
-                    z = np.load(p)
-                    f, m = z["flow"].astype(np.float32), z["mask"].astype(np.float32)
-                except (OSError, ValueError, KeyError) as e:
-                    raise DatasetError(p, f"unreadable flow file ({e})", "it must hold arrays 'flow' (H, W, 2) and 'mask' (H, W)") from None
+                z = _load(p, "unreadable flow file", "it must hold arrays 'flow' (H, W, 2) and 'mask' (H, W)",
+                          "flow", "mask")
+                f, m = z["flow"].astype(np.float32), z["mask"].astype(np.float32)
                 if f.ndim != 3 or f.shape[-1] != 2 or m.shape != f.shape[:2]:
                     raise DatasetError(p, f"flow {f.shape} / mask {m.shape} have the wrong shapes", "expect (H, W, 2) and (H, W)")
                 sx, sy = w / f.shape[1], h / f.shape[0]
@@ -175,13 +233,17 @@ def _read_sparse_depth(root: Path, n: int, size: Tuple[int, int], orig_size: Tup
     depth = np.zeros((n, h, w), np.float32)
     weight = np.zeros((n, h, w), np.float32)
     sx, sy = w / orig_size[1], h / orig_size[0]
+    fix = "write 'uv' (K, 2) pixel coordinates, 'depth' (K,) and optionally 'weight' (K,) >= 0 (or remove the file)"
     for i in range(n):
         p = folder / f"{i:03d}.npz"
         if not p.is_file():
             continue
-        z = np.load(p)
-        uv, d = z["uv"].astype(np.float64), z["depth"].astype(np.float32)
-        wt = z["weight"].astype(np.float32) if "weight" in z else np.ones_like(d)
+        z = _load(p, "unreadable sparse-depth file", fix, "uv", "depth")
+        d = _check_array(z["depth"], (None,), p, "'depth'", fix, finite=False)  # invalid depths are skipped
+        uv = _check_array(z["uv"], (len(d), 2), p, "'uv'", fix)
+        wt = _check_array(z.get("weight", np.ones_like(d)), (len(d),), p, "'weight'", fix)
+        if (wt < 0).any():
+            raise DatasetError(p, f"'weight' has negative values (min {wt.min():.3g})", fix)
         col = np.clip((uv[:, 0] * sx).astype(int), 0, w - 1)
         row = np.clip((uv[:, 1] * sy).astype(int), 0, h - 1)
         ok = np.isfinite(d) & (d > 0)
@@ -196,7 +258,7 @@ def _mv_views(root: Path, n_frames: int, n_train_cams: int) -> List[Tuple[int, i
     if not folder.is_dir():
         return []
     views = []
-    for fdir in sorted(p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()):
+    for fdir in _natural_sorted(p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()):
         for p in _frame_files(fdir):
             m = re.fullmatch(r"cam(\d+)", p.stem)
             if m:
@@ -218,32 +280,19 @@ def load_nsff(root: Union[str, Path], downscale: Union[int, float] = 1, splits=N
     """
     root = Path(root)
     factor = check_downscale(downscale, root)
-    pb_path = root / "poses_bounds.npy"
-    if not pb_path.is_file():
-        raise DatasetError(pb_path, "file not found", "run tools/preprocess.py on the video, or add LLFF poses_bounds.npy")
-    try:
-        pb = np.load(pb_path).astype(np.float64)
-    except (OSError, ValueError) as e:
-        raise DatasetError(pb_path, f"cannot read ({e})", "regenerate it with tools/preprocess.py") from None
-    if pb.ndim != 2 or pb.shape[1] != 17 or pb.shape[0] < 2:
-        raise DatasetError(pb_path, f"shape {pb.shape}, expected (N >= 2, 17)",
-                           "write one row per frame: 15 pose values (3x5 [R|t|hwf]) then near and far")
-    if not np.isfinite(pb).all():
-        raise DatasetError(pb_path, "non-finite values in the poses or bounds", "re-run SfM (tools/preprocess.py)")
+    pb = _read_poses_bounds(root)
     n = pb.shape[0]
     poses, bounds = pb[:, :15].reshape(n, 3, 5), pb[:, 15:]
-    if (bounds <= 0).any():
-        raise DatasetError(pb_path, "near/far bounds must be positive", "recompute the bounds from the SfM points")
     img_dir = _image_dir(root)
     files = _frame_files(img_dir)
     if len(files) != n:
-        raise DatasetError(img_dir, f"{len(files)} images but {n} poses in {pb_path.name}",
+        raise DatasetError(img_dir, f"{len(files)} images but {n} poses in poses_bounds.npy",
                            "keep exactly one image per row of poses_bounds.npy, in the same order")
     first = read_image(files[0])
     oh, ow = first.shape[:2]
     h_pose, w_pose, f_pose = poses[0, :, 4]
     focal = float(f_pose) * ow / float(w_pose)  # images may be resized relative to the poses' hwf
-    if abs(oh / float(h_pose) - ow / float(w_pose)) > 0.02:
+    if _aspect_differs((oh, ow), (h_pose, w_pose)):
         raise DatasetError(files[0], f"image {ow}x{oh} has another aspect ratio than the poses' {w_pose:.0f}x{h_pose:.0f}",
                            "use the images the poses were computed for")
     h, w = downscaled_size(oh, ow, factor)
@@ -258,7 +307,7 @@ def load_nsff(root: Union[str, Path], downscale: Union[int, float] = 1, splits=N
     c2w, scale, world_from_llff = normalize_poses(llff_to_opengl(poses), bounds)
     intr = torch.tensor([focal, focal, w / 2.0, h / 2.0], dtype=torch.float32)
     times = np.linspace(0.0, 1.0, n)
-    extras = _read_priors(root, n, (h, w))
+    extras = _read_priors(root, n, (h, w), (oh, ow))
     extras.update(_read_sparse_depth(root, n, (h, w), (oh, ow), scale))
     out_splits = {"train": SceneSplit(
         "train", torch.from_numpy(np.stack(images)), None, torch.from_numpy(c2w).float(),
@@ -277,7 +326,11 @@ def load_nsff(root: Union[str, Path], downscale: Union[int, float] = 1, splits=N
 def _read_test_split(root, n, factor, size, intr, c2w_train, scale, world_from_llff, times) -> Optional[SceneSplit]:
     rig_path = root / "rig_poses.npy"
     if rig_path.is_file():
-        rig = llff_to_opengl(np.load(rig_path).astype(np.float64).reshape(-1, 3, 5))
+        fix = "write the rig cameras' LLFF poses as a finite (C, 3, 5) array (or remove the file)"
+        rig = _load(rig_path, "cannot read rig poses", fix)
+        if rig.ndim == 2 and rig.shape[1] == 15:  # rows of poses_bounds.npy without the bounds
+            rig = rig.reshape(-1, 3, 5)
+        rig = llff_to_opengl(_check_array(rig, (None, 3, 5), rig_path, "rig poses", fix))
         rig[:, :3, 3] *= scale
         rig = world_from_llff[None] @ rig
     else:

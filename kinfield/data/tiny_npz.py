@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import zipfile
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Union
 
@@ -18,7 +17,7 @@ import torch
 
 from .dnerf import (area_downscale, check_aabb, check_downscale, check_near_far, check_pose,
                     check_time, median_spacing)
-from .errors import DatasetError
+from .errors import DatasetError, as_dataset_error
 from .scene import Scene, SceneSplit
 
 PathLike = Union[str, os.PathLike]
@@ -43,6 +42,11 @@ def _split_indices(z, n: int, path: Path) -> Dict[str, np.ndarray]:
             out[k[2:]] = idx.astype(np.int64)
         if out["train"].size == 0:
             raise DatasetError(path, "'i_train' is empty", "list at least one training frame in 'i_train'")
+        shared = np.intersect1d(out["train"], out["test"])
+        if shared.size:
+            raise DatasetError(path, f"'i_train' and 'i_test' share {shared.size} frame(s) {shared[:8].tolist()}: "
+                                     "test frames would leak into training",
+                               "make i_train and i_test disjoint (remove those frames from one of them)")
         return out
     if n != 81:
         raise DatasetError(
@@ -83,11 +87,9 @@ def load_tiny_npz(
         raise DatasetError(path, "file does not exist", "check the path to the .npz file")
     if not path.is_file():
         raise DatasetError(path, "expected an .npz file, got a folder", "pass the path of the .npz file itself")
-    try:
+    with as_dataset_error(path, "cannot read as an .npz archive",
+                          "restore the file; it must be written by numpy.savez / savez_compressed"):
         z = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise DatasetError(path, f"cannot read as an .npz archive ({type(e).__name__}: {e})",
-                           "restore the file; it must be written by numpy.savez / savez_compressed") from None
     if not hasattr(z, "files"):
         raise DatasetError(path, "is a single .npy array, not an .npz archive",
                            "save images, poses, times and focal together with numpy.savez")
@@ -96,17 +98,12 @@ def load_tiny_npz(
         if missing:
             raise DatasetError(path, f"missing key(s) {missing} (has: {sorted(z.files)})",
                                "the npz needs images [N,H,W,3], poses [N,4,4], times [N] and focal")
-        try:
+        with as_dataset_error(path, "cannot read arrays", "restore the file from the dataset"):
             images = np.asarray(z["images"])
             poses = np.asarray(z["poses"])
             times = np.asarray(z["times"])
             focal = np.asarray(z["focal"])
             split_idx = _split_indices(z, int(images.shape[0]) if images.ndim else 0, path)
-        except DatasetError:
-            raise
-        except Exception as e:
-            raise DatasetError(path, f"cannot read arrays ({type(e).__name__}: {e})",
-                               "restore the file from the dataset") from None
 
     if images.ndim != 4 or images.shape[-1] != 3 or images.shape[0] == 0:
         raise DatasetError(path, f"'images' has shape {list(images.shape)}, expected [N, H, W, 3] with N > 0",
@@ -137,13 +134,14 @@ def load_tiny_npz(
         raise DatasetError(path, f"'times' has dtype {times.dtype}, expected numbers", "store float times in [0, 1]")
     for i in range(n):
         check_time(float(times[i]), path, f"times[{i}]")
-    if focal.size != 1 or focal.dtype.kind not in "fiu" or not math.isfinite(float(focal)) or float(focal) <= 0:
+    focal_px = float(focal.reshape(-1)[0]) if focal.size == 1 and focal.dtype.kind in "fiu" else math.nan
+    if not math.isfinite(focal_px) or focal_px <= 0:
         raise DatasetError(path, f"'focal' must be one positive number, got {focal!r}",
                            "store the focal length in pixels of the stored images")
 
     imgs = images if factor == 1 else np.stack([area_downscale(im, factor) for im in images])
     nh, nw = imgs.shape[1:3]
-    f = float(focal) * nw / w
+    f = focal_px * nw / w
     splits: Dict[str, SceneSplit] = {}
     for name, idx in split_idx.items():
         if idx.size == 0:
@@ -165,5 +163,5 @@ def load_tiny_npz(
         far=far,
         background=torch.zeros(3, dtype=torch.float32),
         frame_dt=median_spacing(times[split_idx["train"]]),
-        meta={"format": "tiny_npz", "downscale": factor, "source_hw": (h, w), "focal": float(focal)},
+        meta={"format": "tiny_npz", "downscale": factor, "source_hw": (h, w), "focal": focal_px},
     )

@@ -117,11 +117,25 @@ def test_mixed_image_sizes_across_splits(tmp_path):
         ([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, float("inf")], [0, 0, 0, 1]], "NaN or inf"),
         ([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0.1, 1]], "last row"),
         ([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], "x"], "numeric"),
+        ([[1, 0, 0, "0.62"], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], "not a string, boolean"),
+        ([[True, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], "not a string, boolean"),
+        ([[1, 0, 0, None], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], "numeric"),
+        ([[1, 0, 0, 10**400], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], "too large"),
     ],
 )
 def test_bad_transform_matrix(tmp_path, matrix, words):
     make_scene(tmp_path, n=2, frames=[frame(0), frame(1, transform_matrix=matrix)])
     raises(lambda: load_dnerf(tmp_path), "transforms_train.json", "frame 1", words)
+
+
+@pytest.mark.parametrize("text", ["1" + "0" * 400, "1" + "0" * 5000, '"0.7"', "true"],
+                         ids=["past_float_range", "past_int_digit_limit", "string", "bool"])
+def test_bad_camera_angle(tmp_path, text):
+    """Huge integer literals (past float range, or past Python's int-parsing limit) are errors, not crashes."""
+    make_scene(tmp_path, n=1)
+    text = '{"camera_angle_x": %s, "frames": %s}' % (text, json.dumps([frame(0)]))
+    (tmp_path / "transforms_train.json").write_text(text)
+    raises(lambda: load_dnerf(tmp_path), "transforms_train.json")
 
 
 def test_last_row_within_tolerance_is_accepted(tmp_path):
@@ -131,7 +145,8 @@ def test_last_row_within_tolerance_is_accepted(tmp_path):
     assert load_dnerf(tmp_path).split("train").num_frames == 1
 
 
-@pytest.mark.parametrize("t", [1.5, -0.1, float("nan"), float("inf"), "0.5", None])
+@pytest.mark.parametrize("t", [1.5, -0.1, float("nan"), float("inf"), "0.5", None, True,
+                               pytest.param(10**400, id="huge_int"), pytest.param(-(10**400), id="huge_negative_int")])
 def test_bad_time(tmp_path, t):
     make_scene(tmp_path, n=2, frames=[frame(0), frame(1, time=t)])
     raises(lambda: load_dnerf(tmp_path), "transforms_train.json", "frame 1", "time")
@@ -204,6 +219,19 @@ def test_npz_bad_content(tmp_path, over, words):
     raises(lambda: load_tiny_npz(p), "bad.npz", words)
 
 
+def test_npz_focal_as_size1_array(tmp_path):
+    p = tmp_path / "f.npz"
+    np.savez(p, **good_npz(focal=np.array([5.0])))
+    s = load_tiny_npz(p, downscale=2)
+    assert s.split("train").intrinsics[0, 0].item() == pytest.approx(2.5) and s.meta["focal"] == 5.0
+
+
+def test_npz_overlapping_train_and_test(tmp_path):
+    p = tmp_path / "leak.npz"
+    np.savez(p, **good_npz(n=10), i_train=np.arange(7), i_val=np.arange(7, 8), i_test=np.arange(6, 10))
+    raises(lambda: load_tiny_npz(p), "leak.npz", "'i_train' and 'i_test' share 1 frame(s) [6]")
+
+
 def test_npz_unknown_split(tmp_path):
     p = tmp_path / "short.npz"
     np.savez(p, **good_npz(n=10))
@@ -229,3 +257,14 @@ def test_load_scene_dispatch_errors(tmp_path):
     np.savez(p, **good_npz())
     raises(lambda: load_scene(p, background=(1, 1, 1)), "s.npz", "background")
     assert load_scene(p, background=(0, 0, 0)).meta["format"] == "tiny_npz"
+
+
+def test_load_scene_hint_only_names_npz_scenes(tmp_path):
+    """A folder without transforms_train.json suggests its .npz scenes, never ground truth such as motion_gt.npz."""
+    np.savez(tmp_path / "motion_gt.npz", times=np.linspace(0, 1, 3), positions=np.zeros((3, 2, 3)))
+    (tmp_path / "broken.npz").write_bytes(b"garbage")
+    msg = raises(lambda: load_scene(tmp_path), "transforms_train.json")
+    assert "motion_gt.npz" not in msg and "broken.npz" not in msg and "pass that .npz" not in msg
+    np.savez(tmp_path / "scene.npz", **good_npz(n=10))
+    msg = raises(lambda: load_scene(tmp_path), "transforms_train.json", "scene.npz")
+    assert "motion_gt.npz" not in msg and "broken.npz" not in msg

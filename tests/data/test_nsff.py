@@ -67,33 +67,103 @@ def _copy_scene(src: Path, dst: Path) -> Path:
     return dst
 
 
-@pytest.mark.parametrize("damage, message", [
-    ("no_poses", "poses_bounds.npy: file not found"),
-    ("bad_shape", "expected (N >= 2, 17)"),
-    ("nan", "non-finite"),
-    ("missing_image", "images but"),
-    ("bad_flow", "unreadable flow file"),
-    ("few_masks", "motion masks for"),
-])
-def test_bad_input(fwd_dir, tmp_path, damage, message):
-    d = _copy_scene(fwd_dir, tmp_path / "s")
-    pb = d / "poses_bounds.npy"
-    if damage == "no_poses":
-        pb.unlink()
-    elif damage == "bad_shape":
-        np.save(pb, np.load(pb)[:, :15])
-    elif damage == "nan":
-        a = np.load(pb)
-        a[0, 3] = np.nan
-        np.save(pb, a)
-    elif damage == "missing_image":
-        sorted((d / "images").iterdir())[-1].unlink()
-    elif damage == "bad_flow":
-        (d / "flow_i1" / "000_fwd.npz").write_bytes(b"not an npz")
-    elif damage == "few_masks":
-        sorted((d / "motion_masks").iterdir())[-1].unlink()
-    with pytest.raises(DatasetError) as e:
-        from kinfield.data import load_nsff
+def _set(path: Path, index, value):
+    """Overwrite ``index`` of the .npy array at ``path`` with ``value``."""
+    a = np.load(path)
+    a[index] = value
+    np.save(path, a)
 
+
+def _npz(path: Path, **over):
+    """Rewrite the .npz at ``path`` with arrays replaced by ``over`` (``None`` drops one)."""
+    arrays = dict(np.load(path))
+    arrays.update(over)
+    np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
+
+
+def _disp(d: Path, bad):
+    """A disp/ folder of one (24, 24) map per frame, frame 0's replaced by ``bad`` (bytes or an array)."""
+    (d / "disp").mkdir()
+    for i in range(PRESETS["forward_tiny"].n_train):
+        np.save(d / "disp" / f"{i:03d}.npy", np.ones((24, 24), np.float32))
+    p = d / "disp" / "000.npy"
+    if isinstance(bad, bytes):
+        p.write_bytes(bad)
+    else:
+        np.save(p, bad)
+
+
+PB, RIG, SPARSE, FLOW = "poses_bounds.npy", "rig_poses.npy", "sparse_depth/000.npz", "flow_i1/000_fwd.npz"
+DAMAGE = {  # name: (damage the copied scene d, the file the error must name, words of the message)
+    "no_poses": (lambda d: (d / PB).unlink(), PB, "file not found"),
+    "bad_shape": (lambda d: np.save(d / PB, np.load(d / PB)[:, :15]), PB, "expected (N >= 2, 17)"),
+    "nan": (lambda d: _set(d / PB, (0, 3), np.nan), PB, "non-finite"),
+    "pb_garbage": (lambda d: (d / PB).write_bytes(b"garbage"), PB, "cannot read"),
+    "pb_width_zero": (lambda d: _set(d / PB, (slice(None), 9), 0.0), PB, "w, f > 0"),
+    "pb_negative_focal": (lambda d: _set(d / PB, (2, 14), -50.0), PB, "row 2"),
+    "pb_near_above_far": (lambda d: _set(d / PB, (1, 15), 1e3), PB, "0 < near < far"),
+    "pb_near_zero": (lambda d: _set(d / PB, (1, 15), 0.0), PB, "0 < near < far"),
+    "missing_image": (lambda d: sorted((d / "images").iterdir())[-1].unlink(), "images", "images but"),
+    "bad_flow": (lambda d: (d / FLOW).write_bytes(b"not an npz"), FLOW, "unreadable flow file"),
+    "truncated_flow": (lambda d: (d / FLOW).write_bytes((d / FLOW).read_bytes()[:300]), FLOW, "unreadable flow file"),
+    "few_masks": (lambda d: sorted((d / "motion_masks").iterdir())[-1].unlink(), "motion_masks", "motion masks for"),
+    "sparse_garbage": (lambda d: (d / SPARSE).write_bytes(b"garbage"), SPARSE, "unreadable sparse-depth file"),
+    "sparse_no_depth": (lambda d: _npz(d / SPARSE, depth=None), SPARSE, "'depth'"),
+    "sparse_uv_shape": (lambda d: _npz(d / SPARSE, uv=np.ones((3, 2)), depth=np.ones(5), weight=np.ones(5)),
+                        SPARSE, "'uv' has shape (3, 2), expected (5, 2)"),
+    "sparse_weight_nan": (lambda d: _npz(d / SPARSE, weight=np.full(len(np.load(d / SPARSE)["depth"]), np.nan)),
+                          SPARSE, "'weight' has NaN"),
+    "sparse_weight_negative": (lambda d: _npz(d / SPARSE, weight=-np.ones(len(np.load(d / SPARSE)["depth"]))),
+                               SPARSE, "negative"),
+    "rig_garbage": (lambda d: (d / RIG).write_bytes(b"garbage"), RIG, "cannot read rig poses"),
+    "rig_shape": (lambda d: np.save(d / RIG, np.zeros(7)), RIG, "shape (7,)"),
+    "rig_nan": (lambda d: _set(d / RIG, (0, 0, 3), np.nan), RIG, "NaN"),
+    "disp_1d": (lambda d: _disp(d, np.ones(24)), "disp/000.npy", "shape (24,)"),
+    "disp_garbage": (lambda d: _disp(d, b"garbage"), "disp/000.npy", "cannot read disparity map"),
+    "disp_nan": (lambda d: _disp(d, np.full((24, 24), np.nan)), "disp/000.npy", "NaN"),
+    "disp_aspect": (lambda d: _disp(d, np.ones((24, 48))), "disp/000.npy", "48x24"),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_bad_input(fwd_dir, tmp_path, damage):
+    """Every corrupt / inconsistent file stops with a DatasetError naming that file and a fix."""
+    from kinfield.data import load_nsff
+
+    d = _copy_scene(fwd_dir, tmp_path / "s")
+    hurt, name, message = DAMAGE[damage]
+    hurt(d)
+    with pytest.raises(DatasetError) as e:
         load_nsff(d)
-    assert message in str(e.value) and "fix:" in str(e.value)
+    msg = str(e.value)
+    assert str(d / name) in msg and message in msg and "fix:" in msg, msg
+
+
+def test_world_transform_validates_poses_bounds(fwd_dir, tmp_path):
+    d = _copy_scene(fwd_dir, tmp_path / "s")
+    _set(d / PB, (0, 9), 0.0)
+    with pytest.raises(DatasetError, match="poses_bounds.npy"):
+        world_transform(d)
+
+
+def test_frames_in_natural_order(tmp_path):
+    """0.png .. 11.png (and every other per-frame folder) are read as 0, 1, 2, ..., 11, not 0, 1, 10, 11, 2."""
+    import imageio.v3 as iio
+
+    from kinfield.preprocess.writer import make_poses_bounds
+
+    n = 12
+    c2w = np.tile(np.eye(4), (n, 1, 1))
+    c2w[:, 0, 3] = np.linspace(-0.1, 0.1, n)
+    np.save(tmp_path / PB, make_poses_bounds(c2w, (4.0, 4.0, 4.0), np.tile([1.0, 5.0], (n, 1))))
+    for sub in ("images", "motion_masks", "disp"):
+        (tmp_path / sub).mkdir()
+    for i in range(n):
+        iio.imwrite(tmp_path / "images" / f"{i}.png", np.full((4, 4, 3), 20 * i, np.uint8))
+        iio.imwrite(tmp_path / "motion_masks" / f"{i}.png", np.full((4, 4), 255 * (i >= 6), np.uint8))
+        np.save(tmp_path / "disp" / f"{i}.npy", np.full((4, 4), float(i)))
+    train = load_scene(tmp_path).split("train")
+    assert [round(float(v) * 255) for v in train.images[:, 0, 0, 0]] == [20 * i for i in range(n)]
+    assert train.paths[2].endswith("2.png") and train.paths[10].endswith("10.png")
+    assert train.extras["motion_mask"][:, 0, 0].tolist() == [float(i >= 6) for i in range(n)]
+    assert train.extras["disp"][:, 0, 0].tolist() == [float(i) for i in range(n)]
