@@ -76,19 +76,59 @@ def _load_run_scene(cfg, scene_arg, downscale_arg, splits):
     return scene
 
 
-def _open_run(args):
-    """``(LoadedRun, None)`` or ``(None, exit code)`` after printing ``error: ...``."""
+def _error(message) -> int:
+    """Print ``error: <message>`` (what is wrong and the fix) to stderr; returns 2, the exit code of bad input."""
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def _require_positive(parser, args, *names) -> None:
+    """``parser.error`` (exit 2) for the first of the integer options ``names`` below 1 (None: not given)."""
+    for name in names:
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {v}")
+
+
+def _open_run(args, kinematic_for: str = ""):
+    """``(LoadedRun, None)`` or ``(None, exit code)`` after printing ``error: ...``. With ``kinematic_for`` (what
+    needs the kinematic field, and the fix) a run trained without one is an error too."""
     from .train.run import load_run
 
     try:
-        return load_run(args.run_dir, device=args.device, checkpoint=args.checkpoint), None
+        run = load_run(args.run_dir, device=args.device, checkpoint=args.checkpoint)
     except (FileNotFoundError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return None, 2
+        return None, _error(exc)
+    if kinematic_for and run.model.kinematic is None:
+        return None, _error(f"{run.run_dir} has no kinematic field (trained with --kin_enabled false): {kinematic_for}")
+    return run, None
+
+
+def _note_untrained(run, names, consequence: str):
+    """One stderr line when Taylor orders among ``names`` were still locked by the training curriculum at the
+    run's checkpoint (the field gives zeros for them); returns those orders."""
+    from .motion.export import untrained_orders
+
+    locked = [o for o in untrained_orders(run.model.kinematic) if o in names]
+    if locked:
+        unlock = ", ".join(f"{o} at step {getattr(run.cfg.kin, 'unlock_' + o, '?')}" for o in locked)
+        print(f"note: {', '.join(locked)} not yet trained at step {run.step} ({run.checkpoint}; the training "
+              f"curriculum unlocks {unlock}): {consequence}", file=sys.stderr)
+    return locked
+
+
+def _view_error(view: int, split) -> str:
+    """The error of a ``--view`` that is not a camera index of the train ``split`` ("" when it is one)."""
+    if 0 <= view < split.num_frames:
+        return ""
+    return (f"--view {view} out of range: the train split has {split.num_frames} cameras; pass --view "
+            f"0..{split.num_frames - 1}")
 
 
 def _render_parser():
     import argparse
+
+    from .render.video import VIDEO_OUTPUTS
 
     p = argparse.ArgumentParser(
         prog="tools/render.py",
@@ -108,7 +148,7 @@ def _render_parser():
     p.add_argument("--scene", default=None, help="scene folder / .npz (default: the run config's scene)")
     p.add_argument("--downscale", type=float, default=None, help="image downscale (default: the run's)")
     p.add_argument("--split", default="test", help="split rendered by --path test")
-    p.add_argument("--outputs", default="rgb,depth", help="comma-separated subset of rgb,depth,static,dynamic")
+    p.add_argument("--outputs", default="rgb,depth", help=f"comma-separated subset of {','.join(VIDEO_OUTPUTS)}")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--checkpoint", default=None, help="checkpoint file (default: the run's latest)")
     p.add_argument("--out", default=None, help="output folder (default: RUN_DIR/videos)")
@@ -125,7 +165,8 @@ def main_render(argv: List[str]) -> int:
 
     from .data import DatasetError
     from .geometry.paths import bullet_time_path, fixed_view_path, orbit_path, path_defaults, spiral_path
-    from .render.video import VIDEO_OUTPUTS, render_frames, write_video
+    from .motion.export import MotionFileError, load_tracks
+    from .render.video import KINEMATIC_OUTPUTS, VIDEO_OUTPUTS, render_frames, write_video
 
     setup_logging()
     parser = _render_parser()
@@ -134,26 +175,32 @@ def main_render(argv: List[str]) -> int:
     bad = [o for o in outputs if o not in VIDEO_OUTPUTS]
     if bad or not outputs:
         parser.error(f"--outputs: unknown {bad or 'empty list'}; choose from {','.join(VIDEO_OUTPUTS)}")
-    if args.frames < 1:
-        parser.error("--frames must be >= 1")
+    _require_positive(parser, args, "frames")
     if args.fps <= 0:
         parser.error("--fps must be > 0")
     if not 0.0 <= args.time <= 1.0:
         parser.error("--time must be in [0, 1]")
+    tracks = None
+    if args.overlay_tracks:
+        try:
+            tracks = load_tracks(args.overlay_tracks)
+        except MotionFileError as exc:
+            return _error(f"--overlay-tracks {exc}")
 
-    run, code = _open_run(args)
+    kinematic = [o for o in outputs if o in KINEMATIC_OUTPUTS]
+    run, code = _open_run(args, f"it cannot render --outputs {','.join(kinematic)}; leave "
+                                f"{'/'.join(KINEMATIC_OUTPUTS)} out of --outputs" if kinematic else "")
     if run is None:
         return code
+    _note_untrained(run, kinematic, "its video shows zeros (black)")
     is_test = args.path == "test"
     try:
         scene = _load_run_scene(run.cfg, args.scene, args.downscale, [args.split] if is_test else ["train"])
-        if is_test:
-            sp = scene.split(args.split)
-        else:
-            sp = scene.split("train")
+        sp = scene.split(args.split if is_test else "train")
     except (DatasetError, KeyError) as exc:
-        print(f"error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
-        return 2
+        return _error(exc.args[0] if isinstance(exc, KeyError) else exc)
+    if args.path == "fixed-view" and _view_error(args.view, sp):
+        return _error(_view_error(args.view, sp))
 
     height, width = sp.height, sp.width
     if is_test:
@@ -169,10 +216,6 @@ def main_render(argv: List[str]) -> int:
         elif args.path == "spiral":
             poses, times = spiral_path(sp.poses, args.frames)
         else:  # fixed-view
-            if not 0 <= args.view < sp.num_frames:
-                print(f"error: --view {args.view} out of range: the train split has {sp.num_frames} cameras "
-                      f"(0..{sp.num_frames - 1})", file=sys.stderr)
-                return 2
             poses, times = fixed_view_path(sp.poses[args.view], args.frames)
 
     out_dir = Path(args.out) if args.out else run.run_dir / "videos"
@@ -182,17 +225,11 @@ def main_render(argv: List[str]) -> int:
              name, ",".join(outputs), run.checkpoint, run.step)
     frames = render_frames(run.model, poses, times, intrinsics, height, width, scene.background, outputs,
                            progress=not args.no_progress, desc=f"render {name}")
-    if args.overlay_tracks and "rgb" in outputs:
+    if tracks is not None and "rgb" in outputs:
         import numpy as np
 
         from .render.overlay import draw_tracks
 
-        try:
-            tracks = dict(np.load(args.overlay_tracks))
-        except (OSError, ValueError) as exc:
-            print(f"error: cannot read tracks {args.overlay_tracks}: {exc} (use an npz from "
-                  f"tools/export_trajectories.py)", file=sys.stderr)
-            return 2
         intr_all = intrinsics if intrinsics.dim() == 2 else intrinsics[None].expand(poses.shape[0], 4)
         frames["rgb"] = [draw_tracks(np.asarray(f), poses[i], intr_all[i], tracks, float(times[i]))
                          for i, f in enumerate(frames["rgb"])]
@@ -238,8 +275,7 @@ def main_eval(argv: List[str]) -> int:
         scene = _load_run_scene(run.cfg, args.scene, args.downscale, [args.split])
         scene.split(args.split)  # fails early (KeyError) when the split is absent
     except (DatasetError, KeyError) as exc:
-        print(f"error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
-        return 2
+        return _error(exc.args[0] if isinstance(exc, KeyError) else exc)
     extra = {"step": run.step, "checkpoint": str(run.checkpoint)}
     use_lpips = not args.no_lpips
     prev = read_metrics(run.run_dir).get(args.split)
@@ -260,6 +296,7 @@ def main_export(argv: List[str]) -> int:
 
     from .data import DatasetError
     from .motion import compute_trajectories, parse_times, read_points, sample_dynamic_points, write_trajectories
+    from .motion.export import ORDER_NAMES, TRAJECTORY_FORMATS, trajectory_target
 
     setup_logging()
     p = argparse.ArgumentParser(
@@ -273,7 +310,7 @@ def main_export(argv: List[str]) -> int:
     p.add_argument("--time", type=float, default=0.5, help="time T0 of the query points (dataset time, [0, 1])")
     p.add_argument("--times", default="train", help="output times: 'train', a count N, or t1,t2,...")
     p.add_argument("--out", default=None, help="output file (default RUN_DIR/motion/tracks.<format>)")
-    p.add_argument("--format", default=None, choices=["npz", "ply", "json", "csv"], help="default: from --out suffix, else npz")
+    p.add_argument("--format", default=None, choices=TRAJECTORY_FORMATS, help="default: from --out suffix, else npz")
     p.add_argument("--n-points", type=int, default=256, help="points sampled when --points is not given")
     p.add_argument("--view", type=int, default=0, help="train camera used to sample points")
     p.add_argument("--substeps", type=int, default=4, help="RK4 steps per frame interval")
@@ -282,15 +319,17 @@ def main_export(argv: List[str]) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--checkpoint", default=None)
     args = p.parse_args(argv)
+    _require_positive(p, args, "n_points", "substeps")
     if not 0.0 <= args.time <= 1.0:
-        print(f"error: --time {args.time} is outside [0, 1]", file=sys.stderr)
-        return 2
-    run, code = _open_run(args)
+        return _error(f"--time {args.time} is outside [0, 1]")
+    try:  # the file numpy really writes (an npz gets the .npz suffix), and its format: checked before integrating
+        out, fmt = trajectory_target(args.out or Path(args.run_dir) / "motion" / f"tracks.{args.format or 'npz'}",
+                                     args.format)
+    except ValueError as exc:
+        return _error(f"--out {exc}")
+    run, code = _open_run(args, "there is no motion to export; train the run with --kin_enabled true")
     if run is None:
         return code
-    if run.model.kinematic is None:
-        print(f"error: {run.run_dir} was trained without the kinematic field (--kin_enabled false)", file=sys.stderr)
-        return 2
     need_scene = args.points is None or args.times == "train"
     scene = None
     try:
@@ -301,18 +340,19 @@ def main_export(argv: List[str]) -> int:
             points = read_points(args.points)
         else:
             sp = scene.split("train")
-            v = max(0, min(args.view, sp.num_frames - 1))
+            if _view_error(args.view, sp):
+                return _error(_view_error(args.view, sp))
+            v = args.view
             points = sample_dynamic_points(run.model, sp.poses[v], sp.intrinsics[v], sp.height, sp.width, args.time,
                                            args.n_points, scene.background)
     except (DatasetError, KeyError, ValueError, FileNotFoundError, RuntimeError) as exc:
-        print(f"error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
-        return 2
+        return _error(exc.args[0] if isinstance(exc, KeyError) else exc)
+    locked = _note_untrained(run, ORDER_NAMES, "exported as zeros (listed as untrained_orders in npz/json files)")
     traj = compute_trajectories(run.model, points, args.time, np.asarray(times), substeps=args.substeps)
-    fmt = args.format or (Path(args.out).suffix.lstrip(".") if args.out else "npz") or "npz"
-    out = Path(args.out) if args.out else Path(run.run_dir) / "motion" / f"tracks.{fmt}"
     path = write_trajectories(traj, out, fmt)
     T, N, _ = traj["positions"].shape
-    print(json.dumps({"written": str(path), "n_points": N, "n_times": T, "query_time": args.time}, indent=2))
+    print(json.dumps({"written": str(path), "n_points": N, "n_times": T, "query_time": args.time,
+                      "untrained_orders": locked}, indent=2))
     return 0
 
 
@@ -322,6 +362,7 @@ def main_eval_motion(argv: List[str]) -> int:
     from pathlib import Path
 
     from .motion import score_against_ground_truth
+    from .motion.export import ORDER_NAMES, MotionFileError
     from .train.evaluate import update_metrics
 
     setup_logging()
@@ -330,23 +371,21 @@ def main_eval_motion(argv: List[str]) -> int:
                                             "merged into RUN_DIR/metrics.json under 'motion'.")
     p.add_argument("run_dir")
     p.add_argument("--gt", default=None, help="motion_gt.npz (default: <the run's scene>/motion_gt.npz)")
-    p.add_argument("--substeps", type=int, default=4)
+    p.add_argument("--substeps", type=int, default=4, help="RK4 steps per frame interval")
     p.add_argument("--device", default="auto")
     p.add_argument("--checkpoint", default=None)
     args = p.parse_args(argv)
-    run, code = _open_run(args)
+    _require_positive(p, args, "substeps")
+    run, code = _open_run(args, "there is no motion to score; train the run with --kin_enabled true")
     if run is None:
         return code
     gt = Path(args.gt) if args.gt else Path(run.cfg.data.scene) / "motion_gt.npz"
-    if not gt.is_file():
-        print(f"error: ground-truth file not found: {gt} (scenes from tools/make_scene.py have one; pass --gt)",
-              file=sys.stderr)
-        return 2
-    if run.model.kinematic is None:
-        print(f"error: {run.run_dir} was trained without the kinematic field", file=sys.stderr)
-        return 2
     curves = {}
-    scores = score_against_ground_truth(run.model, gt, substeps=args.substeps, curves=curves)
+    try:  # the ground truth is read and checked before any integration
+        scores = score_against_ground_truth(run.model, gt, substeps=args.substeps, curves=curves)
+    except MotionFileError as exc:
+        return _error(f"--gt {exc}")
+    _note_untrained(run, ORDER_NAMES, "their errors are reported as null")
     scores["step"] = run.step
     update_metrics(run.run_dir, "motion", scores)
     curve_path = Path(run.run_dir) / "motion_epe_by_time.csv"

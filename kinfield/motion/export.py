@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -11,6 +11,69 @@ import torch
 from ..data import Scene
 from ..render import SceneModel
 from .trajectory import integrate, kinematics_along
+
+TRAJECTORY_FORMATS = ("npz", "ply", "json", "csv")
+ORDER_NAMES = ("velocity", "acceleration", "jerk")
+TRACKS_FIX = "pass an npz written by tools/export_trajectories.py"
+GT_FIX = "pass --gt the motion_gt.npz that tools/make_scene.py writes into a synthetic scene"
+# the shape of each array a tracks / ground-truth file may hold (T times, N points)
+_MOTION_SHAPES = {"times": ("T",), "query_time": (), "query_points": ("N", 3), "positions": ("T", "N", 3),
+                  "velocity": ("T", "N", 3), "acceleration": ("T", "N", 3), "jerk": ("T", "N", 3),
+                  "object_id": ("N",)}
+
+
+class MotionFileError(ValueError):
+    """A tracks or ground-truth file that cannot be used; the message names the file, the problem and the fix."""
+
+
+def load_motion_npz(path, required: Sequence[str], fix: str) -> Dict[str, np.ndarray]:
+    """All arrays of the npz at ``path``, checked before any use: readable, ``required`` keys present, and the
+    shapes of :data:`_MOTION_SHAPES` consistent (one T, one N). Raises :class:`MotionFileError` ending in ``fix``."""
+    path = Path(path)
+    if not path.is_file():
+        raise MotionFileError(f"{path}: no such file; fix: {fix}")
+    with open(path, "rb") as f:
+        if f.read(2) != b"PK":  # an npz is a zip archive (numpy would try other bytes as a pickle or a .npy)
+            raise MotionFileError(f"{path}: not an npz archive (no zip header); fix: {fix}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+    except Exception as exc:  # a damaged archive, or arrays that need pickle
+        raise MotionFileError(f"{path}: cannot read it as an npz archive ({exc}); fix: {fix}") from exc
+    missing = [k for k in required if k not in data]
+    if missing:
+        raise MotionFileError(f"{path}: missing {', '.join(missing)} (it has: {', '.join(data) or 'nothing'}); "
+                              f"fix: {fix}")
+    dims = {}
+    for key, want in _MOTION_SHAPES.items():
+        if key not in data:
+            continue
+        got = data[key].shape
+        ok = len(got) == len(want) and all(dims.setdefault(w, g) == g if isinstance(w, str) else w == g
+                                           for w, g in zip(want, got))
+        if not ok or 0 in got:
+            want = f"[{', '.join(str(dims.get(w, w)) for w in want)}]" if want else "a scalar"
+            raise MotionFileError(f"{path}: {key} has shape {list(got)}, expected {want} (T times, N points, both "
+                                  f">= 1, the same in every array); fix: {fix}")
+    return data
+
+
+def load_tracks(path) -> Dict[str, np.ndarray]:
+    """Tracks written by :func:`write_trajectories` (npz), checked: ``times [T]`` and ``positions [T, N, 3]``."""
+    return load_motion_npz(path, ("times", "positions"), TRACKS_FIX)
+
+
+def load_motion_gt(path) -> Dict[str, np.ndarray]:
+    """A synthetic scene's ``motion_gt.npz``, checked (the keys :func:`score_against_ground_truth` reads)."""
+    return load_motion_npz(path, ("times", "query_time", "query_points", "positions", "velocity", "acceleration",
+                                  "jerk"), GT_FIX)
+
+
+def untrained_orders(kin) -> List[str]:
+    """The Taylor orders of a kinematic field the training curriculum had not unlocked yet (``taylor_mask`` 0):
+    the field gives zeros for them, as in training."""
+    mask = getattr(kin, "taylor_mask", None)
+    return [] if mask is None else [ORDER_NAMES[i] for i, m in enumerate(mask.tolist()) if m == 0]
 
 
 def read_points(path) -> np.ndarray:
@@ -79,12 +142,12 @@ def compute_trajectories(model: SceneModel, points: np.ndarray, query_time: floa
 
     Returns:
         dict with ``times [T]``, ``positions``, ``velocity``, ``acceleration``, ``jerk`` ``[T, N, 3]``
-        (world units per unit of dataset time, powers 1, 2, 3), ``query_points [N, 3]``, ``query_time``.
+        (world units per unit of dataset time, powers 1, 2, 3), ``query_points [N, 3]``, ``query_time``, and
+        ``untrained_orders`` (names; the field's mask is kept, so these orders are zeros, as in training).
     """
     kin = model.kinematic
     if kin is None:
         raise RuntimeError("this run has no kinematic field (trained with --kin_enabled false)")
-    kin.set_active_orders(kin.order)  # export the full model, whatever the training curriculum did last
     dev = model.aabb.device
     dt = float(frame_dt if frame_dt is not None else kin.frame_dt)
     x0 = torch.as_tensor(points, dtype=torch.float32, device=dev)
@@ -97,16 +160,27 @@ def compute_trajectories(model: SceneModel, points: np.ndarray, query_time: floa
                      for i in range(0, x0.shape[0], chunk)], dim=1)
     kin_along = kinematics_along(model.kinematics_at, pos, tt)
     out = {"times": times.astype(np.float32), "positions": pos.cpu().numpy(), "query_points": np.asarray(points, np.float32),
-           "query_time": np.float32(query_time)}
+           "query_time": np.float32(query_time), "untrained_orders": np.array(untrained_orders(kin), dtype=str)}
     out.update({k: v.cpu().numpy() for k, v in kin_along.items()})
     return out
 
 
-def write_trajectories(traj: Dict[str, np.ndarray], path, fmt: Optional[str] = None) -> Path:
-    """Write trajectories as ``npz`` (all arrays), ``ply`` (points coloured by track, one vertex per
-    (time, track)), ``json`` or ``csv`` (one row per time and track). The format defaults to the suffix."""
+def trajectory_target(path, fmt: Optional[str] = None) -> Tuple[Path, str]:
+    """``(file, format)`` a trajectory write produces: ``fmt``, else the suffix, else npz; an npz file always ends
+    in ``.npz`` (numpy appends it). Raises ValueError for a format not in :data:`TRAJECTORY_FORMATS`."""
     path = Path(path)
     fmt = (fmt or path.suffix.lstrip(".") or "npz").lower()
+    if fmt not in TRAJECTORY_FORMATS:
+        raise ValueError(f"{path}: unknown trajectory format {fmt!r}; fix: give the file a .npz, .ply, .json or "
+                         f".csv suffix, or pass --format {'|'.join(TRAJECTORY_FORMATS)}")
+    return (path if fmt != "npz" or path.suffix == ".npz" else Path(f"{path}.npz")), fmt
+
+
+def write_trajectories(traj: Dict[str, np.ndarray], path, fmt: Optional[str] = None) -> Path:
+    """Write trajectories as ``npz`` (all arrays), ``ply`` (points coloured by track, one vertex per
+    (time, track)), ``json`` or ``csv`` (one row per time and track). The format defaults to the suffix.
+    Returns the file written (see :func:`trajectory_target`)."""
+    path, fmt = trajectory_target(path, fmt)
     path.parent.mkdir(parents=True, exist_ok=True)
     T, N, _ = traj["positions"].shape
     if fmt == "npz":
@@ -132,8 +206,6 @@ def write_trajectories(traj: Dict[str, np.ndarray], path, fmt: Optional[str] = N
                 r, g, b = colours[n]
                 lines.append(f"{x:.6f} {y:.6f} {z:.6f} {r} {g} {b} {traj['times'][ti]:.6f} {n}")
         path.write_text("\n".join(lines) + "\n")
-    else:
-        raise ValueError(f"unknown trajectory format {fmt!r} (npz, ply, json, csv)")
     return path
 
 
@@ -146,11 +218,13 @@ def score_against_ground_truth(model: SceneModel, gt_path, substeps: int = 4, cu
     splits the error by moving object when the GT names them. Velocity/acceleration/jerk errors compare
     the field at the TRUE positions with the true values (relative error = mean |pred - gt| / mean |gt|), and
     ``velocity_cosine`` / ``velocity_speed_ratio`` (also per object) split the velocity error into direction (mean
-    cosine to the true velocity) and length (mean predicted over mean true speed).
+    cosine to the true velocity) and length (mean predicted over mean true speed); the errors of orders the training
+    curriculum had not unlocked at the model's checkpoint (:func:`untrained_orders`) are None, not scored.
+    The ground truth is checked (:func:`load_motion_gt`) before any integration.
     ``curves``, when given a dict, receives the error over time: ``time [T]`` and, for ``all`` and each named
     object, ``epe_<name> [T]`` and ``zero_motion_<name> [T]`` (means over that object's points).
     """
-    gt = dict(np.load(gt_path, allow_pickle=False))
+    gt = load_motion_gt(gt_path)
     unit = _to_training_world(gt, Path(gt_path).parent)  # world units of the GT per training-world unit
     gt_times = gt["times"].astype(np.float64)
     traj = compute_trajectories(model, gt["query_points"], float(gt["query_time"]), gt_times, substeps=substeps)
@@ -186,7 +260,11 @@ def score_against_ground_truth(model: SceneModel, gt_path, substeps: int = 4, cu
             suffix = "" if name == "all" else f"_{name}"
             out[f"velocity_cosine{suffix}"] = float(cos[moving].mean())
             out[f"velocity_speed_ratio{suffix}"] = float(n_pred[moving].mean() / n_true[moving].mean())
-    for name in ("velocity", "acceleration", "jerk"):
+    locked = untrained_orders(model.kinematic)
+    for name in ORDER_NAMES:
+        if name in locked:  # not trained at this checkpoint: no error to report (the field gives zeros)
+            out[f"{name}_abs_err"] = out[f"{name}_rel_err"] = None
+            continue
         pred = at_true[name].cpu().numpy()
         true = gt[name]
         num = np.linalg.norm(pred - true, axis=-1).mean() * unit

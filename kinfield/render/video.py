@@ -241,6 +241,9 @@ def render_frames(model, poses: torch.Tensor, times: torch.Tensor, intrinsics: t
     bad = [o for o in outputs if o not in VIDEO_OUTPUTS]
     if bad:
         raise ValueError(f"unknown output(s) {bad}; choose from {', '.join(VIDEO_OUTPUTS)}")
+    kinematic = [o for o in outputs if o in KINEMATIC_OUTPUTS]
+    if kinematic and model.kinematic is None:  # before any frame is rendered
+        raise RuntimeError(f"this run has no kinematic field: the {','.join(kinematic)} output(s) need one")
     n = int(poses.shape[0])
     if intrinsics.dim() == 1:
         intrinsics = intrinsics[None].expand(n, 4)
@@ -280,9 +283,8 @@ def render_frames(model, poses: torch.Tensor, times: torch.Tensor, intrinsics: t
 
 @torch.no_grad()
 def image_plane_kinematics(model, c2w, intrinsics, height, width, time, render_out, quantity) -> np.ndarray:
-    """Camera-plane components (right, up) ``[H, W, 2]`` of ``quantity`` at the rendered surface (NaN where empty)."""
-    if model.kinematic is None:
-        raise RuntimeError("this run has no kinematic field: velocity/acceleration/jerk maps need one")
+    """Camera-plane components (right, up) ``[H, W, 2]`` of ``quantity`` at the rendered surface (NaN where empty);
+    the model must have a kinematic field (:func:`render_frames` checks)."""
     dev = model.aabb.device
     x = model.surface_points(c2w, intrinsics, height, width, render_out["depth"])
     k = model.kinematics_at(x, torch.full((x.shape[0],), time, device=dev))[quantity]

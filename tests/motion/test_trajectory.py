@@ -92,6 +92,18 @@ def test_write_trajectories_formats(tmp_path, fmt):
         assert f"element vertex {T * N}" in path.read_text()
 
 
+def test_the_trajectory_file_is_named_as_written_and_its_format_checked_first(tmp_path):
+    from kinfield.motion.export import trajectory_target
+
+    assert trajectory_target(tmp_path / "tracks") == (tmp_path / "tracks.npz", "npz")  # numpy appends .npz
+    assert trajectory_target(tmp_path / "x.json", "npz") == (tmp_path / "x.json.npz", "npz")
+    assert trajectory_target(tmp_path / "x.PLY") == (tmp_path / "x.PLY", "ply")
+    with pytest.raises(ValueError, match=r"'txt'.*--format"):
+        trajectory_target(tmp_path / "tracks.txt")
+    traj = {"times": np.zeros(1, np.float32), "positions": np.zeros((1, 1, 3), np.float32)}
+    assert write_trajectories(traj, tmp_path / "tracks").is_file()
+
+
 class _UniformMotionModel:
     """Stands in for a SceneModel: a kinematic field of uniform velocity ``v`` everywhere."""
 

@@ -147,20 +147,7 @@ def test_write_video_fallbacks(tmp_path, monkeypatch):
 
 
 # --------------------------------------------------------------------------------------- end to end
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    from kinfield.cli import main_train
-    from kinfield.data.synthetic import PRESETS, write_scene
-
-    root = tmp_path_factory.mktemp("render_eval")
-    scene = write_scene(PRESETS["tiny"], root / "scene")
-    run = root / "run"
-    code = main_train([str(scene), str(REPO / "configs" / "debug.yaml"), "--out", str(run), "--device", "cpu",
-                       "--resume", "none", "--iters", "4", "--train_eval_split", ""])
-    assert code == 0
-    return run
-
-
+# (trained_run: tests/tools/conftest.py)
 def test_render_orbit_and_test(trained_run, capsys):
     from kinfield.cli import main_render
 

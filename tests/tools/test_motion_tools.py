@@ -1,0 +1,159 @@
+"""Bad input to render / export_trajectories / eval_motion: one ``error: ...`` line and exit code 2 before any
+rendering or integration; the Taylor orders a checkpoint had not unlocked yet stay zero (and are said to be)."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import kinfield.motion
+import kinfield.motion.export
+import kinfield.render.video
+from kinfield.cli import _render_parser, main_eval_motion, main_export, main_render
+
+
+def _variant(run, dst, edit):
+    """A copy of ``run`` (its config and latest checkpoint) with the checkpoint's model state changed by ``edit``."""
+    (dst / "ckpts").mkdir(parents=True)
+    shutil.copy(run / "config.yaml", dst / "config.yaml")
+    ckpt = max((run / "ckpts").glob("ckpt_*.pt"))
+    state = torch.load(ckpt, weights_only=False)
+    edit(state["model"])
+    torch.save(state, dst / "ckpts" / ckpt.name)
+    return dst
+
+
+def _no_kinematic_field(model):
+    for k in [k for k in model if k.startswith(("kinematic.", "normal_net."))]:
+        del model[k]
+
+
+def _jerk_locked(model):
+    """Stopped between the acceleration and the jerk unlock, with a head that gives every order non-zero values."""
+    model["kinematic.taylor_mask"] = torch.tensor([1.0, 1.0, 0.0])
+    model["kinematic.mlp.net.4.bias"] = torch.linspace(0.5, 1.5, model["kinematic.mlp.net.4.bias"].numel())
+
+
+def _forbid(monkeypatch, module, name):
+    """Make ``module.name`` (a long computation) fail the test if it is reached."""
+    def boom(*args, **kwargs):
+        raise AssertionError(f"{name} ran before the bad input was reported")
+
+    monkeypatch.setattr(module, name, boom)
+
+
+@pytest.fixture
+def points(tmp_path):
+    path = tmp_path / "pts.txt"
+    path.write_text("0 0 0\n0.1 0.2 0.3\n")
+    return path
+
+
+def _export(run, *extra):  # 3 times around --time 0.5, one RK4 step each way: quick
+    return main_export([str(run), "--device", "cpu", "--times", "0.4,0.5,0.6", "--substeps", "1", *map(str, extra)])
+
+
+def test_kinematic_outputs_of_a_run_without_the_field_are_refused_before_rendering(trained_run, tmp_path, capsys,
+                                                                                     monkeypatch):
+    help_text = " ".join(_render_parser().format_help().split())
+    assert "rgb,depth,static,dynamic,velocity,acceleration,jerk" in help_text
+    run = _variant(trained_run, tmp_path / "nokin", _no_kinematic_field)
+    _forbid(monkeypatch, kinfield.render.video, "render_frames")
+    out = tmp_path / "vids"
+    assert main_render([str(run), "--path", "orbit", "--frames", "1", "--outputs", "rgb,velocity,jerk",
+                        "--device", "cpu", "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "--outputs velocity,jerk" in err and "kinematic field" in err
+    assert not out.exists()
+    assert _export(run) == 2 and "kinematic field" in capsys.readouterr().err
+    assert main_eval_motion([str(run), "--device", "cpu"]) == 2 and "kinematic field" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--out", "{tmp}/tracks.txt"], "--out"),
+    (["--view", "99"], "--view 99 out of range"),
+])
+def test_export_checks_its_options_before_integrating(trained_run, tmp_path, capsys, monkeypatch, argv, message):
+    _forbid(monkeypatch, kinfield.motion, "compute_trajectories")
+    _forbid(monkeypatch, kinfield.motion, "sample_dynamic_points")
+    assert _export(trained_run, *[a.format(tmp=tmp_path) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err
+    if "--out" in argv:
+        assert "'txt'" in err and "--format" in err and not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("tool, option", [(main_export, "--substeps"), (main_export, "--n-points"),
+                                          (main_eval_motion, "--substeps")])
+@pytest.mark.parametrize("value", ["0", "-2"])
+def test_step_and_point_counts_below_one_are_refused(trained_run, capsys, monkeypatch, tool, option, value):
+    _forbid(monkeypatch, kinfield.motion.export, "compute_trajectories")
+    _forbid(monkeypatch, kinfield.motion, "compute_trajectories")
+    with pytest.raises(SystemExit) as exc:
+        tool([str(trained_run), option, value, "--device", "cpu"])
+    assert exc.value.code == 2 and f"{option} must be >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("out, fmt, written", [("tracks", None, "tracks.npz"), ("x.json", "npz", "x.json.npz"),
+                                               ("t.json", None, "t.json")])
+def test_export_reports_the_file_it_really_writes(trained_run, tmp_path, points, capsys, out, fmt, written):
+    argv = ["--points", points, "--out", tmp_path / out] + (["--format", fmt] if fmt else [])
+    assert _export(trained_run, *argv) == 0
+    reported = json.loads(capsys.readouterr().out)["written"]
+    assert reported == str(tmp_path / written) and (tmp_path / written).is_file()
+    if written.endswith(".npz"):  # what tools/render.py --overlay-tracks is then given
+        assert np.load(reported)["positions"].shape == (3, 2, 3)
+
+
+def test_orders_the_checkpoint_had_not_unlocked_stay_zero_and_are_named(trained_run, tmp_path, points, capsys):
+    run = _variant(trained_run, tmp_path / "run", _jerk_locked)
+    assert _export(run, "--points", points, "--out", tmp_path / "tracks.npz") == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["untrained_orders"] == ["jerk"]
+    assert "note: jerk not yet trained at step 4" in captured.err
+    tracks = np.load(tmp_path / "tracks.npz")
+    assert tracks["untrained_orders"].tolist() == ["jerk"]
+    assert not tracks["jerk"].any() and np.abs(tracks["acceleration"]).min() > 0
+    assert _export(run, "--points", points, "--out", tmp_path / "tracks.json") == 0
+    assert json.loads((tmp_path / "tracks.json").read_text())["untrained_orders"] == ["jerk"]
+    capsys.readouterr()
+
+    assert main_eval_motion([str(run), "--device", "cpu", "--substeps", "1"]) == 0
+    captured = capsys.readouterr()
+    scores = json.loads(captured.out)
+    assert scores["jerk_abs_err"] is None and scores["jerk_rel_err"] is None
+    assert scores["acceleration_abs_err"] > 0 and scores["velocity_abs_err"] > 0
+    assert json.loads((run / "metrics.json").read_text())["motion"]["jerk_rel_err"] is None
+    assert "their errors are reported as null" in captured.err
+
+
+def _motion_files(tmp_path, gt_path):
+    """Broken variants of a scene's motion_gt.npz: (file, what the error must say)."""
+    gt = dict(np.load(gt_path))
+    (tmp_path / "garbage.npz").write_bytes(b"\x80\x04 not an archive at all" * 8)
+    np.savez(tmp_path / "no_keys.npz", **{k: v for k, v in gt.items() if k not in ("times", "jerk")})
+    np.savez(tmp_path / "short.npz", **{**gt, "positions": gt["positions"][:-1]})
+    return [(tmp_path / "garbage.npz", "not an npz archive"), (tmp_path / "no_keys.npz", "missing times, jerk"),
+            (tmp_path / "short.npz", "positions has shape"), (tmp_path / "absent.npz", "no such file")]
+
+
+def test_a_bad_ground_truth_file_is_reported_before_integrating(trained_run, tmp_path, capsys, monkeypatch):
+    _forbid(monkeypatch, kinfield.motion.export, "compute_trajectories")
+    for path, problem in _motion_files(tmp_path, trained_run.parent / "scene" / "motion_gt.npz"):
+        assert main_eval_motion([str(trained_run), "--device", "cpu", "--gt", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: --gt ") and str(path) in err and problem in err
+        assert "tools/make_scene.py" in err
+
+
+def test_a_bad_tracks_file_is_reported_before_rendering(trained_run, tmp_path, capsys, monkeypatch):
+    _forbid(monkeypatch, kinfield.render.video, "render_frames")
+    files = _motion_files(tmp_path, trained_run.parent / "scene" / "motion_gt.npz")
+    np.savez(tmp_path / "no_positions.npz", times=np.zeros(3))
+    for path, problem in files[:1] + files[2:] + [(tmp_path / "no_positions.npz", "missing positions")]:
+        assert main_render([str(trained_run), "--path", "orbit", "--frames", "1", "--device", "cpu",
+                            "--overlay-tracks", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: --overlay-tracks ") and str(path) in err and problem in err
+        assert "tools/export_trajectories.py" in err
