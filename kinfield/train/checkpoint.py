@@ -26,7 +26,7 @@ def ckpt_dir(run_dir) -> Path:
 
 
 def save_checkpoint(run_dir, step: int, state: dict, keep: int = 3) -> Path:
-    """Write ``ckpts/ckpt_{step:07d}.pt`` atomically and keep the newest ``keep`` files."""
+    """Write ``ckpts/ckpt_{step:07d}.pt`` atomically; keep ``keep`` files (0: all), this one and the newest others."""
     d = ckpt_dir(run_dir)
     d.mkdir(parents=True, exist_ok=True)
     path = d / f"ckpt_{step:07d}.pt"
@@ -34,7 +34,8 @@ def save_checkpoint(run_dir, step: int, state: dict, keep: int = 3) -> Path:
     torch.save({"format_version": FORMAT_VERSION, "step": step, **state}, tmp)
     os.replace(tmp, path)
     if keep > 0:
-        for old in list_checkpoints(run_dir)[:-keep]:
+        others = [p for p in list_checkpoints(run_dir) if p != path]
+        for old in others[: max(0, len(others) - (keep - 1))]:
             old.unlink(missing_ok=True)
     return path
 
@@ -44,7 +45,12 @@ def list_checkpoints(run_dir):
     d = ckpt_dir(run_dir)
     if not d.is_dir():
         return []
-    return sorted((p for p in d.iterdir() if _NAME.search(p.name)), key=lambda p: int(_NAME.search(p.name).group(1)))
+    return sorted((p for p in d.iterdir() if _NAME.search(p.name)), key=checkpoint_step)
+
+
+def checkpoint_step(path) -> int:
+    """The step in a checkpoint file's name."""
+    return int(_NAME.search(Path(path).name).group(1))
 
 
 def latest_checkpoint(run_dir) -> Optional[Path]:
@@ -83,3 +89,19 @@ def model_mismatch(own: dict, saved: dict, limit: int = 3) -> str:
             more = f" and {len(items) - limit} more" if len(items) > limit else ""
             parts.append(f"{what}: {', '.join(items[:limit])}{more}")
     return "; ".join(parts)
+
+
+def scene_mismatch(own: dict, saved: dict) -> str:
+    """How the scene a saved model state was trained on differs from ``own``'s (both ``state_dict()``s), as far as
+    the model records it: the scene box, the training-frame spacing and the NDC map (its ``focal / width``,
+    ``focal / height`` and ``near``: the image size follows ``--downscale``); ``""`` when they agree."""
+    def described(state):
+        ndc = [float(v) for v in state.get("space.ndc", torch.zeros(4))]
+        return {"box": state.get("occupancy.aabb"), "frame spacing": state.get("kinematic.frame_dt"),
+                "NDC map": torch.tensor([ndc[0] / ndc[1], ndc[0] / ndc[2], ndc[3]] if ndc[0] > 0 else [0.0] * 3)}
+
+    a, b = described(own), described(saved)
+    return "; ".join(f"{what} {[round(v, 4) for v in b[what].reshape(-1).tolist()]} -> "
+                     f"{[round(v, 4) for v in a[what].reshape(-1).tolist()]}" for what in a
+                     if a[what] is not None and b[what] is not None
+                     and not torch.allclose(a[what].cpu().double(), b[what].cpu().double(), rtol=1e-3, atol=1e-6))

@@ -17,6 +17,11 @@ class MetricsLogger:
     def __init__(self, run_dir, tensorboard: bool = True):
         self.path = Path(run_dir) / "metrics.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        data = self.path.read_bytes() if self.path.is_file() else b""
+        if data and not data.endswith(b"\n"):  # a row cut off by a kill mid-write: the next row must not join it
+            with self.path.open("r+b") as f:
+                f.truncate(data.rfind(b"\n") + 1)
+            log.warning("%s: dropped a cut-off last row (%d bytes)", self.path, len(data) - data.rfind(b"\n") - 1)
         self._tb = None
         if tensorboard:
             try:

@@ -1,10 +1,12 @@
 """The training loop: data, model, optimiser, loss terms, logging, checkpoints, final evaluation."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
 import random
+import signal
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -21,7 +23,8 @@ from ..losses.priors import PriorObjective, dynamic_sparsity_loss, prior_summary
 from ..nn import MLP
 from ..render import SceneModel
 from ..render.composite import dynamic_probability
-from .checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, model_mismatch, save_checkpoint
+from .checkpoint import (CheckpointError, checkpoint_step, ckpt_dir, latest_checkpoint, list_checkpoints,
+                         load_checkpoint, model_mismatch, save_checkpoint, scene_mismatch)
 from .evaluate import evaluate_split, quick_scores
 from .logger import EMA, MetricsLogger, progress_bar
 
@@ -86,6 +89,9 @@ class Trainer:
     """
 
     def __init__(self, cfg: Config, scene: Optional[Scene] = None):
+        for option in ("log_every", "save_every"):
+            if getattr(cfg.train, option) < 1:
+                raise ValueError(f"--train_{option} must be >= 1 (steps), got {getattr(cfg.train, option)}")
         self.cfg = cfg
         self.run_dir = Path(cfg.train.out)
         self.device = resolve_device(cfg.train.device)
@@ -169,17 +175,25 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore a checkpoint's state; the learning rates and weight decay stay this run's options."""
         self.model.load_state_dict(state["model"])
+        options = [(g["initial_lr"], g["weight_decay"]) for g in self.optimizer.param_groups]
         try:
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
         except ValueError as exc:  # a checkpoint from a version with other parameter groups
             log.warning("optimizer state not restored (%s): Adam restarts from zero moments", exc)
-            step = int(state["step"])
-            self.scheduler.last_epoch = step  # the learning rates of this step, for the current groups
-            for group, base, factor in zip(self.optimizer.param_groups, self.scheduler.base_lrs,
-                                           self.scheduler.lr_lambdas):
-                group["lr"] = base * factor(step)
+            self.scheduler.last_epoch = int(state["step"])
+        groups = self.optimizer.param_groups  # (loading replaced them)
+        saved = [(g["initial_lr"], g["weight_decay"]) for g in groups]
+        if saved != options:
+            log.info("learning rate / weight decay of each parameter group from the options: %s (the checkpoint's: %s)",
+                     *(", ".join(f"{lr:g}/{decay:g}" for lr, decay in pairs) for pairs in (options, saved)))
+        epoch = self.scheduler.last_epoch  # the learning rates of this step (as the scheduler computes them)
+        self.scheduler.base_lrs = [lr for lr, _ in options]
+        for group, (lr, decay), factor in zip(groups, options, self.scheduler.lr_lambdas):
+            group.update(initial_lr=lr, weight_decay=decay, lr=lr * factor(epoch))
+        self.scheduler._last_lr = [g["lr"] for g in groups]
         self.n_rays = state.get("n_rays", self.n_rays)
         saved_map = state.get("dynamic_map")
         if saved_map is not None and self.batcher.importance is not None:
@@ -197,19 +211,47 @@ class Trainer:
         return save_checkpoint(self.run_dir, self.step, self.state_dict(), keep=self.cfg.train.keep_ckpts)
 
     def maybe_resume(self) -> bool:
-        """Resume from ``--resume`` (auto = the latest checkpoint in the run dir)."""
+        """Resume from ``--resume`` (auto = the latest checkpoint in the run dir). Writes nothing; raises
+        CheckpointError where training would mix with, lose or continue another run's checkpoints."""
         mode = self.cfg.train.resume
+        ckpts, metrics = list_checkpoints(self.run_dir), self.run_dir / "metrics.jsonl"
+        start_over = f"use another --out, or delete {ckpt_dir(self.run_dir)} and {metrics} to start over"
         if mode in ("none", ""):
+            if ckpts:
+                raise CheckpointError(f"{ckpt_dir(self.run_dir)} holds an earlier run's checkpoints (latest step "
+                                      f"{checkpoint_step(ckpts[-1])}): {start_over}")
+            if metrics.is_file() and metrics.stat().st_size > 0:
+                raise CheckpointError(f"{metrics} holds an earlier run's metrics: {start_over}")
             return False
-        path = latest_checkpoint(self.run_dir) if mode == "auto" else Path(mode)
-        if path is None:
-            return False
+        if mode == "auto":
+            if not ckpts:
+                return False
+            path = ckpts[-1]
+        else:
+            path = Path(mode)
+            if not path.is_file():
+                raise CheckpointError(f"--resume {mode}: no such checkpoint file; pass an existing ckpt_XXXXXXX.pt, "
+                                      f"or --resume auto (the latest in --out) or none")
         state = load_checkpoint(path, map_location=self.device)
+        later = [p for p in ckpts if checkpoint_step(p) >= int(state["step"]) and not p.samefile(path)]
+        if later:  # they would be resumed by the next --resume auto instead, or pruned
+            raise CheckpointError(f"{path} is of step {int(state['step'])}, but {ckpt_dir(self.run_dir)} holds "
+                                  f"checkpoints up to step {checkpoint_step(later[-1])}: resume them (--resume auto), "
+                                  f"or resume {path} into another --out, or delete the later ones first")
         differs = model_mismatch(self.model.state_dict(), state["model"])
         if differs:  # e.g. the run folder of an earlier config: its checkpoints stay as they are
             raise CheckpointError(
                 f"{path} holds a model built with other options than this run's ({differs}); train into another "
                 f"--out, or run with the options it was trained with (its run folder's config.yaml)")
+        saved_scene, scene = state.get("config", {}).get("scene", ""), self.cfg.data.scene
+        differs = scene_mismatch(self.model.state_dict(), state["model"])
+        if differs:
+            raise CheckpointError(f"{path} was trained on another scene, {saved_scene or '(not recorded)'} "
+                                  f"({differs}): train {scene or 'this scene'} into another --out, or resume it with "
+                                  f"its own scene")
+        if saved_scene and scene and Path(saved_scene).resolve() != Path(scene).resolve():
+            log.warning("%s was trained on %s, this run names %s (same box and frame spacing): resuming it",
+                        path, saved_scene, scene)
         self.load_state_dict(state)
         log.info("resumed from %s at step %d", path, self.step)
         return True
@@ -294,8 +336,8 @@ class Trainer:
     def fit(self) -> Dict:
         """Train to ``--iters`` (resuming when possible), then render and score the eval split."""
         cfg = self.cfg
+        resumed = self.maybe_resume()  # (it checks the run folder before anything is written there)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        resumed = self.maybe_resume()
         save_config(cfg, self.run_dir / "config.yaml")
         logger = MetricsLogger(self.run_dir)
         ema = EMA()
@@ -303,10 +345,12 @@ class Trainer:
         t_start = time.time()
         wall_before = self._wall_time_so_far() if resumed else 0.0
         val_seconds, val_split = 0.0, self._val_split()
+        interrupted, previous_handlers = False, self._stop_after_step_on_signal()
         try:
             while self.step < cfg.train.iters:
                 logs = self.train_step()
                 self.step += 1
+                interrupted = self._signal != 0  # read once: the step just done is the last one
                 bar.update(1)
                 if "psnr" in logs:
                     smooth = ema.update({"loss": logs["loss"], "psnr": logs["psnr"]})
@@ -315,7 +359,8 @@ class Trainer:
                 elapsed = wall_before + time.time() - t_start - val_seconds
                 stop = cfg.train.max_minutes > 0 and elapsed > 60.0 * cfg.train.max_minutes
                 validate = val_split is not None and self.step % cfg.train.val_every == 0
-                if validate or stop or self.step % cfg.train.log_every == 0 or self.step == cfg.train.iters:
+                if validate or stop or interrupted or self.step % cfg.train.log_every == 0 or \
+                        self.step == cfg.train.iters:
                     logger.log(self.step, {**logs, "time_s": elapsed})
                 if validate:  # (its own row, after the step's: an interrupt here loses no training log)
                     t_val = time.time()
@@ -324,17 +369,24 @@ class Trainer:
                     logger.log(self.step, {"val/psnr": scores["psnr"], "val/ssim": scores["ssim"]})
                     log.info("step %d: %s PSNR %.2f, SSIM %.4f (%d views)", self.step, val_split, scores["psnr"],
                              scores["ssim"], scores["n_images"])
-                if self.step % cfg.train.save_every == 0:
-                    self.save()
+                if self.step % cfg.train.save_every == 0 or interrupted:
+                    path = self.save()
+                if interrupted:
+                    log.warning("interrupted at step %d; checkpoint saved to %s (run again to resume)", self.step, path)
+                    raise KeyboardInterrupt
                 if stop:
                     log.warning("stopping at step %d: --train_max_minutes %.1f reached", self.step, cfg.train.max_minutes)
                     break
         except KeyboardInterrupt:
-            path = self.save()
             bar.close()
             logger.close()
-            log.warning("interrupted at step %d; checkpoint saved to %s (run again to resume)", self.step, path)
+            if not interrupted:  # a second Ctrl-C (or SIGTERM): the step in progress is half done, so not saved
+                log.warning("aborted after step %d without saving; running again resumes from %s", self.step,
+                            latest_checkpoint(self.run_dir) or "step 0 (no checkpoint yet)")
             raise
+        finally:
+            for sig, handler in previous_handlers.items():
+                signal.signal(sig, signal.SIG_DFL if handler is None else handler)
         bar.close()
         train_time = wall_before + time.time() - t_start - val_seconds
         self.save()
@@ -348,6 +400,23 @@ class Trainer:
                                            progress=cfg.train.progress, max_views=cfg.train.eval_max_views,
                                            extra={"step": self.step, "train_time_s": round(train_time, 1)})
         return result
+
+    def _stop_after_step_on_signal(self) -> dict:
+        """From now on Ctrl-C and SIGTERM only set ``self._signal``: fit saves and stops once the step in progress is
+        complete, so a checkpoint never holds half a step; a second one raises KeyboardInterrupt at once (a hung
+        step). Returns the previous handlers (e.g. tools/train.py's for SIGTERM), which fit puts back."""
+        self._signal = 0
+
+        def handler(signum, frame):
+            if self._signal:
+                raise KeyboardInterrupt(f"signal {signum}")
+            self._signal = signum
+
+        previous = {}
+        with contextlib.suppress(ValueError):  # not in the main thread (which alone receives signals)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, handler)
+        return previous
 
     def _val_split(self) -> Optional[str]:
         """The split of the periodic validation, or None when it is off (or the scene has no split to use)."""

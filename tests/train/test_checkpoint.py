@@ -224,9 +224,9 @@ def test_resume_with_more_iters_continues(tiny_scene, tmp_path):
     third = Trainer(make_cfg(tiny_scene, out, 4))
     assert third.fit()["step"] == 4
     assert_same_tree(again.model.state_dict(), third.model.state_dict())
-    # --resume none starts over
-    fresh = Trainer(make_cfg(tiny_scene, out, 4, "--resume", "none"))
-    assert not fresh.maybe_resume() and fresh.step == 0
+    # --resume none would start over in the folder of this run: refused (see test_resume_safety.py)
+    with pytest.raises(CheckpointError, match="earlier run's checkpoints"):
+        Trainer(make_cfg(tiny_scene, out, 4, "--resume", "none")).maybe_resume()
 
 
 def test_resuming_a_run_of_other_model_options_names_the_file_and_keeps_the_run(tiny_scene, tmp_path, capsys):

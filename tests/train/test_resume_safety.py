@@ -1,0 +1,203 @@
+"""Interrupts, resumes and fresh starts never lose, mix or half-save a run: a signal stops training after a complete
+step, a resume takes the options' learning rates, and a run folder holding another run (later checkpoints, another
+scene) is refused with a clear error before anything is written."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+from kinfield.cli import _terminate_like_ctrl_c, main_train
+from kinfield.data.synthetic import PRESETS, write_scene
+from kinfield.train import Trainer, load_configured_scene
+from kinfield.train.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from kinfield.train.logger import MetricsLogger
+from test_checkpoint import FAST, REPO, assert_same_tree, make_cfg, read_metrics
+
+
+@pytest.fixture(scope="module")
+def tiny_scene(tmp_path_factory) -> Path:
+    return write_scene(PRESETS["tiny"], tmp_path_factory.mktemp("tiny") / "scene")
+
+
+@pytest.fixture(scope="module")
+def whole(tiny_scene, tmp_path_factory) -> Path:
+    """An uninterrupted run of 4 steps (checkpoints at steps 2 and 4)."""
+    out = tmp_path_factory.mktemp("whole")
+    Trainer(make_cfg(tiny_scene, out, 4)).fit()
+    return out
+
+
+def checkpoint_state(run_dir, step):
+    state = load_checkpoint(Path(run_dir) / "ckpts" / f"ckpt_{step:07d}.pt")
+    del state["config"]["out"]
+    return state
+
+
+def files(run_dir):
+    return {p: p.read_bytes() for p in Path(run_dir).rglob("*") if p.is_file()}
+
+
+def train_argv(scene, out, *extra):
+    return [str(scene), str(REPO / "configs" / "debug.yaml"), "--out", str(out), "--device", "cpu", "--iters", "4",
+            "--train_eval_split", "", *FAST, *extra]
+
+
+# ----------------------------------------------------------------------------------------- interrupts
+@pytest.mark.parametrize("signum, where", [(signal.SIGINT, "render"), (signal.SIGTERM, "update")],
+                         ids=["SIGINT-in-render", "SIGTERM-after-update"])
+def test_a_signal_mid_step_stops_after_the_step_and_the_resumed_run_is_bit_identical(tiny_scene, whole, tmp_path,
+                                                                                      caplog, signum, where):
+    """Ctrl-C (or SIGTERM, which tools/train.py turns into one) in the middle of the third step: in its render (the
+    batch, occupancy grid and RNG have moved on) or after its update (the step counter has not moved on): the run
+    finishes the step, saves it as step 3, and resuming it ends where an uninterrupted run does, bit for bit."""
+    out = tmp_path / "cut"
+    cut = Trainer(make_cfg(tiny_scene, out, 4))
+    owner, name = (cut.model, "render_rays") if where == "render" else (cut, "train_step")
+    real = getattr(owner, name)
+
+    def signalling(*args, **kwargs):
+        result = real(*args, **kwargs)
+        if cut.step == 2:
+            os.kill(os.getpid(), signum)
+        return result
+
+    setattr(owner, name, signalling)
+    sigint, sigterm = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    _terminate_like_ctrl_c()  # as tools/train.py: SIGTERM raises KeyboardInterrupt
+    cli_handler = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(KeyboardInterrupt), caplog.at_level("WARNING", logger="kinfield"):
+            cut.fit()
+        assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == (sigint, cli_handler)
+    finally:
+        signal.signal(signal.SIGTERM, sigterm)
+    assert f"interrupted at step 3; checkpoint saved to {out / 'ckpts' / 'ckpt_0000003.pt'}" in caplog.text
+    assert latest_checkpoint(out).name == "ckpt_0000003.pt"
+    assert Trainer(make_cfg(tiny_scene, out, 4)).fit()["step"] == 4
+    assert_same_tree(checkpoint_state(whole, 4), checkpoint_state(out, 4))
+    assert [r["step"] for r in read_metrics(out)] == [2, 3, 4, 4]  # the interrupted step's row too
+
+
+def test_a_second_ctrl_c_aborts_the_step_at_once_and_saves_nothing(tiny_scene, whole, tmp_path, caplog):
+    out = tmp_path / "cut"
+    cut = Trainer(make_cfg(tiny_scene, out, 4))
+    real = cut.model.render_rays
+
+    def hung(*args, **kwargs):
+        if cut.step == 2:  # the third step hangs: the user presses Ctrl-C twice
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+            pytest.fail("the second Ctrl-C did not abort the step")
+        return real(*args, **kwargs)
+
+    cut.model.render_rays = hung
+    sigint = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt), caplog.at_level("WARNING", logger="kinfield"):
+        cut.fit()
+    assert signal.getsignal(signal.SIGINT) == sigint
+    assert "aborted after step 2 without saving" in caplog.text
+    assert [p.name for p in list_checkpoints(out)] == ["ckpt_0000002.pt"]  # the periodic one, as it was
+    assert_same_tree(checkpoint_state(whole, 2), checkpoint_state(out, 2))
+
+
+# -------------------------------------------------------------------------------------------- options
+def test_a_resume_takes_the_learning_rates_and_weight_decay_of_the_options(tiny_scene, tmp_path, caplog):
+    out = tmp_path / "run"
+    Trainer(make_cfg(tiny_scene, out, 2)).fit()
+    tr = Trainer(make_cfg(tiny_scene, out, 4, "--train_lr_grid", "0.003", "--train_lr_net", "0.004",
+                          "--train_weight_decay_net", "0.001"))
+    options = [(g["lr"], g["weight_decay"]) for g in tr._make_optimizer().param_groups]
+    with caplog.at_level("INFO", logger="kinfield"):
+        tr.fit()
+    assert "from the options: 0.003/0, 0.004/0.001," in caplog.text and "(the checkpoint's: 0.01/0, 0.01/1e-06," \
+        in caplog.text
+    assert tr.scheduler.base_lrs == [lr for lr, _ in options]
+    for group, (lr, decay) in zip(tr.optimizer.param_groups, options):
+        assert (group["initial_lr"], group["weight_decay"], group["lr"]) == (lr, decay, lr * tr._lr_factor(4))
+    row = [r for r in read_metrics(out) if r["step"] == 4 and "lr" in r][0]
+    assert row["lr"] == pytest.approx(0.003 * tr._lr_factor(4))
+
+
+@pytest.mark.parametrize("option", ["--train_save_every", "--train_log_every"])
+def test_a_zero_save_or_log_interval_is_refused_naming_the_option(tiny_scene, tmp_path, capsys, option):
+    assert main_train(train_argv(tiny_scene, tmp_path / "run", option, "0")) == 2
+    assert f"error: {option} must be >= 1 (steps), got 0" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------------------- run folders of other runs
+def test_a_fresh_start_into_a_used_run_folder_is_refused_before_anything_is_written(tiny_scene, whole, tmp_path,
+                                                                                       capsys):
+    out = shutil.copytree(whole, tmp_path / "run")
+    before = files(out)
+    assert main_train(train_argv(tiny_scene, out, "--resume", "none")) == 2
+    err = capsys.readouterr().err
+    assert f"error: {out / 'ckpts'} holds an earlier run's checkpoints (latest step 4): use another --out, or " \
+           f"delete {out / 'ckpts'} and {out / 'metrics.jsonl'} to start over" in err
+    assert files(out) == before
+    shutil.rmtree(out / "ckpts")  # its metrics alone are an earlier run's too
+    with pytest.raises(CheckpointError, match="metrics.jsonl holds an earlier run's metrics: use another --out"):
+        Trainer(make_cfg(tiny_scene, out, 4, "--resume", "none")).fit()
+    (out / "metrics.jsonl").unlink()
+    assert Trainer(make_cfg(tiny_scene, out, 1, "--resume", "none")).fit()["step"] == 1
+
+
+def test_resuming_an_older_checkpoint_into_a_folder_with_later_ones_is_refused(tiny_scene, whole, tmp_path):
+    out = shutil.copytree(whole, tmp_path / "run")
+    older, before = out / "ckpts" / "ckpt_0000002.pt", files(out)
+    with pytest.raises(CheckpointError) as err:
+        Trainer(make_cfg(tiny_scene, out, 6, "--resume", str(older))).fit()
+    assert f"{older} is of step 2, but {out / 'ckpts'} holds checkpoints up to step 4" in str(err.value)
+    assert "another --out" in str(err.value) and files(out) == before
+    fork = Trainer(make_cfg(tiny_scene, tmp_path / "fork", 3, "--resume", str(older)))  # into another folder: fine
+    assert fork.maybe_resume() and fork.step == 2
+
+
+def test_pruning_keeps_the_checkpoint_just_written(tmp_path):
+    for step in (5, 6):
+        save_checkpoint(tmp_path, step, {}, keep=2)
+    path = save_checkpoint(tmp_path, 3, {}, keep=2)
+    assert path.is_file() and [p.name for p in list_checkpoints(tmp_path)] == ["ckpt_0000003.pt", "ckpt_0000006.pt"]
+
+
+def test_resuming_a_run_of_another_scene_is_refused_naming_its_scene(tiny_scene, tmp_path):
+    from kinfield.train.checkpoint import scene_mismatch
+
+    other = write_scene(dataclasses.replace(PRESETS["tiny"], n_train=4), tmp_path / "other")  # other frame spacing
+    out = tmp_path / "run"
+    Trainer(make_cfg(other, out, 2)).fit()
+    ckpt, before = latest_checkpoint(out), files(out)
+    with pytest.raises(CheckpointError) as err:
+        Trainer(make_cfg(tiny_scene, out, 4)).fit()
+    msg = str(err.value)
+    assert f"{ckpt} was trained on another scene, {other} (frame spacing [0.3333] -> [0.2])" in msg
+    assert f"train {tiny_scene} into another --out" in msg and files(out) == before
+    cfg = make_cfg(other, out, 4)
+    scene = load_configured_scene(cfg.data)
+    moved = dataclasses.replace(scene, aabb=scene.aabb * 2)  # another box
+    with pytest.raises(CheckpointError, match=r"another scene.*\(box \[-1\.5.* -> \[-3\.0"):
+        Trainer(cfg, scene=moved).maybe_resume()
+    # NDC: its map, not the image size (which follows --downscale), is the scene's
+    ndc = {"space.ndc": torch.tensor([100.0, 64.0, 48.0, 1.0])}
+    assert scene_mismatch(ndc, {"space.ndc": torch.tensor([50.0, 32.0, 24.0, 1.0])}) == ""
+    assert scene_mismatch(ndc, {"space.ndc": torch.zeros(4)}).startswith("NDC map [0.0, 0.0, 0.0] -> [1.5625")
+
+
+def test_resume_from_a_missing_file_is_a_clear_error_and_leaves_no_run_folder(tiny_scene, tmp_path, capsys):
+    missing = tmp_path / "elsewhere" / "ckpt_0000002.pt"
+    assert main_train(train_argv(tiny_scene, tmp_path / "run", "--resume", str(missing))) == 2
+    assert f"error: --resume {missing}: no such checkpoint file" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------------------------------ metrics.jsonl
+def test_a_metrics_row_cut_off_by_a_kill_does_not_swallow_the_next_row(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text('{"step": 2, "loss": 0.5}\n{"step": 4, "lo')
+    MetricsLogger(tmp_path, tensorboard=False).log(4, {"loss": 0.25})
+    assert read_metrics(tmp_path) == [{"step": 2, "loss": 0.5}, {"step": 4, "loss": 0.25}]
