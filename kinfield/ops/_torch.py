@@ -333,7 +333,10 @@ class _TableReads(torch.autograd.Function):
             contrib = (w[..., None] * grad_feats[:, None, :]).reshape(-1, table.shape[1])  # [B * C, F]
             grad_table = _scatter_rows(table, (rows_idx, grad_rows), (idx.reshape(-1), contrib))
         if ctx.needs_input_grad[3]:
-            grad_w = (table.index_select(0, idx.reshape(-1)).view(*idx.shape, -1) * grad_feats[:, None, :]).sum(-1)
+            # one small matrix product per row: [C, F] corner features @ [F] cotangent (a broadcast product
+            # summed over the F features, a short inner axis, took 2x as long on CPU)
+            corners = table.index_select(0, idx.reshape(-1)).view(*idx.shape, -1)  # [B, C, F]
+            grad_w = torch.bmm(corners, grad_feats[:, :, None])[..., 0]
         return grad_table, None, None, grad_w
 
 
