@@ -5,6 +5,7 @@ import contextlib
 import dataclasses
 import logging
 import math
+import os
 import random
 import signal
 import time
@@ -211,8 +212,9 @@ class Trainer:
         return save_checkpoint(self.run_dir, self.step, self.state_dict(), keep=self.cfg.train.keep_ckpts)
 
     def maybe_resume(self) -> bool:
-        """Resume from ``--resume`` (auto = the latest checkpoint in the run dir). Writes nothing; raises
-        CheckpointError where training would mix with, lose or continue another run's checkpoints."""
+        """Resume from ``--resume`` (auto = the latest checkpoint in the run dir). Raises CheckpointError where
+        training would mix with, lose or continue another run's checkpoints; writes nothing, except that ``auto`` in a
+        folder without checkpoints moves the metrics of a run killed before its first save aside (``.orphaned``)."""
         mode = self.cfg.train.resume
         ckpts, metrics = list_checkpoints(self.run_dir), self.run_dir / "metrics.jsonl"
         start_over = f"use another --out, or delete {ckpt_dir(self.run_dir)} and {metrics} to start over"
@@ -225,6 +227,11 @@ class Trainer:
             return False
         if mode == "auto":
             if not ckpts:
+                if metrics.is_file() and metrics.stat().st_size > 0:  # its rows would interleave with this run's
+                    aside = metrics.with_name("metrics.jsonl.orphaned")
+                    os.replace(metrics, aside)
+                    log.warning("%s: no checkpoint to resume, so its rows (a run stopped before its first save) are "
+                                "moved to %s and training starts at step 0", metrics, aside)
                 return False
             path = ckpts[-1]
         else:

@@ -148,6 +148,18 @@ def test_a_fresh_start_into_a_used_run_folder_is_refused_before_anything_is_writ
     assert Trainer(make_cfg(tiny_scene, out, 1, "--resume", "none")).fit()["step"] == 1
 
 
+def test_a_rerun_after_a_kill_before_the_first_save_sets_the_dead_runs_rows_aside(tiny_scene, tmp_path, caplog):
+    """``--resume auto`` where a run was killed before it saved anything: there is nothing to resume, so training
+    starts at step 0, and the dead run's metrics rows are moved aside rather than interleaved with the new ones."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text('{"step": 1, "loss": 9.0}\n{"step": 2, "loss": 8.0}\n')
+    Trainer(make_cfg(tiny_scene, out, 2)).fit()
+    assert all(r.get("loss") not in (9.0, 8.0) for r in read_metrics(out))
+    assert (out / "metrics.jsonl.orphaned").read_text().count("\n") == 2
+    assert "moved to" in caplog.text
+
+
 def test_resuming_an_older_checkpoint_into_a_folder_with_later_ones_is_refused(tiny_scene, whole, tmp_path):
     out = shutil.copytree(whole, tmp_path / "run")
     older, before = out / "ckpts" / "ckpt_0000002.pt", files(out)
