@@ -9,6 +9,7 @@ defaults. Unknown keys, in a file or on the command line, are errors.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,6 +107,15 @@ def _parse_bool(s: str) -> bool:
     raise configargparse.ArgumentTypeError(f"expected a boolean (true/false), got {s!r}")
 
 
+def _parse_float(s) -> float:
+    """A float option: a finite number (a NaN or infinite value, e.g. YAML's ``.nan``, is an error here rather than
+    NaNs later in training)."""
+    v = float(s)
+    if not math.isfinite(v):
+        raise configargparse.ArgumentTypeError(f"expected a finite number, got {s!r}")
+    return v
+
+
 def _seq_parser(inner):
     def parse(s):
         if isinstance(s, (list, tuple)):
@@ -119,9 +129,11 @@ def _arg_type(tp):
     origin = typing.get_origin(tp)
     if origin in (tuple, list, Sequence, typing.Sequence) or tp in (tuple, list):
         args = [a for a in typing.get_args(tp) if a is not Ellipsis] or [float]
-        return _seq_parser(args[0])
+        return _seq_parser(_parse_float if args[0] is float else args[0])
     if tp is bool:
         return _parse_bool
+    if tp is float:
+        return _parse_float
     return tp
 
 

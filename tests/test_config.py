@@ -158,3 +158,17 @@ def test_shipped_config_builds_a_model_whose_fields_run(path):
         assert q.shape == (8, model.kinematic.order, 3) and torch.isfinite(q).all()
     sigma, rgb = model.dynamic(x, t, torch.nn.functional.normalize(torch.randn(8, 3), dim=-1))
     assert torch.isfinite(sigma).all() and rgb.shape == (8, 3)
+
+
+@pytest.mark.parametrize("where", ["file", "command line", "list"])
+def test_non_finite_float_options_are_errors_naming_the_option(tmp_path, capsys, where):
+    """A NaN or infinite number (YAML's ``.nan`` / ``.inf``, or ``nan`` on the command line) stops at parsing,
+    naming the option, rather than turning into NaNs in training."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("render_step_size: .nan\n" if where == "file" else "iters: 1\n")
+    extra = {"file": [], "command line": ["--kin_rigidity_weight", "inf"], "list": ["--background", "1", "nan", "1"]}
+    with pytest.raises(SystemExit) as exc:
+        parse_train_args(["scene", str(cfg)] + extra[where])
+    assert exc.value.code == 2
+    option = {"file": "--render_step_size", "command line": "--kin_rigidity_weight", "list": "--background"}[where]
+    assert f"argument {option}: expected a finite number" in capsys.readouterr().err
