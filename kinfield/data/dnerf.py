@@ -41,6 +41,7 @@ DEFAULT_AABB = (-1.5, -1.5, -1.5, 1.5, 1.5, 1.5)
 _IMAGE_EXTS = (".png", ".jpg", ".jpeg")
 _PNG_SIG = b"\x89PNG\r\n\x1a\n"
 _POSE_TOL = 1e-4
+_ROT_TOL = 1e-3  # relative deviation of a pose's R^T R from a multiple of the identity
 _NUM_THREADS = 2
 
 __all__ = ["load_dnerf", "area_downscale", "DEFAULT_AABB"]
@@ -139,6 +140,13 @@ def check_pose(m, where: PathLike, what: str) -> np.ndarray:
         raise DatasetError(
             where, f"{what}: transform_matrix last row is {a[3].tolist()}, expected [0, 0, 0, 1]", fix
         )
+    rot = a[:3, :3]  # a rotation (up to a uniform scale): orthogonal columns of one length, no mirroring
+    gram = rot.T @ rot
+    scale2 = float(np.trace(gram)) / 3.0
+    if scale2 < 1e-12 or not np.allclose(gram, scale2 * np.eye(3), rtol=0.0, atol=_ROT_TOL * scale2) \
+            or np.linalg.det(rot) <= 0.0:
+        raise DatasetError(where, f"{what}: transform_matrix's 3x3 block {np.round(rot, 4).tolist()} is not a "
+                                  "rotation (orthonormal columns, determinant +1)", fix)
     return a
 
 

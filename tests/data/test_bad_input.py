@@ -121,6 +121,9 @@ def test_mixed_image_sizes_across_splits(tmp_path):
         ([[True, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], "not a string, boolean"),
         ([[1, 0, 0, None], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], "numeric"),
         ([[1, 0, 0, 10**400], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], "too large"),
+        ([[0, 0, 0, 1], [0, 0, 0, 2], [0, 0, 0, 3], [0, 0, 0, 1]], "not a rotation"),  # a degenerate camera
+        ([[-1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], "not a rotation"),  # mirrored
+        ([[1, 0.5, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], "not a rotation"),  # sheared
     ],
 )
 def test_bad_transform_matrix(tmp_path, matrix, words):
