@@ -140,14 +140,19 @@ def check_pose(m, where: PathLike, what: str) -> np.ndarray:
         raise DatasetError(
             where, f"{what}: transform_matrix last row is {a[3].tolist()}, expected [0, 0, 0, 1]", fix
         )
-    rot = a[:3, :3]  # a rotation (up to a uniform scale): orthogonal columns of one length, no mirroring
-    gram = rot.T @ rot
-    scale2 = float(np.trace(gram)) / 3.0
-    if scale2 < 1e-12 or not np.allclose(gram, scale2 * np.eye(3), rtol=0.0, atol=_ROT_TOL * scale2) \
-            or np.linalg.det(rot) <= 0.0:
-        raise DatasetError(where, f"{what}: transform_matrix's 3x3 block {np.round(rot, 4).tolist()} is not a "
+    if not is_rotation(a[:3, :3]):
+        raise DatasetError(where, f"{what}: transform_matrix's 3x3 block {np.round(a[:3, :3], 4).tolist()} is not a "
                                   "rotation (orthonormal columns, determinant +1)", fix)
     return a
+
+
+def is_rotation(rot: np.ndarray) -> bool:
+    """Whether ``rot [3, 3]`` is a rotation up to a uniform scale: orthogonal columns of one length, no mirroring
+    (a degenerate or sheared camera would give NaN or warped rays)."""
+    gram = rot.T @ rot
+    scale2 = float(np.trace(gram)) / 3.0
+    return scale2 > 1e-12 and bool(np.allclose(gram, scale2 * np.eye(3), rtol=0.0, atol=_ROT_TOL * scale2)) \
+        and float(np.linalg.det(rot)) > 0.0
 
 
 def check_time(t, where: PathLike, what: str) -> float:

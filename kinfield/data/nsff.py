@@ -29,7 +29,7 @@ import torch
 
 from ..preprocess.frames import _natural_key  # same frame order as tools/preprocess.py
 from ..preprocess.writer import llff_to_opengl  # the writer's inverse lives beside it
-from .dnerf import area_downscale, check_downscale, downscaled_size, read_image
+from .dnerf import area_downscale, check_downscale, downscaled_size, is_rotation, read_image
 from .errors import DatasetError, as_dataset_error
 from .scene import Scene, SceneSplit
 
@@ -134,6 +134,11 @@ def _read_poses_bounds(root: Path) -> np.ndarray:
     if not np.isfinite(pb).all():
         raise DatasetError(path, "non-finite values in the poses or bounds", "re-run SfM (tools/preprocess.py)")
     hwf, bounds = pb[:, 4:15:5], pb[:, 15:]
+    not_rotation = [i for i, row in enumerate(pb[:, :15].reshape(-1, 3, 5)) if not is_rotation(row[:, :3])]
+    if not_rotation:
+        i = not_rotation[0]
+        raise DatasetError(path, f"row {i}: its 3x3 block {np.round(pb[i, :15].reshape(3, 5)[:, :3], 4).tolist()} is "
+                                 f"not a rotation ({len(not_rotation)} such rows)", fix)
     bad = np.flatnonzero((hwf <= 0).any(1) | (bounds[:, 0] <= 0) | (bounds[:, 0] >= bounds[:, 1]))
     if bad.size:
         i = int(bad[0])

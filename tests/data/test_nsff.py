@@ -103,6 +103,8 @@ DAMAGE = {  # name: (damage the copied scene d, the file the error must name, wo
     "pb_negative_focal": (lambda d: _set(d / PB, (2, 14), -50.0), PB, "row 2"),
     "pb_near_above_far": (lambda d: _set(d / PB, (1, 15), 1e3), PB, "0 < near < far"),
     "pb_near_zero": (lambda d: _set(d / PB, (1, 15), 0.0), PB, "0 < near < far"),
+    "pb_degenerate_rotation": (lambda d: _set(d / PB, (3, [0, 1, 2, 5, 6, 7, 10, 11, 12]), 0.0), PB,
+                               "row 3: its 3x3 block"),
     "missing_image": (lambda d: sorted((d / "images").iterdir())[-1].unlink(), "images", "images but"),
     "bad_flow": (lambda d: (d / FLOW).write_bytes(b"not an npz"), FLOW, "unreadable flow file"),
     "truncated_flow": (lambda d: (d / FLOW).write_bytes((d / FLOW).read_bytes()[:300]), FLOW, "unreadable flow file"),
