@@ -354,7 +354,11 @@ class Trainer:
         val_seconds, val_split = 0.0, self._val_split()
         interrupted, previous_handlers = False, self._stop_after_step_on_signal()
         try:
-            while self.step < cfg.train.iters:
+            capped = cfg.train.max_minutes > 0 and wall_before > 60.0 * cfg.train.max_minutes
+            if capped and self.step < cfg.train.iters:  # a rerun of a run the time cap stopped: nothing to train
+                log.warning("step %d: the earlier session reached --train_max_minutes %.1f; not training further "
+                            "(raise it to continue)", self.step, cfg.train.max_minutes)
+            while self.step < cfg.train.iters and not capped:
                 logs = self.train_step()
                 self.step += 1
                 interrupted = self._signal != 0  # read once: the step just done is the last one

@@ -90,6 +90,19 @@ def test_the_time_cap_counts_training_time_only(scene, tmp_path, monkeypatch):
     assert sorted(rows) == [2, 4, 5] and "loss" in rows[5] and "val/psnr" in rows[4]
 
 
+def test_rerunning_a_run_the_time_cap_stopped_trains_no_further(scene, tmp_path, monkeypatch, caplog):
+    """The same command again on a run the cap stopped (the README's "run again to resume") resumes it and, its
+    training time being spent, trains no more steps (it trained one more each time)."""
+    _fake_clock(monkeypatch, per_reading=1.0, per_validation=0.0)
+    argv = ("--train_max_minutes", "0.1", "--iters", "50", "--train_log_every", "100")
+    _trainer(scene, tmp_path / "run", *argv).fit()
+    first = _rows(tmp_path / "run")
+    with caplog.at_level("WARNING", logger="kinfield"):
+        result = _trainer(scene, tmp_path / "run", *argv, "--resume", "auto").fit()
+    assert result["step"] == max(first) < 50 and _rows(tmp_path / "run") == first
+    assert "reached --train_max_minutes 0.1; not training further" in caplog.text
+
+
 def test_a_scene_without_a_val_split_validates_on_the_eval_split_or_says_why_not(scene, tmp_path, caplog):
     copy = tmp_path / "scene"
     shutil.copytree(scene, copy)
