@@ -31,8 +31,13 @@ def save_checkpoint(run_dir, step: int, state: dict, keep: int = 3) -> Path:
     d.mkdir(parents=True, exist_ok=True)
     path = d / f"ckpt_{step:07d}.pt"
     tmp = path.with_suffix(".pt.tmp")
-    torch.save({"format_version": FORMAT_VERSION, "step": step, **state}, tmp)
+    with open(tmp, "wb") as f:  # on disk before it replaces anything (a power cut leaves the old file or this one)
+        torch.save({"format_version": FORMAT_VERSION, "step": step, **state}, f)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+    for stale in d.glob("ckpt_*.pt.tmp"):  # half-written files of a run killed while saving
+        stale.unlink(missing_ok=True)
     if keep > 0:
         others = [p for p in list_checkpoints(run_dir) if p != path]
         for old in others[: max(0, len(others) - (keep - 1))]:

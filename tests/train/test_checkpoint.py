@@ -109,7 +109,7 @@ def test_crash_while_writing_keeps_previous_checkpoint(tmp_path, monkeypatch):
     good = save_checkpoint(tmp_path, 2, {"x": 1})
 
     def broken_save(obj, f, *a, **k):
-        Path(f).write_bytes(b"half a checkpoint")
+        f.write(b"half a checkpoint")
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken_save)
@@ -119,6 +119,9 @@ def test_crash_while_writing_keeps_previous_checkpoint(tmp_path, monkeypatch):
     assert not (tmp_path / "ckpts" / "ckpt_0000004.pt").exists()
     assert latest_checkpoint(tmp_path) == good and list_checkpoints(tmp_path) == [good]  # the .tmp is ignored
     assert load_checkpoint(good)["x"] == 1
+    assert (tmp_path / "ckpts" / "ckpt_0000004.pt.tmp").is_file()
+    save_checkpoint(tmp_path, 6, {"x": 3})  # the next save clears the half-written file away
+    assert sorted(p.name for p in (tmp_path / "ckpts").iterdir()) == ["ckpt_0000002.pt", "ckpt_0000006.pt"]
 
 
 def test_keep_prunes_oldest(tmp_path):
