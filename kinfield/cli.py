@@ -384,7 +384,7 @@ def main_eval_motion(argv: List[str]) -> int:
     try:  # the ground truth is read and checked before any integration
         scores = score_against_ground_truth(run.model, gt, substeps=args.substeps, curves=curves)
     except MotionFileError as exc:
-        return _error(f"--gt {exc}")
+        return _error(f"--gt {exc}" if args.gt else f"the ground truth of the run's scene (no --gt given): {exc}")
     _note_untrained(run, ORDER_NAMES, "their errors are reported as null")
     scores["step"] = run.step
     update_metrics(run.run_dir, "motion", scores)

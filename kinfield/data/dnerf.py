@@ -142,7 +142,7 @@ def check_pose(m, where: PathLike, what: str) -> np.ndarray:
         )
     if not is_rotation(a[:3, :3]):
         raise DatasetError(where, f"{what}: transform_matrix's 3x3 block {np.round(a[:3, :3], 4).tolist()} is not a "
-                                  "rotation (orthonormal columns, determinant +1)", fix)
+                                  "rotation (orthogonal columns of one length, positive determinant)", fix)
     return a
 
 

@@ -386,7 +386,7 @@ class KinematicObjective:
         if getattr(self.model, "normal_net", None) is not None:
             gnorm = sigma_grad.detach().norm(dim=-1, keepdim=True)
             n_grad = -scale_grad(d["grad"][:, -1], c.normal_density_grad_scale) / gnorm.clamp_min(1e-8)
-            # the regressor reads the features within one probe step of the point (METHOD 2.8: +-eps per axis)
+            # the regressor reads the features within one probe step of the point (METHOD 1.3, 2.8: +-eps per axis)
             n_pred = self.model.predict_normals(space.to_field(x + (torch.rand_like(x) * 2.0 - 1.0) * eps_x[:, None]),
                                                 t, c.normal_feature_grad_scale)
             weight = weight_pts * (gnorm[:, 0] > 1e-6).float()

@@ -6,6 +6,7 @@ the previous checkpoint or the new one, never a truncated file.
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -99,14 +100,18 @@ def model_mismatch(own: dict, saved: dict, limit: int = 3) -> str:
 def scene_mismatch(own: dict, saved: dict) -> str:
     """How the scene a saved model state was trained on differs from ``own``'s (both ``state_dict()``s), as far as
     the model records it: the scene box, the training-frame spacing and the NDC map (its ``focal / width``,
-    ``focal / height`` and ``near``: the image size follows ``--downscale``); ``""`` when they agree."""
+    ``focal / height`` and ``near``: the image size follows ``--downscale``, and its rounding moves those ratios by up
+    to half a pixel, which the comparison allows); ``""`` when they agree."""
     def described(state):
         ndc = [float(v) for v in state.get("space.ndc", torch.zeros(4))]
         return {"box": state.get("occupancy.aabb"), "frame spacing": state.get("kinematic.frame_dt"),
-                "NDC map": torch.tensor([ndc[0] / ndc[1], ndc[0] / ndc[2], ndc[3]] if ndc[0] > 0 else [0.0] * 3)}
+                "NDC map": torch.tensor([ndc[0] / ndc[1], ndc[0] / ndc[2], ndc[3]] if ndc[0] > 0 else [0.0] * 3)}, \
+            min(ndc[1:3]) if ndc[0] > 0 else math.inf
 
-    a, b = described(own), described(saved)
+    (a, pixels_a), (b, pixels_b) = described(own), described(saved)
+    rtol = {"NDC map": max(1e-3, 1.0 / min(pixels_a, pixels_b))}  # one pixel of the smaller image
     return "; ".join(f"{what} {[round(v, 4) for v in b[what].reshape(-1).tolist()]} -> "
                      f"{[round(v, 4) for v in a[what].reshape(-1).tolist()]}" for what in a
                      if a[what] is not None and b[what] is not None
-                     and not torch.allclose(a[what].cpu().double(), b[what].cpu().double(), rtol=1e-3, atol=1e-6))
+                     and not torch.allclose(a[what].cpu().double(), b[what].cpu().double(), rtol=rtol.get(what, 1e-3),
+                                            atol=1e-6))

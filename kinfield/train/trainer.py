@@ -229,6 +229,9 @@ class Trainer:
             if not ckpts:
                 if metrics.is_file() and metrics.stat().st_size > 0:  # its rows would interleave with this run's
                     aside = metrics.with_name("metrics.jsonl.orphaned")
+                    n = 1
+                    while aside.exists():  # (an earlier dead run's rows stay too)
+                        aside, n = metrics.with_name(f"metrics.jsonl.orphaned.{n}"), n + 1
                     os.replace(metrics, aside)
                     log.warning("%s: no checkpoint to resume, so its rows (a run stopped before its first save) are "
                                 "moved to %s and training starts at step 0", metrics, aside)
@@ -352,7 +355,7 @@ class Trainer:
         t_start = time.time()
         wall_before = self._wall_time_so_far() if resumed else 0.0
         val_seconds, val_split = 0.0, self._val_split()
-        interrupted, previous_handlers = False, self._stop_after_step_on_signal()
+        stopped_cleanly, previous_handlers = False, self._stop_after_step_on_signal()
         try:
             capped = cfg.train.max_minutes > 0 and wall_before > 60.0 * cfg.train.max_minutes
             if capped and self.step < cfg.train.iters:  # a rerun of a run the time cap stopped: nothing to train
@@ -380,18 +383,22 @@ class Trainer:
                     logger.log(self.step, {"val/psnr": scores["psnr"], "val/ssim": scores["ssim"]})
                     log.info("step %d: %s PSNR %.2f, SSIM %.4f (%d views)", self.step, val_split, scores["psnr"],
                              scores["ssim"], scores["n_images"])
-                if self.step % cfg.train.save_every == 0 or interrupted:
-                    path = self.save()
                 if interrupted:
-                    log.warning("interrupted at step %d; checkpoint saved to %s (run again to resume)", self.step, path)
-                    raise KeyboardInterrupt
+                    break
+                if self.step % cfg.train.save_every == 0:
+                    self.save()
                 if stop:
                     log.warning("stopping at step %d: --train_max_minutes %.1f reached", self.step, cfg.train.max_minutes)
                     break
+            if self._signal:  # a signal during a step, or during the last one's logging, validation or save
+                path = self.save()
+                log.warning("interrupted at step %d; checkpoint saved to %s (run again to resume)", self.step, path)
+                stopped_cleanly = True
+                raise KeyboardInterrupt
         except KeyboardInterrupt:
             bar.close()
             logger.close()
-            if not interrupted:  # a second Ctrl-C (or SIGTERM): the step in progress is half done, so not saved
+            if not stopped_cleanly:  # a second Ctrl-C (or SIGTERM): the step or save in progress is not kept
                 log.warning("aborted after step %d without saving; running again resumes from %s", self.step,
                             latest_checkpoint(self.run_dir) or "step 0 (no checkpoint yet)")
             raise

@@ -147,6 +147,22 @@ def test_a_bad_ground_truth_file_is_reported_before_integrating(trained_run, tmp
         assert "tools/make_scene.py" in err
 
 
+def test_a_missing_ground_truth_of_the_runs_own_scene_is_not_blamed_on_gt(trained_run, tmp_path, capsys):
+    """Without --gt the default, <the run's scene>/motion_gt.npz, is read; when it is missing the error says so
+    rather than naming an option the user did not give."""
+    scene = shutil.copytree(trained_run.parent / "scene", tmp_path / "scene")
+    (scene / "motion_gt.npz").unlink()
+    run = shutil.copytree(trained_run, tmp_path / "run")
+    for ckpt in (run / "ckpts").glob("ckpt_*.pt"):  # the run's scene (as its checkpoints record it) is the copy
+        state = torch.load(ckpt, weights_only=False)
+        state["config"]["scene"] = str(scene)
+        torch.save(state, ckpt)
+    assert main_eval_motion([str(run), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the ground truth of the run's scene (no --gt given): ")
+    assert str(scene / "motion_gt.npz") in err and "no such file" in err
+
+
 def test_a_bad_tracks_file_is_reported_before_rendering(trained_run, tmp_path, capsys, monkeypatch):
     _forbid(monkeypatch, kinfield.render.video, "render_frames")
     files = _motion_files(tmp_path, trained_run.parent / "scene" / "motion_gt.npz")

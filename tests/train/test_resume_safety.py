@@ -84,6 +84,26 @@ def test_a_signal_mid_step_stops_after_the_step_and_the_resumed_run_is_bit_ident
     assert [r["step"] for r in read_metrics(out)] == [2, 3, 4, 4]  # the interrupted step's row too
 
 
+def test_a_signal_during_the_last_steps_save_still_stops_the_run(tiny_scene, tmp_path, caplog):
+    """Ctrl-C while the last step's periodic checkpoint is written (no step follows to notice it): the run still
+    stops there with that step saved, instead of going on into the final evaluation."""
+    out = tmp_path / "cut"
+    cut = Trainer(make_cfg(tiny_scene, out, 4))
+    real, sent = cut.save, []
+
+    def signalling_save():
+        if cut.step == 4 and not sent:  # once: the save that follows is the interrupt's own
+            sent.append(True)
+            os.kill(os.getpid(), signal.SIGINT)
+        return real()
+
+    cut.save = signalling_save
+    with pytest.raises(KeyboardInterrupt), caplog.at_level("WARNING", logger="kinfield"):
+        cut.fit()
+    assert f"interrupted at step 4; checkpoint saved to {out / 'ckpts' / 'ckpt_0000004.pt'}" in caplog.text
+    assert not (out / "metrics.json").exists()  # no final evaluation
+
+
 def test_a_second_ctrl_c_aborts_the_step_at_once_and_saves_nothing(tiny_scene, whole, tmp_path, caplog):
     out = tmp_path / "cut"
     cut = Trainer(make_cfg(tiny_scene, out, 4))
@@ -158,6 +178,10 @@ def test_a_rerun_after_a_kill_before_the_first_save_sets_the_dead_runs_rows_asid
     assert all(r.get("loss") not in (9.0, 8.0) for r in read_metrics(out))
     assert (out / "metrics.jsonl.orphaned").read_text().count("\n") == 2
     assert "moved to" in caplog.text
+    shutil.rmtree(out / "ckpts")  # killed before its first save again: the first dead run's rows stay
+    Trainer(make_cfg(tiny_scene, out, 2)).fit()
+    assert (out / "metrics.jsonl.orphaned").read_text().count("\n") == 2
+    assert (out / "metrics.jsonl.orphaned.1").is_file()
 
 
 def test_resuming_an_older_checkpoint_into_a_folder_with_later_ones_is_refused(tiny_scene, whole, tmp_path):
@@ -198,6 +222,10 @@ def test_resuming_a_run_of_another_scene_is_refused_naming_its_scene(tiny_scene,
     # NDC: its map, not the image size (which follows --downscale), is the scene's
     ndc = {"space.ndc": torch.tensor([100.0, 64.0, 48.0, 1.0])}
     assert scene_mismatch(ndc, {"space.ndc": torch.tensor([50.0, 32.0, 24.0, 1.0])}) == ""
+    # a downscale that rounds the image size (Balloon1's 540 rows at 1/8: 67.5 -> 68) is still the same scene
+    full = {"space.ndc": torch.tensor([1000.0, 960.0, 540.0, 1.0])}
+    assert scene_mismatch(full, {"space.ndc": torch.tensor([125.0, 120.0, 68.0, 1.0])}) == ""
+    assert scene_mismatch(full, {"space.ndc": torch.tensor([131.0, 120.0, 68.0, 1.0])}).startswith("NDC map")
     assert scene_mismatch(ndc, {"space.ndc": torch.zeros(4)}).startswith("NDC map [0.0, 0.0, 0.0] -> [1.5625")
 
 
