@@ -81,6 +81,23 @@ class NonFiniteLoss(RuntimeError):
     pass
 
 
+# options a resume is expected to change: where and how long it runs, what it logs and scores, and the learning
+# rates and weight decay (taken from the options on resume); the scene is compared on its own
+RESUME_FREE_OPTIONS = ("scene", "out", "resume", "iters", "device", "train_max_minutes", "train_log_every",
+                       "train_save_every", "train_keep_ckpts", "train_progress", "train_lr_grid", "train_lr_net",
+                       "train_weight_decay_net")
+
+
+def changed_options(saved: Dict, now: Dict, limit: int = 8) -> str:
+    """``"key old -> new, ..."`` for the options (flat dicts, :func:`~kinfield.config.to_flat_dict`) that differ between
+    a checkpoint's config and this run's, other than :data:`RESUME_FREE_OPTIONS` and the validation / evaluation
+    ones; ``""`` when none does (or the checkpoint recorded none)."""
+    keys = [k for k in now if k in saved and k not in RESUME_FREE_OPTIONS
+            and not k.startswith(("train_val_", "train_eval_")) and saved[k] != now[k]]
+    text = ", ".join(f"{k} {saved[k]!r} -> {now[k]!r}" for k in keys[:limit])
+    return text + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
 class Trainer:
     """Trains a :class:`SceneModel` on a scene.
 
@@ -262,6 +279,9 @@ class Trainer:
         if saved_scene and scene and Path(saved_scene).resolve() != Path(scene).resolve():
             log.warning("%s was trained on %s, this run names %s (same box and frame spacing): resuming it",
                         path, saved_scene, scene)
+        changed = changed_options(state.get("config", {}), to_flat_dict(self.cfg))
+        if changed:  # legitimate (a new weight, a longer schedule) or a slip: either way the user should see it
+            log.warning("%s was trained with other options; resuming with this run's: %s", path, changed)
         self.load_state_dict(state)
         log.info("resumed from %s at step %d", path, self.step)
         return True

@@ -144,6 +144,23 @@ def test_a_resume_takes_the_learning_rates_and_weight_decay_of_the_options(tiny_
     assert row["lr"] == pytest.approx(0.003 * tr._lr_factor(4))
 
 
+def test_a_resume_with_other_model_or_loss_options_says_which(tiny_scene, tmp_path, caplog):
+    """Options that keep every tensor's shape but change the model or the losses (a time scale, a weight) are taken
+    on resume, and listed in a warning; those a resume is expected to change (iters, rates, logging) are not."""
+    out = tmp_path / "run"
+    Trainer(make_cfg(tiny_scene, out, 2)).fit()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="kinfield"):
+        Trainer(make_cfg(tiny_scene, out, 4, "--train_lr_net", "0.003", "--train_log_every", "1")).fit()
+    assert "trained with other options" not in caplog.text
+    with caplog.at_level("WARNING", logger="kinfield"):
+        trainer = Trainer(make_cfg(tiny_scene, out, 5, "--dynamic_time_scale", "0.5", "--kin_rigidity_weight", "3"))
+        trainer.fit()
+    assert "trained with other options; resuming with this run's: " in caplog.text
+    assert "dynamic_time_scale 1.0 -> 0.5" in caplog.text and "kin_rigidity_weight" in caplog.text
+    assert "iters" not in caplog.text.split("resuming with this run's: ")[1].split("\n")[0]
+
+
 @pytest.mark.parametrize("option", ["--train_save_every", "--train_log_every"])
 def test_a_zero_save_or_log_interval_is_refused_naming_the_option(tiny_scene, tmp_path, capsys, option):
     assert main_train(train_argv(tiny_scene, tmp_path / "run", option, "0")) == 2
