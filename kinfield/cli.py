@@ -528,6 +528,10 @@ def main_preprocess(argv: List[str]) -> int:
         p.error("--stride must be >= 1")
     if args.focal is not None and args.focal <= 0:
         p.error("--focal must be > 0")
+    if args.fb_threshold < 0:
+        p.error("--fb-threshold must be >= 0 (pixels)")
+    if args.motion_threshold is not None and args.motion_threshold <= 0:
+        p.error("--motion-threshold must be > 0 (pixels)")
 
     from .preprocess import PreprocessError, PreprocessOptions, preprocess
 

@@ -14,6 +14,8 @@ from .errors import PreprocessError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 MIN_FRAMES = 3
+# shortest frame side processed (OpenCV's optical flow needs 12 px; SfM is unlikely to register much below ~64)
+MIN_SIDE = 16
 
 
 @dataclass
@@ -128,6 +130,9 @@ def read_frames(source: Union[str, os.PathLike], max_frames: Optional[int] = Non
             path, f"only {len(fr.images)} frame(s) to process (stride {stride}, max frames {max_frames}); "
                   f"at least {min_frames} are needed",
             "use a longer clip or more images, a smaller --stride or a larger --max-frames")
+    if min(fr.size) < MIN_SIDE:
+        raise PreprocessError(path, f"frames of {fr.size[0]}x{fr.size[1]} px are too small to process (shortest side "
+                                    f"below {MIN_SIDE} px)", "use larger frames, or a larger --resize-long-side / --width")
     return fr
 
 

@@ -14,6 +14,7 @@ per-frame sparse depth, flow, motion masks and ``preprocess.json``.
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import shutil
 import tempfile
@@ -30,11 +31,11 @@ from .flow import neighbour_flows
 from .masks import dilate, motion_masks, motion_masks_from_poses
 from .sfm import run_sfm, undistort_maps
 from .writer import (
+    OUTPUT_NAMES,
     depth_bounds,
     frame_name,
     make_poses_bounds,
     prepare_out_dir,
-    remove_outputs,
     write_flows,
     write_images,
     write_json,
@@ -115,8 +116,9 @@ def preprocess(source: Union[str, Path], out_dir: Union[str, Path], opts: Option
 
     Returns the ``preprocess.json`` document. Raises :class:`PreprocessError` (bad input, existing
     output without ``overwrite``, missing dependency) or :class:`SfMError` (SfM failed / registered
-    too few frames). On failure the layout's files written so far are removed again (other files
-    in ``out_dir`` are kept), so a new run needs no ``overwrite``.
+    too few frames). The layout is written to a hidden sibling folder and moved into ``out_dir`` only once
+    complete, so a failed run leaves ``out_dir`` as it was (with ``keep_work``, the COLMAP work folder stays in
+    that sibling); the input may not lie in the outputs a run replaces in ``out_dir``.
     """
     opts = opts or PreprocessOptions()
     timings = {}
@@ -127,6 +129,11 @@ def preprocess(source: Union[str, Path], out_dir: Union[str, Path], opts: Option
         raise PreprocessError(out, "exists and is not a folder", "choose another OUT_DIR")
     if out.is_dir() and any(out.iterdir()) and not opts.overwrite:
         raise PreprocessError(out, "output folder is not empty", "pass --overwrite or choose an empty OUT_DIR")
+    src, dst = Path(source).resolve(), out.resolve()
+    replaced = [dst / name for name in OUTPUT_NAMES]  # (other files in OUT_DIR, a video say, are left alone)
+    if any(src == r or r in src.parents for r in replaced):
+        raise PreprocessError(source, f"the input lies in {out}'s {src.relative_to(dst).parts[0]}, which this run "
+                                      "replaces", "move the input elsewhere, or write to another OUT_DIR")
 
     t0 = time.perf_counter()
     frames = read_frames(source, max_frames=opts.max_frames, stride=opts.stride,
@@ -144,15 +151,27 @@ def preprocess(source: Union[str, Path], out_dir: Union[str, Path], opts: Option
     flows, masks, mask_info = _flows_and_masks(images, opts)
     timings["flow_and_masks_s"] = time.perf_counter() - t0
 
+    # the layout is written beside OUT_DIR and moved in once complete: a failed run leaves OUT_DIR as it was (an
+    # earlier result included, with --overwrite), and never half a layout
+    stage = dst.parent / f".{dst.name}.partial"
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    try:
+        doc = _reconstruct(stage, frames, images, flows, masks, mask_info, opts, timings)
+    except BaseException:
+        if opts.keep_work and (stage / "sfm_work").is_dir():
+            log.warning("the run failed; its COLMAP work folder is kept in %s", stage / "sfm_work")
+        else:
+            shutil.rmtree(stage, ignore_errors=True)
+        raise
     try:
         out = prepare_out_dir(out, overwrite=opts.overwrite)
     except FileExistsError as exc:
         raise PreprocessError(out, str(exc), "pass --overwrite or choose an empty OUT_DIR") from None
-    try:
-        return _reconstruct(out, frames, images, flows, masks, mask_info, opts, timings)
-    except BaseException:
-        remove_outputs(out)  # no half-written layout: a new run needs no --overwrite
-        raise
+    for p in stage.iterdir():
+        os.replace(p, out / p.name)
+    stage.rmdir()
+    return doc
 
 
 def _reconstruct(out: Path, frames, images, flows, masks, mask_info, opts: PreprocessOptions, timings: dict) -> dict:
@@ -213,8 +232,10 @@ def _reconstruct(out: Path, frames, images, flows, masks, mask_info, opts: Prepr
     pb = make_poses_bounds(result.c2w, (h, w, result.focal), bounds)
     write_poses_bounds(out / "poses_bounds.npy", pb)
 
-    (out / "sparse" / "0").mkdir(parents=True, exist_ok=True)
-    result.reconstruction.write(str(out / "sparse" / "0"))
+    (out / "sparse").mkdir(parents=True, exist_ok=True)
+    if maps is None:  # (after undistortion the COLMAP model's camera would describe the distorted frames)
+        (out / "sparse" / "0").mkdir()
+        result.reconstruction.write(str(out / "sparse" / "0"))
     np.save(out / "sparse" / "points3D.npy", result.points.astype(np.float32))
     write_sparse_depth(out / "sparse_depth", sparse)
     write_flows(out / "flow_i1", flows)

@@ -6,7 +6,8 @@ Layout of ``OUT_DIR`` (frame ``i`` has time ``i / (N - 1)``)::
     poses_bounds.npy                float64 [N, 17]: per frame the LLFF 3x5 [R | t | hwf] flattened row-major
                                     (camera-to-world, rotation columns (down, right, backwards) = LLFF's
                                     [-y, x, z] of OpenGL; hwf = height, width, focal in pixels), then near, far
-    sparse/points3D.npy             float32 [M, 3] world points (sparse/0/: the COLMAP model, preprocess only)
+    sparse/points3D.npy             float32 [M, 3] world points (sparse/0/: the COLMAP model, preprocess only, not
+                                    written when the frames were undistorted)
     sparse_depth/000.npz ...        uv float32 [K, 2] (x right, y down, pixel centres at +0.5), depth float32 [K]
                                     (along the viewing axis), weight float32 [K]
     flow_i1/000_fwd.npz, 001_bwd.npz  flow float32 [H, W, 2] (pixels, x y) i -> i+1 (fwd) / i -> i-1 (bwd),
@@ -102,21 +103,6 @@ def prepare_out_dir(out_dir: Union[str, Path], overwrite: bool = False) -> Path:
                 p.unlink()
     out.mkdir(parents=True, exist_ok=True)
     return out
-
-
-def remove_outputs(out_dir: Union[str, Path]) -> None:
-    """Remove the layout's own files (:data:`OUTPUT_NAMES`) from ``out_dir``, and the folder if it ends up empty."""
-    out = Path(out_dir)
-    if not out.is_dir():
-        return
-    for name in OUTPUT_NAMES:
-        p = out / name
-        if p.is_dir():
-            shutil.rmtree(p, ignore_errors=True)
-        elif p.exists():
-            p.unlink()
-    if not any(out.iterdir()):
-        out.rmdir()
 
 
 def save_npz(path: Union[str, Path], arrays: Dict[str, np.ndarray], compress: bool = False) -> None:
@@ -238,7 +224,8 @@ def check_layout(root: Union[str, Path], require_sfm: bool = False) -> dict:
     Checks file presence and naming, image sizes and dtypes, ``poses_bounds`` shape / dtype / hwf /
     bounds and rotation orthonormality, ``sparse_depth`` arrays, flow files (``fwd`` for frames
     ``0..N-2``, ``bwd`` for ``1..N-1``, none else), masks in {0, 255} / {0, 1}. ``require_sfm``: also
-    ``sparse/0/`` (the COLMAP model) and ``sparse_depth/``. Raises ``ValueError`` listing every problem.
+    ``sparse/0/`` (the COLMAP model; not written for undistorted frames) and ``sparse_depth/``. Raises
+    ``ValueError`` listing every problem.
     """
     import imageio.v3 as iio
 
@@ -281,7 +268,9 @@ def check_layout(root: Union[str, Path], require_sfm: bool = False) -> dict:
         pts = np.load(pts_path)
         if pts.dtype != np.float32 or pts.ndim != 2 or pts.shape[1] != 3:
             problems.append(f"sparse/points3D.npy: expected float32 [M, 3], got {pts.dtype} {pts.shape}")
-    if require_sfm and not (root / "sparse" / "0").is_dir():
+    doc = root / "preprocess.json"
+    undistorted = doc.is_file() and bool(json.loads(doc.read_text()).get("undistorted"))
+    if require_sfm and not undistorted and not (root / "sparse" / "0").is_dir():  # (undistorted: none is written)
         problems.append("sparse/0/ (the COLMAP model) is missing")
     sd = root / "sparse_depth"
     if sd.is_dir() or require_sfm:

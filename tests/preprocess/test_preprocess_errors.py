@@ -106,6 +106,18 @@ def test_sfm_failure_is_a_clear_error(tmp_path, capsys):
     assert str(folder) in msg and "fix:" in msg and "more frames" in msg and "texture" in msg
     assert info.value.total == 4 and info.value.registered < 4
     assert not (tmp_path / "out").exists()  # the partial layout is removed again
+    assert not (tmp_path / ".out.partial").exists()
+    # --overwrite over an earlier result: the failed run leaves it as it was
+    earlier = tmp_path / "earlier"
+    (earlier / "images").mkdir(parents=True)
+    (earlier / "images" / "000.png").write_bytes(b"an earlier frame")
+    (earlier / "poses_bounds.npy").write_bytes(b"earlier poses")
+    (earlier / "notes.txt").write_text("mine")
+    before = {p: p.read_bytes() for p in earlier.rglob("*") if p.is_file()}
+    with pytest.raises(SfMError):
+        preprocess(folder, earlier, PreprocessOptions(num_threads=1, progress=False, overwrite=True, keep_work=True))
+    assert {p: p.read_bytes() for p in earlier.rglob("*") if p.is_file()} == before
+    assert (tmp_path / ".earlier.partial" / "sfm_work").is_dir()  # --keep-work: kept for a look, beside OUT_DIR
     code = main_preprocess([str(folder), str(tmp_path / "out2"), "--threads", "1", "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2 and "structure from motion" in err and "fix:" in err
@@ -120,3 +132,34 @@ def test_missing_pycolmap_says_how_to_install(tmp_path, monkeypatch, capsys):
     code = main_preprocess([str(folder), str(tmp_path / "out"), "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2 and "pip install pycolmap" in err and ".[preprocess]" in err
+
+
+def test_an_input_inside_the_outputs_it_would_replace_is_refused(tmp_path):
+    """Frames in OUT_DIR/images (a previous result's, say) with --overwrite would be deleted by the run that reads
+    them: refused before anything is read or written."""
+    out = tmp_path / "out"
+    (out / "images").mkdir(parents=True)
+    for i in range(3):
+        iio.imwrite(out / "images" / f"{i:03d}.png", np.zeros((40, 40, 3), np.uint8))
+    before = sorted(p.name for p in (out / "images").iterdir())
+    with pytest.raises(PreprocessError, match="lies in .*'s images, which this run replaces"):
+        preprocess(out / "images", out, PreprocessOptions(num_threads=1, progress=False, overwrite=True))
+    assert sorted(p.name for p in (out / "images").iterdir()) == before
+
+
+def test_frames_too_small_to_process_are_a_clear_error(tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(3):
+        iio.imwrite(folder / f"{i:03d}.png", np.zeros((40, 60, 3), np.uint8))
+    with pytest.raises(PreprocessError, match="frames of 12x8 px are too small") as info:
+        read_frames(folder, resize_long_side=12, progress=False)
+    assert str(folder) in str(info.value) and "--resize-long-side" in str(info.value)
+    assert read_frames(folder, progress=False).size == (60, 40)
+
+
+@pytest.mark.parametrize("option, value", [("--fb-threshold", "-1"), ("--motion-threshold", "0")])
+def test_thresholds_that_would_void_the_flow_or_masks_are_refused(tmp_path, capsys, option, value):
+    with pytest.raises(SystemExit) as exc:
+        main_preprocess([str(tmp_path), str(tmp_path / "out"), option, value])
+    assert exc.value.code == 2 and option in capsys.readouterr().err
