@@ -56,6 +56,10 @@ def _as_f64(x: ArrayLike) -> torch.Tensor:
 
 def _prep(pred: ArrayLike, gt: ArrayLike):
     """Return ``pred, gt`` as float64 ``[H, W, C]`` tensors on the same device."""
+    for x in (pred, gt):  # an 8-bit image would be scored as if 255 were 1
+        if not (x.is_floating_point() if isinstance(x, torch.Tensor) else np.asarray(x).dtype.kind == "f"):
+            raise ValueError(f"expected float images in [0, 1], got {getattr(x, 'dtype', type(x))} (divide 8-bit "
+                             "images by 255)")
     p, g = _as_f64(pred), _as_f64(gt)
     if p.shape != g.shape:
         raise ValueError(f"pred and gt shapes differ: {tuple(p.shape)} vs {tuple(g.shape)}")

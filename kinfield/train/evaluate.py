@@ -44,7 +44,7 @@ def quick_scores(model: SceneModel, scene: Scene, split: str, max_views: int, wi
     try:
         for i in evenly_spaced_views(sp.num_frames, max_views):
             pred = model.render_image(sp.poses[i], sp.intrinsics[i], sp.height, sp.width, float(sp.times[i]),
-                                      scene.background)["rgb"].cpu()
+                                      scene.background)["rgb"].cpu().clamp(0.0, 1.0)
             scores.append((psnr(pred, sp.images[i]), ssim(pred, sp.images[i]) if with_ssim else math.nan))
     finally:
         model.train(was_training)
@@ -87,7 +87,7 @@ def evaluate_split(
     model.eval()
     for i in tqdm(evenly_spaced_views(sp.num_frames, max_views), desc=f"eval {split}", disable=not progress):
         out = model.render_image(sp.poses[i], sp.intrinsics[i], sp.height, sp.width, float(sp.times[i]), scene.background)
-        pred = out["rgb"].cpu()
+        pred = out["rgb"].cpu().clamp(0.0, 1.0)  # scored as written (blended weights may sum past 1)
         gt = sp.images[i]
         iio.imwrite(render_dir / f"{i:03d}.png", to_uint8(pred))
         row = {"index": i, "file": sp.paths[i] if i < len(sp.paths) else "", "time": float(sp.times[i]),

@@ -108,3 +108,12 @@ def test_ssim_masked():
     cropped = right[5:-5, 5:-5]
     assert ssim(b, a, mask=right) == pytest.approx(float(m[cropped].mean()), abs=1e-12)
     assert ssim(b, a, mask=right) < ssim(b, a) < 1.0
+
+
+def test_integer_images_are_refused_rather_than_scored_as_if_255_were_1():
+    img = np.zeros((16, 16, 3), np.uint8)
+    for fn in (psnr, ssim):
+        with pytest.raises(ValueError, match="expected float images in \\[0, 1\\], got uint8"):
+            fn(img, img.astype(np.float32))
+        with pytest.raises(ValueError, match="got torch.uint8"):
+            fn(torch.zeros(16, 16, 3), torch.from_numpy(img))

@@ -8,6 +8,7 @@ import types
 from pathlib import Path
 
 import pytest
+import torch
 
 import kinfield.train.trainer as trainer_module
 from kinfield.config import parse_train_args
@@ -119,3 +120,19 @@ def test_a_scene_without_a_val_split_validates_on_the_eval_split_or_says_why_not
         tr.fit()
     assert "periodic validation off" in caplog.text
     assert not any("val/psnr" in r for r in _rows(tmp_path / "run2").values())
+
+
+def test_scores_are_of_the_render_clamped_to_the_image_range():
+    """Blended static + dynamic weights can add up past 1, and so the colour: the scores are those of the image as
+    written (clamped to [0, 1]), not of the raw render."""
+    from kinfield.train.evaluate import quick_scores
+
+    gt = torch.ones(16, 16, 3)
+    split = types.SimpleNamespace(num_frames=1, poses=[None], intrinsics=[None], height=16, width=16, times=[0.0], images=[gt])
+    scene = types.SimpleNamespace(split=lambda name: split, background=torch.ones(3))
+
+    class Overbright(torch.nn.Module):
+        def render_image(self, *args, **kwargs):
+            return {"rgb": torch.full((16, 16, 3), 1.2)}
+
+    assert quick_scores(Overbright(), scene, "val", 1)["psnr"] == math.inf
