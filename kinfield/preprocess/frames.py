@@ -82,8 +82,23 @@ def _resize(img: np.ndarray, size: tuple) -> np.ndarray:
     return cv2.resize(img, tuple(int(v) for v in size), interpolation=cv2.INTER_AREA)
 
 
+def _read_image(path: Path) -> np.ndarray:
+    """A frame file as an array, turned upright by its EXIF orientation (phone photos), and in RGB(A) unless it
+    holds 16-bit / float samples (which :func:`_to_rgb` scales): palette, grey + alpha, 1-bit and CMYK files are
+    converted by Pillow (CMYK read as four channels would have lost K and its colours)."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as im:
+        im = ImageOps.exif_transpose(im)
+        if im.mode not in ("RGB", "RGBA", "L", "I;16", "I;16B", "I;16L", "I", "F"):
+            im = im.convert("RGBA" if "A" in im.mode or "transparency" in im.info else "RGB")
+        return np.asarray(im)
+
+
 def _to_rgb(img: np.ndarray, path) -> np.ndarray:
     img = np.asarray(img)
+    if img.dtype == np.int32 and img.size and img.min() >= 0 and img.max() <= 65535:  # Pillow's 16-bit "I" mode
+        img = img.astype(np.uint16)
     if img.dtype == np.uint16:
         img = (img.astype(np.float64) / 257.0).round().astype(np.uint8)
     elif img.dtype != np.uint8:
@@ -137,10 +152,10 @@ def read_frames(source: Union[str, os.PathLike], max_frames: Optional[int] = Non
 
 
 def _read_folder(path: Path, max_frames, stride, resize_long_side, width, progress) -> Frames:
-    import imageio.v3 as iio
     from tqdm import tqdm
 
-    files = sorted((p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
+    files = sorted((p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                    and not p.name.startswith(".")),  # (hidden files, e.g. macOS's ._000.png resource forks)
                    key=lambda p: _natural_key(p.name))
     picked = list(range(0, len(files), int(stride)))
     if max_frames is not None:
@@ -152,7 +167,7 @@ def _read_folder(path: Path, max_frames, stride, resize_long_side, width, progre
     for k in tqdm(picked, desc="read frames", disable=not progress, unit="frame"):
         f = files[k]
         try:
-            img = _to_rgb(iio.imread(f), f)
+            img = _to_rgb(_read_image(f), f)
         except PreprocessError:
             raise
         except Exception as exc:  # noqa: BLE001 - any decoder error

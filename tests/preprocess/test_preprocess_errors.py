@@ -163,3 +163,31 @@ def test_thresholds_that_would_void_the_flow_or_masks_are_refused(tmp_path, caps
     with pytest.raises(SystemExit) as exc:
         main_preprocess([str(tmp_path), str(tmp_path / "out"), option, value])
     assert exc.value.code == 2 and option in capsys.readouterr().err
+
+
+def test_frames_are_read_upright_and_in_rgb_whatever_their_file_mode(tmp_path):
+    """Phone photos stored sideways with an EXIF orientation come out upright; grey + alpha, palette and CMYK files
+    come out as their RGB colours; hidden files (macOS's ._000.png) are not frames."""
+    from PIL import Image
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    red = np.zeros((40, 60, 3), np.uint8)
+    red[..., 0] = 200
+    for i in range(3):  # 60 wide, 40 high as stored; EXIF 6: the camera was turned, the upright frame is 40 x 60
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        Image.fromarray(red).save(folder / f"{i:03d}.jpg", exif=exif, quality=95)
+    (folder / "._000.jpg").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    fr = read_frames(folder, progress=False)
+    assert fr.size == (40, 60) and fr.images[0].shape == (60, 40, 3)
+    assert abs(float(fr.images[0][..., 0].mean()) - 200) < 3 and float(fr.images[0][..., 1:].mean()) < 3
+    for mode, colour in (("LA", (90, 90, 90)), ("P", (200, 0, 0)), ("CMYK", (200, 0, 0))):
+        sub = tmp_path / mode
+        sub.mkdir()
+        for i in range(3):
+            rgb = Image.fromarray(np.full((20, 20, 3), colour, np.uint8))
+            im = {"LA": lambda: rgb.convert("LA"), "P": lambda: rgb.quantize(4), "CMYK": lambda: rgb.convert("CMYK")}[mode]()
+            im.save(sub / f"{i:03d}.{'jpg' if mode == 'CMYK' else 'png'}", quality=95)
+        img = read_frames(sub, progress=False).images[0]
+        assert img.shape == (20, 20, 3) and np.abs(img.astype(int) - colour).max() <= 3, mode
