@@ -27,7 +27,7 @@ from typing import Dict, List, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from ..preprocess.frames import _natural_key  # same frame order as tools/preprocess.py
+from ..preprocess.frames import natural_key  # same frame order as tools/preprocess.py
 from ..preprocess.writer import llff_to_opengl  # the writer's inverse lives beside it
 from .dnerf import area_downscale, check_downscale, downscaled_size, is_rotation, read_image
 from .errors import DatasetError, as_dataset_error
@@ -85,7 +85,7 @@ def world_transform(root: Union[str, Path]) -> Tuple[float, np.ndarray]:
 # ---------------------------------------------------------------------------------------- files
 def _natural_sorted(paths) -> List[Path]:
     """``paths`` in natural name order (``2.png`` before ``10.png``): the time order of the frames."""
-    return sorted(paths, key=lambda p: _natural_key(p.name))
+    return sorted(paths, key=lambda p: natural_key(p.name))
 
 
 def _frame_files(folder: Path) -> List[Path]:

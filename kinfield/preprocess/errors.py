@@ -34,7 +34,8 @@ class SfMError(PreprocessError):
     """
 
     FIX = ("try more frames (--max-frames, a lower --stride), slower / smoother camera motion with more "
-           "sideways translation (not only rotation), a higher resolution (--resize-long-side), a scene with "
+           "sideways translation (not only rotation), a higher resolution (a larger --resize-long-side / --width, up to the source's: "
+           "frames are never upscaled), a scene with "
            "more static texture, or --camera-model SIMPLE_PINHOLE / SIMPLE_RADIAL")
 
     def __init__(self, path, problem: str, fix: str = "", registered: int = -1, total: int = -1):

@@ -54,7 +54,8 @@ class Frames:
         }
 
 
-def _natural_key(name: str):
+def natural_key(name: str):
+    """Sort key of a file name in natural order (``2.png`` before ``10.png``, ``999`` before ``1000``)."""
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
 
 
@@ -156,7 +157,7 @@ def _read_folder(path: Path, max_frames, stride, resize_long_side, width, progre
 
     files = sorted((p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
                     and not p.name.startswith(".")),  # (hidden files, e.g. macOS's ._000.png resource forks)
-                   key=lambda p: _natural_key(p.name))
+                   key=lambda p: natural_key(p.name))
     picked = list(range(0, len(files), int(stride)))
     if max_frames is not None:
         picked = picked[: int(max_frames)]

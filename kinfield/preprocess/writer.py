@@ -28,6 +28,8 @@ from typing import Dict, Iterable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .frames import natural_key
+
 #: what the writers below create in OUT_DIR (removed by :func:`prepare_out_dir` with ``overwrite``)
 OUTPUT_NAMES = ("images", "poses_bounds.npy", "sparse", "sparse_depth", "flow_i1", "motion_masks",
                 "preprocess.json", "motion_gt.npz", "mv_images", "mv_masks", "rig_poses.npy", "scene_meta.json",
@@ -231,7 +233,7 @@ def check_layout(root: Union[str, Path], require_sfm: bool = False) -> dict:
 
     root = Path(root)
     problems = []
-    imgs = sorted((root / "images").glob("*.png"))
+    imgs = sorted((root / "images").glob("*.png"), key=lambda p: natural_key(p.name))  # (1000.png after 999.png)
     n = len(imgs)
     if n < 2:
         raise ValueError(f"{root}: images/ holds {n} PNGs, expected at least 2")
@@ -300,7 +302,7 @@ def check_layout(root: Union[str, Path], require_sfm: bool = False) -> dict:
                 problems.append(f"flow_i1/{name}: flow {flow.dtype} {flow.shape}, mask {mask.dtype} {mask.shape}")
             elif not np.all(np.isin(mask, (0.0, 1.0))) or not np.all(np.isfinite(flow)):
                 problems.append(f"flow_i1/{name}: mask not in {{0, 1}} or non-finite flow")
-    mm = sorted((root / "motion_masks").glob("*.png"))
+    mm = sorted((root / "motion_masks").glob("*.png"), key=lambda p: natural_key(p.name))
     if len(mm) != n:
         problems.append(f"motion_masks/ holds {len(mm)} PNGs, expected {n}")
     for p in mm:
