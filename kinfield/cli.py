@@ -199,8 +199,8 @@ def main_render(argv: List[str]) -> int:
         sp = scene.split(args.split if is_test else "train")
     except (DatasetError, KeyError) as exc:
         return _error(exc.args[0] if isinstance(exc, KeyError) else exc)
-    if args.path == "fixed-view" and _view_error(args.view, sp):
-        return _error(_view_error(args.view, sp))
+    if args.path == "fixed-view" and (bad_view := _view_error(args.view, sp)):
+        return _error(bad_view)
 
     height, width = sp.height, sp.width
     if is_test:
@@ -340,8 +340,8 @@ def main_export(argv: List[str]) -> int:
             points = read_points(args.points)
         else:
             sp = scene.split("train")
-            if _view_error(args.view, sp):
-                return _error(_view_error(args.view, sp))
+            if bad_view := _view_error(args.view, sp):
+                return _error(bad_view)
             v = args.view
             points = sample_dynamic_points(run.model, sp.poses[v], sp.intrinsics[v], sp.height, sp.width, args.time,
                                            args.n_points, scene.background)

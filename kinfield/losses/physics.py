@@ -98,7 +98,7 @@ def integrity_residuals(q: torch.Tensor, dq_dt: torch.Tensor, grad_q: torch.Tens
     h_tilde = scale_grad(advected_derivatives(q, dq_dt, grad_q), grad_scale)
     if bound is not None:
         b = constant(tuple(bound), q.device, q.dtype)[None, :, None]
-        h_tilde = torch.maximum(torch.minimum(h_tilde, b), -b)
+        h_tilde = h_tilde.clamp(-b, b)
     return q[:, 1:] - h_tilde
 
 

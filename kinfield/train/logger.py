@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Dict, Optional
@@ -17,11 +18,15 @@ class MetricsLogger:
     def __init__(self, run_dir, tensorboard: bool = True):
         self.path = Path(run_dir) / "metrics.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        data = self.path.read_bytes() if self.path.is_file() else b""
-        if data and not data.endswith(b"\n"):  # a row cut off by a kill mid-write: the next row must not join it
+        if self.path.is_file() and self.path.stat().st_size > 0:
             with self.path.open("r+b") as f:
-                f.truncate(data.rfind(b"\n") + 1)
-            log.warning("%s: dropped a cut-off last row (%d bytes)", self.path, len(data) - data.rfind(b"\n") - 1)
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":  # a row cut off by a kill mid-write: the next row must not join it
+                    f.seek(0)
+                    data = f.read()  # (only then: a whole run's log is not read at every start)
+                    f.truncate(data.rfind(b"\n") + 1)
+                    log.warning("%s: dropped a cut-off last row (%d bytes)", self.path,
+                                len(data) - data.rfind(b"\n") - 1)
         self._tb = None
         if tensorboard:
             try:

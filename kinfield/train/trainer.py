@@ -234,17 +234,18 @@ class Trainer:
         folder without checkpoints moves the metrics of a run killed before its first save aside (``.orphaned``)."""
         mode = self.cfg.train.resume
         ckpts, metrics = list_checkpoints(self.run_dir), self.run_dir / "metrics.jsonl"
+        earlier_rows = metrics.is_file() and metrics.stat().st_size > 0
         start_over = f"use another --out, or delete {ckpt_dir(self.run_dir)} and {metrics} to start over"
         if mode in ("none", ""):
             if ckpts:
                 raise CheckpointError(f"{ckpt_dir(self.run_dir)} holds an earlier run's checkpoints (latest step "
                                       f"{checkpoint_step(ckpts[-1])}): {start_over}")
-            if metrics.is_file() and metrics.stat().st_size > 0:
+            if earlier_rows:
                 raise CheckpointError(f"{metrics} holds an earlier run's metrics: {start_over}")
             return False
         if mode == "auto":
             if not ckpts:
-                if metrics.is_file() and metrics.stat().st_size > 0:  # its rows would interleave with this run's
+                if earlier_rows:  # its rows would interleave with this run's
                     aside = metrics.with_name("metrics.jsonl.orphaned")
                     n = 1
                     while aside.exists():  # (an earlier dead run's rows stay too)
