@@ -40,6 +40,9 @@ ROOT = str(Path(__file__).resolve().parents[1]) + "/"
 SYNC_OPS = {"aten._local_scalar_dense", "aten.nonzero", "aten.masked_select", "aten.repeat_interleave",
             "aten.unique", "aten._unique2", "aten.unique_consecutive", "aten.bincount", "aten.histc"}
 
+# not tagged as views by aten, but they launch no kernel either
+NO_LAUNCH_OPS = {"aten._unsafe_view", "aten.lift_fresh"}
+
 
 class StepCounter(TorchDispatchMode):
     """Counts dispatched aten ops by name and by the phase set in ``self.phase``; host syncs by call site."""
@@ -48,10 +51,12 @@ class StepCounter(TorchDispatchMode):
         super().__init__()
         self.ops, self.phases, self.syncs = collections.Counter(), collections.Counter(), collections.Counter()
         self.phase_ops = collections.Counter()  # (phase, op name)
+        self.views = collections.Counter()  # by phase: ops that only make a new view of a tensor (no kernel launch)
         self.phase, self.quiet, self.sites = "other", 0, sites
 
-    def count(self, name: str, sync: bool = False) -> None:
+    def count(self, name: str, sync: bool = False, view: bool = False) -> None:
         self.ops[name] += 1
+        self.views[self.phase] += view
         self.phases[self.phase] += 1
         self.phase_ops[(self.phase, name)] += 1
         if sync:
@@ -67,7 +72,7 @@ class StepCounter(TorchDispatchMode):
             if name in ("aten.index", "aten.index_put", "aten.index_put_") and len(args) > 1:
                 sync = any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in (args[1] or ()))
                 name += "[bool]" if sync else ""
-            self.count(name, sync)
+            self.count(name, sync, view=func.is_view or name in NO_LAUNCH_OPS)
         return func(*args, **(kwargs or {}))
 
 
@@ -130,7 +135,7 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--twins", action="store_true", help="count the PyTorch twins' ops (the CPU path)")
     p.add_argument("--sites", action="store_true", help="print where each host sync comes from")
-    p.add_argument("--phase", default=None, help="also list the ops of this phase (e.g. 'render', 'term cycle')")
+    p.add_argument("--phase", default=None, help="also list the ops of these phases (comma-separated, e.g. 'render,term cycle')")
     a, rest = p.parse_known_args(argv)
     always_on = ["--kin_start", "0", "--kin_physics_start", "0", "--kin_normal_start", "0",
                  "--kin_unlock_acceleration", "0", "--kin_unlock_jerk", "0", "--kin_physics_sigma_threshold", "-1",
@@ -174,18 +179,20 @@ def main(argv=None) -> int:
     n = a.steps
     kind = "PyTorch twins" if a.twins else "custom ops as one launch each"
     print(f"# {a.config}, {a.rays} rays, {kind}; mean over {n} steps (counted steps took {seconds / n:.2f} s each)")
-    print(f"aten ops per step: {sum(counter.ops.values()) / n:.0f}")
+    n_ops, n_views = sum(counter.ops.values()) / n, sum(counter.views.values()) / n
+    print(f"aten ops per step: {n_ops:.0f} ({n_views:.0f} of them views, which launch no kernel: "
+          f"{n_ops - n_views:.0f} launches)")
     print(f"host syncs per step: {sum(counter.syncs.values()) / n:.1f}")
-    print("by phase:")
+    print("by phase: ops, launches")
     for phase, c in counter.phases.most_common():
-        print(f"  {phase:28s} {c / n:8.1f}")
+        print(f"  {phase:28s} {c / n:8.1f} {(c - counter.views[phase]) / n:8.1f}")
     print("most frequent ops:")
     for name, c in counter.ops.most_common(12):
         print(f"  {name:28s} {c / n:8.1f}")
-    if a.phase:
-        print(f"ops of phase {a.phase!r}:")
+    for wanted in (a.phase.split(",") if a.phase else []):
+        print(f"ops of phase {wanted!r}:")
         for (phase, name), c in counter.phase_ops.most_common():
-            if phase == a.phase:
+            if phase == wanted:
                 print(f"  {name:28s} {c / n:8.1f}")
     print("host syncs:")
     for (name, where), c in sorted(counter.syncs.items(), key=lambda kv: -kv[1]):

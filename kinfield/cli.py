@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 from typing import List
 
@@ -76,6 +77,13 @@ def _load_run_scene(cfg, scene_arg, downscale_arg, splits):
     return scene
 
 
+def _scene_folder(scene, fallback):
+    """The folder of a run's ``scene`` (its config's ``data.scene``) when it exists, else ``fallback``'s folder."""
+    from pathlib import Path
+
+    return Path(scene) if scene and Path(scene).is_dir() else Path(fallback).parent
+
+
 def _error(message) -> int:
     """Print ``error: <message>`` (what is wrong and the fix) to stderr; returns 2, the exit code of bad input."""
     print(f"error: {message}", file=sys.stderr)
@@ -107,14 +115,20 @@ def _open_run(args, kinematic_for: str = ""):
 def _note_untrained(run, names, consequence: str):
     """One stderr line when Taylor orders among ``names`` were still locked by the training curriculum at the
     run's checkpoint (the field gives zeros for them); returns those orders."""
-    from .motion.export import untrained_orders
+    from .motion.export import unmodelled_orders, untrained_orders
 
-    locked = [o for o in untrained_orders(run.model.kinematic) if o in names]
+    kin = run.model.kinematic
+    zeros = [o for o in untrained_orders(kin) if o in names]
+    absent = [o for o in unmodelled_orders(kin) if o in names]
+    locked = [o for o in zeros if o not in absent]
     if locked:
         unlock = ", ".join(f"{o} at step {getattr(run.cfg.kin, 'unlock_' + o, '?')}" for o in locked)
         print(f"note: {', '.join(locked)} not yet trained at step {run.step} ({run.checkpoint}; the training "
               f"curriculum unlocks {unlock}): {consequence}", file=sys.stderr)
-    return locked
+    if absent:
+        print(f"note: {', '.join(absent)} not modelled by this run's kinematic field (--kinematic_order "
+              f"{kin.order}): {consequence}", file=sys.stderr)
+    return zeros
 
 
 def _view_error(view: int, split) -> str:
@@ -140,7 +154,8 @@ def _render_parser():
                    help="trajectory npz from tools/export_trajectories.py drawn over the rgb frames")
     p.add_argument("--path", choices=RENDER_PATHS, default="spiral",
                    help="spiral / orbit: time sweeps 0->1; fixed-view: a train camera, time sweeps; "
-                        "bullet-time: orbit at frozen --time; test: the --split cameras at their times (+ PNGs)")
+                        "bullet-time: orbit at frozen --time (a spiral on forward-facing scenes, which cannot be "
+                        "orbited); test: the --split cameras at their times (+ PNGs)")
     p.add_argument("--frames", type=int, default=60, help="number of frames (ignored by --path test)")
     p.add_argument("--fps", type=float, default=24.0)
     p.add_argument("--time", type=float, default=0.5, help="frozen time of --path bullet-time, in [0, 1]")
@@ -152,6 +167,7 @@ def _render_parser():
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--checkpoint", default=None, help="checkpoint file (default: the run's latest)")
     p.add_argument("--out", default=None, help="output folder (default: RUN_DIR/videos)")
+    p.add_argument("--overwrite", action="store_true", help="replace videos (and PNGs) an earlier render wrote")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
 
@@ -163,10 +179,13 @@ def main_render(argv: List[str]) -> int:
 
     import imageio.v3 as iio
 
+    import torch
+
+    from ._io import replaced_on_success
     from .data import DatasetError
     from .geometry.paths import bullet_time_path, fixed_view_path, orbit_path, path_defaults, spiral_path
     from .motion.export import MotionFileError, load_tracks
-    from .render.video import KINEMATIC_OUTPUTS, VIDEO_OUTPUTS, render_frames, write_video
+    from .render.video import KINEMATIC_OUTPUTS, VIDEO_OUTPUTS, render_frames, video_targets, write_video
 
     setup_logging()
     parser = _render_parser()
@@ -176,12 +195,14 @@ def main_render(argv: List[str]) -> int:
     if bad or not outputs:
         parser.error(f"--outputs: unknown {bad or 'empty list'}; choose from {','.join(VIDEO_OUTPUTS)}")
     _require_positive(parser, args, "frames")
-    if args.fps <= 0:
-        parser.error("--fps must be > 0")
+    if not (math.isfinite(args.fps) and args.fps > 0):
+        parser.error(f"--fps must be a finite number > 0, got {args.fps}")
     if not 0.0 <= args.time <= 1.0:
         parser.error("--time must be in [0, 1]")
     tracks = None
     if args.overlay_tracks:
+        if "rgb" not in outputs:
+            parser.error("--overlay-tracks draws over the rgb video: add rgb to --outputs")
         try:
             tracks = load_tracks(args.overlay_tracks)
         except MotionFileError as exc:
@@ -202,14 +223,28 @@ def main_render(argv: List[str]) -> int:
     if args.path == "fixed-view" and (bad_view := _view_error(args.view, sp)):
         return _error(bad_view)
 
+    if args.path == "orbit" and run.model.space.is_ndc:
+        return _error("--path orbit circles the scene, but this run is forward-facing (NDC rays): it has no views "
+                      "from the side or behind; use --path spiral, fixed-view or bullet-time (a spiral there)")
+    out_dir = Path(args.out) if args.out else run.run_dir / "videos"
+    name = args.split if is_test else args.path
+    targets = [t for o in outputs for t in ([out_dir / name / o] if is_test else [])
+               + [path for _, path in video_targets(out_dir / f"{name}_{o}.mp4")]]
+    if not args.overwrite and (earlier := [str(t) for t in targets if t.exists()]):
+        return _error(f"{', '.join(earlier)} already written by an earlier render; pass --overwrite to replace "
+                      f"{'it' if len(earlier) == 1 else 'them'}, or --out another folder")
+
     height, width = sp.height, sp.width
     if is_test:
-        poses, times, intrinsics, name = sp.poses, sp.times, sp.intrinsics, args.split
+        poses, times, intrinsics = sp.poses, sp.times, sp.intrinsics
     else:
-        intrinsics, name = sp.intrinsics[0], args.path
+        intrinsics = sp.intrinsics[0]
         d = path_defaults(sp.poses)
         if args.path == "orbit":
             poses, times = orbit_path(d["center"], d["radius"], d["elevation_deg"], args.frames, up=d["up"])
+        elif args.path == "bullet-time" and run.model.space.is_ndc:  # no orbit of a forward-facing capture
+            poses, times = spiral_path(sp.poses, args.frames)
+            times = torch.full_like(times, args.time)
         elif args.path == "bullet-time":
             poses, times = bullet_time_path(d["center"], d["radius"], d["elevation_deg"], args.frames, args.time,
                                             up=d["up"])
@@ -218,7 +253,6 @@ def main_render(argv: List[str]) -> int:
         else:  # fixed-view
             poses, times = fixed_view_path(sp.poses[args.view], args.frames)
 
-    out_dir = Path(args.out) if args.out else run.run_dir / "videos"
     out_dir.mkdir(parents=True, exist_ok=True)
     log = logging.getLogger("kinfield")
     log.info("rendering %d frames (%dx%d, path %s, outputs %s) from %s (step %d)", poses.shape[0], width, height,
@@ -237,9 +271,10 @@ def main_render(argv: List[str]) -> int:
     for o in outputs:
         if is_test:
             png_dir = out_dir / name / o
-            png_dir.mkdir(parents=True, exist_ok=True)
-            for i, f in enumerate(frames[o]):
-                iio.imwrite(png_dir / f"{i:03d}.png", f)
+            with replaced_on_success(png_dir) as tmp:  # no frame of an earlier render is left among these
+                tmp.mkdir()
+                for i, f in enumerate(frames[o]):
+                    iio.imwrite(tmp / f"{i:03d}.png", f)
             written[f"{o}_png"] = str(png_dir)
         written[o] = str(write_video(frames[o], out_dir / f"{name}_{o}.mp4", args.fps))
     print(json.dumps(written, indent=2))
@@ -311,6 +346,7 @@ def main_export(argv: List[str]) -> int:
     p.add_argument("--times", default="train", help="output times: 'train', a count N, or t1,t2,...")
     p.add_argument("--out", default=None, help="output file (default RUN_DIR/motion/tracks.<format>)")
     p.add_argument("--format", default=None, choices=TRAJECTORY_FORMATS, help="default: from --out suffix, else npz")
+    p.add_argument("--overwrite", action="store_true", help="replace the --out file an earlier export wrote")
     p.add_argument("--n-points", type=int, default=256, help="points sampled when --points is not given")
     p.add_argument("--view", type=int, default=0, help="train camera used to sample points")
     p.add_argument("--substeps", type=int, default=4, help="RK4 steps per frame interval")
@@ -327,6 +363,8 @@ def main_export(argv: List[str]) -> int:
                                      args.format)
     except ValueError as exc:
         return _error(f"--out {exc}")
+    if out.exists() and not args.overwrite:
+        return _error(f"{out} already written by an earlier export; pass --overwrite to replace it, or another --out")
     run, code = _open_run(args, "there is no motion to export; train the run with --kin_enabled true")
     if run is None:
         return code
@@ -335,7 +373,7 @@ def main_export(argv: List[str]) -> int:
     try:
         if need_scene:
             scene = _load_run_scene(run.cfg, args.scene, args.downscale, ["train"])
-        times = parse_times(args.times, scene)
+        times = parse_times(args.times, scene, args.time)
         if args.points is not None:
             points = read_points(args.points)
         else:
@@ -382,7 +420,8 @@ def main_eval_motion(argv: List[str]) -> int:
     gt = Path(args.gt) if args.gt else Path(run.cfg.data.scene) / "motion_gt.npz"
     curves = {}
     try:  # the ground truth is read and checked before any integration
-        scores = score_against_ground_truth(run.model, gt, substeps=args.substeps, curves=curves)
+        scores = score_against_ground_truth(run.model, gt, substeps=args.substeps, curves=curves,
+                                            scene_dir=_scene_folder(run.cfg.data.scene, gt))
     except MotionFileError as exc:
         return _error(f"--gt {exc}" if args.gt else f"the ground truth of the run's scene (no --gt given): {exc}")
     _note_untrained(run, ORDER_NAMES, "their errors are reported as null")
@@ -457,7 +496,8 @@ def main_demo(argv: List[str]) -> int:
     if code != 0:
         return code
     # velocity rather than the dynamic-only view: the demo config has no static field, so that view is the RGB one
-    code = main_render([args.out, "--path", "orbit", "--frames", "48", "--outputs", "rgb,depth,velocity"])
+    code = main_render([args.out, "--path", "orbit", "--frames", "48", "--outputs", "rgb,depth,velocity",
+                        "--overwrite"])  # (a rerun of the demo replaces its own videos)
     if code != 0:
         return code
     gt = Path(scene) / "motion_gt.npz"
@@ -465,7 +505,7 @@ def main_demo(argv: List[str]) -> int:
         code = main_eval_motion([args.out, "--gt", str(gt)])
         if code != 0:
             return code
-    if main_export([args.out, "--time", "0.5", "--times", "train"]) != 0:  # -> RUN/motion/tracks.npz
+    if main_export([args.out, "--time", "0.5", "--times", "train", "--overwrite"]) != 0:  # -> RUN/motion/tracks.npz
         log.warning("no 3-D tracks exported (see the error above); the other figures follow")
     try:
         import matplotlib  # noqa: F401

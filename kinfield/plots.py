@@ -222,7 +222,8 @@ def plot_tracks(tracks_path, out_path, max_tracks: int = 400) -> Path:
     speed = np.linalg.norm(vel, axis=-1)  # [T, N]
     fig, ax = plt.subplots(1, 4, figsize=(18, 4.5), constrained_layout=True)
     seg_speed = 0.5 * (speed[1:] + speed[:-1]).T.reshape(-1)  # per segment, track-major
-    norm = plt.Normalize(0.0, float(np.nanpercentile(seg_speed, 99)) or 1.0) if seg_speed.size else None
+    top = float(np.nanpercentile(seg_speed, 99)) if np.isfinite(seg_speed).any() else 0.0
+    norm = plt.Normalize(0.0, top if np.isfinite(top) and top > 0 else 1.0) if seg_speed.size else None
     for a, (i, j, name) in zip(ax[:3], ((0, 1, "x-y"), (0, 2, "x-z"), (1, 2, "y-z"))):
         p = pos[..., [i, j]].transpose(1, 0, 2)  # [N, T, 2]
         segs = np.stack([p[:, :-1], p[:, 1:]], axis=2).reshape(-1, 2, 2)

@@ -8,7 +8,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from .._io import replaced_on_success
 from ..data import Scene
+from ..data.nsff import is_nsff_scene
 from ..render import SceneModel
 from .trajectory import integrate, kinematics_along
 
@@ -70,10 +72,16 @@ def load_motion_gt(path) -> Dict[str, np.ndarray]:
 
 
 def untrained_orders(kin) -> List[str]:
-    """The Taylor orders of a kinematic field the training curriculum had not unlocked yet (``taylor_mask`` 0):
-    the field gives zeros for them, as in training."""
+    """The Taylor orders a kinematic field gives zeros for: those the training curriculum had not unlocked yet
+    (``taylor_mask`` 0), as in training, and those it does not model (:func:`unmodelled_orders`)."""
     mask = getattr(kin, "taylor_mask", None)
-    return [] if mask is None else [ORDER_NAMES[i] for i, m in enumerate(mask.tolist()) if m == 0]
+    locked = [] if mask is None else [ORDER_NAMES[i] for i, m in enumerate(mask.tolist()) if m == 0]
+    return locked + unmodelled_orders(kin)
+
+
+def unmodelled_orders(kin) -> List[str]:
+    """The Taylor orders beyond the field's ``order`` (``--kinematic_order``): always zero."""
+    return list(ORDER_NAMES[getattr(kin, "order", len(ORDER_NAMES)):])
 
 
 def read_points(path) -> np.ndarray:
@@ -93,8 +101,8 @@ def read_points(path) -> np.ndarray:
     return pts
 
 
-def parse_times(spec: str, scene: Optional[Scene]) -> np.ndarray:
-    """``train`` (the train frame times), ``N`` (N evenly spaced in [0, 1]) or ``t1,t2,...``."""
+def parse_times(spec: str, scene: Optional[Scene], query_time: float = 0.5) -> np.ndarray:
+    """``train`` (the train frame times), ``N`` (N evenly spaced in [0, 1]; 1: ``query_time`` alone) or ``t1,t2,...``."""
     spec = str(spec).strip()
     if spec == "train":
         if scene is None:
@@ -103,8 +111,8 @@ def parse_times(spec: str, scene: Optional[Scene]) -> np.ndarray:
     if spec.isdigit():
         n = int(spec)
         if n < 1:
-            raise ValueError("--times N needs N >= 1")
-        return np.linspace(0.0, 1.0, n)
+            raise ValueError("--times N needs N >= 1 (N = 1: the query time --time alone)")
+        return np.linspace(0.0, 1.0, n) if n > 1 else np.array([float(query_time)])
     try:
         times = np.array([float(v) for v in spec.split(",") if v.strip()], dtype=np.float64)
     except ValueError as exc:
@@ -180,8 +188,13 @@ def write_trajectories(traj: Dict[str, np.ndarray], path, fmt: Optional[str] = N
     """Write trajectories as ``npz`` (all arrays), ``ply`` (points coloured by track, one vertex per
     (time, track)), ``json`` or ``csv`` (one row per time and track). The format defaults to the suffix.
     Returns the file written (see :func:`trajectory_target`)."""
-    path, fmt = trajectory_target(path, fmt)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    target, fmt = trajectory_target(path, fmt)
+    with replaced_on_success(target) as path:  # an earlier file stays until this one is complete
+        _write_trajectory_file(traj, path, fmt)
+    return target
+
+
+def _write_trajectory_file(traj: Dict[str, np.ndarray], path: Path, fmt: str) -> None:
     T, N, _ = traj["positions"].shape
     if fmt == "npz":
         np.savez_compressed(path, **traj)
@@ -206,10 +219,10 @@ def write_trajectories(traj: Dict[str, np.ndarray], path, fmt: Optional[str] = N
                 r, g, b = colours[n]
                 lines.append(f"{x:.6f} {y:.6f} {z:.6f} {r} {g} {b} {traj['times'][ti]:.6f} {n}")
         path.write_text("\n".join(lines) + "\n")
-    return path
 
 
-def score_against_ground_truth(model: SceneModel, gt_path, substeps: int = 4, curves: Dict = None) -> Dict[str, float]:
+def score_against_ground_truth(model: SceneModel, gt_path, substeps: int = 4, curves: Dict = None,
+                               scene_dir=None) -> Dict[str, float]:
     """Trajectory end-point error and v/a/j errors against a synthetic scene's ``motion_gt.npz``.
 
     Tracks start at the GT query points at the GT query time and are integrated through the field
@@ -220,20 +233,27 @@ def score_against_ground_truth(model: SceneModel, gt_path, substeps: int = 4, cu
     ``velocity_cosine`` / ``velocity_speed_ratio`` (also per object) split the velocity error into direction (mean
     cosine to the true velocity) and length (mean predicted over mean true speed); the errors of orders the training
     curriculum had not unlocked at the model's checkpoint (:func:`untrained_orders`) are None, not scored.
-    The ground truth is checked (:func:`load_motion_gt`) before any integration.
+    The ground truth is checked (:func:`load_motion_gt`) before any integration. ``scene_dir``: the scene the model
+    was trained on (default: the GT file's folder); a forward-facing one trains in a rescaled frame the GT is mapped to.
     ``curves``, when given a dict, receives the error over time: ``time [T]`` and, for ``all`` and each named
     object, ``epe_<name> [T]`` and ``zero_motion_<name> [T]`` (means over that object's points).
     """
     gt = load_motion_gt(gt_path)
-    unit = _to_training_world(gt, Path(gt_path).parent)  # world units of the GT per training-world unit
+    scene_dir = Path(scene_dir) if scene_dir is not None else Path(gt_path).parent
+    if getattr(getattr(model, "space", None), "is_ndc", False) and not is_nsff_scene(scene_dir):
+        raise MotionFileError(f"{gt_path}: the run is forward-facing (NDC), so its ground truth is mapped into the "
+                              f"training frame with the scene's poses_bounds.npy, which {scene_dir} lacks; fix: keep "
+                              f"motion_gt.npz in its scene folder, or the run's scene where its config says")
+    # world units of the GT per training-world unit
+    unit = _to_training_world(gt, scene_dir)
     gt_times = gt["times"].astype(np.float64)
     traj = compute_trajectories(model, gt["query_points"], float(gt["query_time"]), gt_times, substeps=substeps)
     err = np.linalg.norm(traj["positions"] - gt["positions"], axis=-1) * unit  # [T, N], GT units
     dev = model.aabb.device
     P = torch.as_tensor(gt["positions"], dtype=torch.float32, device=dev)
     at_true = kinematics_along(model.kinematics_at, P, torch.as_tensor(gt_times, dtype=torch.float32, device=dev))
-    i_query = int(np.argmin(np.abs(gt_times - float(gt["query_time"]))))
-    still = np.linalg.norm(gt["positions"] - gt["positions"][i_query][None], axis=-1) * unit  # [T, N] no motion
+    # [T, N]: a field without motion keeps every track at its query point
+    still = np.linalg.norm(gt["positions"] - gt["query_points"][None], axis=-1) * unit
     out = {"epe_mean": float(err.mean()), "epe_final": float(err[np.argmax(np.abs(gt_times - float(gt["query_time"])))].mean()),
            "epe_max": float(err.max()), "epe_zero_motion": float(still.mean()),
            "n_points": int(err.shape[1]), "n_times": int(err.shape[0])}
@@ -278,7 +298,7 @@ def _to_training_world(gt: Dict[str, np.ndarray], scene_dir: Path) -> float:
     """Map a forward-facing scene's GT (written in the generator's frame) into the frame the NSFF loader
     trains in (rescaled, recentred; see :func:`kinfield.data.nsff.world_transform`), in place.
     Returns the GT length unit per training-world unit (1 for world-space scenes)."""
-    from ..data.nsff import is_nsff_scene, world_transform
+    from ..data.nsff import world_transform
 
     if not is_nsff_scene(scene_dir):
         return 1.0

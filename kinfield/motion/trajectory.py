@@ -55,17 +55,21 @@ def integrate(v: VelocityFn, points: torch.Tensor, t0: float, times: torch.Tenso
 
 @torch.no_grad()
 def kinematics_along(kin_fn: Callable[[torch.Tensor, torch.Tensor], Dict[str, torch.Tensor]], positions: torch.Tensor,
-                     times: torch.Tensor) -> Dict[str, torch.Tensor]:
-    """Field kinematics sampled along tracks.
+                     times: torch.Tensor, chunk: int = 65536) -> Dict[str, torch.Tensor]:
+    """Field kinematics sampled along tracks, ``chunk`` points per field call (bounded memory).
 
     Args:
-        kin_fn: ``(x [N, 3], t [N]) -> {"velocity", "acceleration", "jerk": [N, 3]}``.
+        kin_fn: ``(x [M, 3], t [M]) -> {"velocity", "acceleration", "jerk": [M, 3]}``.
         positions: ``[T, N, 3]``; times: ``[T]``.
 
     Returns:
         ``{"velocity", "acceleration", "jerk"}`` each ``[T, N, 3]``.
     """
     T, N, _ = positions.shape
+    flat_x = positions.reshape(-1, 3)
     flat_t = times.reshape(T, 1).expand(T, N).reshape(-1).to(positions.dtype)
-    res = kin_fn(positions.reshape(-1, 3), flat_t)
-    return {k: res[k].reshape(T, N, 3) for k in ("velocity", "acceleration", "jerk")}
+    names = ("velocity", "acceleration", "jerk")
+    parts = [kin_fn(flat_x[i : i + chunk], flat_t[i : i + chunk]) for i in range(0, flat_x.shape[0], chunk)]
+    if not parts:
+        return {k: positions.new_zeros(T, N, 3) for k in names}
+    return {k: torch.cat([r[k] for r in parts]).reshape(T, N, 3) for k in names}

@@ -6,11 +6,14 @@ GIF (``imageio``), a folder of PNGs; it returns the path actually written.
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
 
 import numpy as np
 import torch
+
+from .._io import replaced_on_success
 
 __all__ = ["write_video", "colorize_depth", "turbo"]
 
@@ -174,6 +177,15 @@ def _write_png_dir(frames: List[np.ndarray], path: Path, fps: float) -> Path:
     return path
 
 
+def video_targets(path) -> List[tuple]:
+    """``[(format, path)]`` :func:`write_video` tries, in order, for a video requested at ``path``."""
+    path = Path(path)
+    if path.suffix == "":
+        path = path.with_suffix(".mp4")
+    mp4 = [("mp4", path)] if path.suffix.lower() != ".gif" else []
+    return mp4 + [("gif", path.with_suffix(".gif")), ("png folder", path.with_suffix(""))]
+
+
 def write_video(frames: Sequence[ArrayLike], path, fps: float = 24) -> Path:
     """Write frames (uint8 ``[H, W, 3]``; float frames in [0, 1] are converted) as a video.
 
@@ -184,32 +196,24 @@ def write_video(frames: Sequence[ArrayLike], path, fps: float = 24) -> Path:
     Returns:
         the file (or folder) actually written; which one is logged.
     """
-    if float(fps) <= 0:
-        raise ValueError(f"fps must be > 0, got {fps}")
+    if not (math.isfinite(float(fps)) and float(fps) > 0):
+        raise ValueError(f"fps must be a finite number > 0, got {fps}")
     frames = _as_frames(frames)
-    path = Path(path)
-    if path.suffix == "":
-        path = path.with_suffix(".mp4")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    attempts = []
-    if path.suffix.lower() != ".gif":
-        attempts.append(("mp4", _write_mp4, path))
-    attempts.append(("gif", _write_gif, path.with_suffix(".gif")))
-    attempts.append(("png folder", _write_png_dir, path.with_suffix("")))
+    writers = {"mp4": _write_mp4, "gif": _write_gif, "png folder": _write_png_dir}
     errors = []
-    for kind, fn, target in attempts:
-        try:
-            written = fn(frames, target, fps)
+    for kind, target in video_targets(path):
+        fn = writers[kind]
+        try:  # a failed attempt leaves whatever was at its target (an earlier render) as it was
+            with replaced_on_success(target) as tmp:
+                fn(frames, tmp, fps)
         except Exception as exc:  # noqa: BLE001 - any failure moves on to the next format
             errors.append(f"{kind}: {type(exc).__name__}: {exc}")
             log.warning("could not write %s as %s (%s: %s); trying the next format", target, kind,
                         type(exc).__name__, exc)
-            if target.is_file():  # a partial mp4 / gif
-                target.unlink(missing_ok=True)
             continue
         h, w = frames[0].shape[:2]
-        log.info("wrote %s (%s, %d frames, %dx%d, %g fps)", written, kind, len(frames), w, h, fps)
-        return Path(written)
+        log.info("wrote %s (%s, %d frames, %dx%d, %g fps)", target, kind, len(frames), w, h, fps)
+        return target
     raise RuntimeError(f"could not write {path} in any format: " + "; ".join(errors))
 
 

@@ -55,6 +55,16 @@ def test_kinematics_along_tracks_shapes():
     assert out["velocity"].shape == (4, 5, 3)
     torch.testing.assert_close(out["velocity"][2, :, 0], torch.full((5,), float(times[2])))
     torch.testing.assert_close(out["jerk"], -pos)
+    calls = []
+
+    def counted(x, t):
+        calls.append(x.shape[0])
+        return kin(x, t)
+
+    chunked = kinematics_along(counted, pos, times, chunk=6)  # bounded memory: 20 points in calls of at most 6
+    assert calls == [6, 6, 6, 2]
+    for k in out:
+        torch.testing.assert_close(chunked[k], out[k], rtol=0, atol=0)
 
 
 def test_points_and_times_parsing(tmp_path):
@@ -69,6 +79,7 @@ def test_points_and_times_parsing(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.txt"):
         read_points(tmp_path / "missing.txt")
     assert parse_times("5", None).tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert parse_times("1", None, query_time=0.3).tolist() == [0.3]  # one time: the query time, not t = 0
     assert parse_times("0.1,0.3", None).tolist() == [0.1, 0.3]
     with pytest.raises(ValueError):
         parse_times("0.1,1.5", None)
@@ -150,3 +161,33 @@ def test_ground_truth_scores_split_by_object_and_name_the_no_motion_baseline(tmp
     assert still["epe_mean"] == pytest.approx(still["epe_zero_motion"], rel=1e-6)
     assert still["epe_mean_mover"] == pytest.approx(still["epe_zero_motion_mover"], rel=1e-6)
     assert still["epe_mean_mover"] > 0.1
+
+
+def test_the_no_motion_baseline_is_the_distance_to_the_query_points_at_any_query_time(tmp_path):
+    """A field without motion keeps each track at its query point: its end-point error is the baseline, also when
+    the query time falls between the ground truth's times."""
+    from kinfield.motion import score_against_ground_truth
+
+    v0 = np.array([0.6, -0.3, 0.2], np.float32)
+    times = np.linspace(0.0, 1.0, 11, dtype=np.float32)
+    q = np.array([[0.0, 0.0, 0.0], [0.5, 0.1, -0.2]], np.float32)
+    pos = q[None] + (times[:, None, None] - 0.37) * v0
+    np.savez(tmp_path / "motion_gt.npz", times=times, query_time=np.float32(0.37), query_points=q, positions=pos,
+             velocity=np.broadcast_to(v0, pos.shape).copy(), acceleration=np.zeros_like(pos), jerk=np.zeros_like(pos))
+    still = score_against_ground_truth(_UniformMotionModel([0.0, 0.0, 0.0]), tmp_path / "motion_gt.npz")
+    assert still["epe_zero_motion"] == pytest.approx(np.abs(times - 0.37).mean() * np.linalg.norm(v0), rel=1e-5)
+    assert still["epe_mean"] == pytest.approx(still["epe_zero_motion"], rel=1e-5)
+    exact = score_against_ground_truth(_UniformMotionModel(v0), tmp_path / "motion_gt.npz")
+    assert exact["epe_mean"] < 1e-5
+
+
+def test_orders_a_field_does_not_model_are_named_as_zeros():
+    from kinfield.fields.kinematic import KinematicConfig, KinematicField
+    from kinfield.motion.export import unmodelled_orders, untrained_orders
+
+    aabb = torch.tensor([-1.0, -1.0, -1.0, 1.0, 1.0, 1.0])
+    for order, zeros in ((1, ["acceleration", "jerk"]), (2, ["jerk"]), (3, [])):
+        kin = KinematicField(aabb, 0.1, KinematicConfig(order=order))
+        assert untrained_orders(kin) == unmodelled_orders(kin) == zeros
+    kin.set_active_orders(1)  # the curriculum has unlocked the velocity only
+    assert untrained_orders(kin) == ["acceleration", "jerk"] and unmodelled_orders(kin) == []

@@ -76,6 +76,43 @@ def test_render_and_motion(fwd_run, capsys):
     assert table["epe_all"].mean() == pytest.approx(scores["epe_mean"], rel=1e-4)
 
 
+def test_motion_ground_truth_moved_out_of_its_scene_is_still_scored_in_the_training_frame(fwd_run, tmp_path,
+                                                                                          capsys):
+    """The GT of a forward-facing scene is mapped into the rescaled frame the run trained in, whichever folder it
+    is read from: the run's scene decides, not the GT file's folder."""
+    import shutil
+
+    from kinfield.cli import main_eval_motion
+    from kinfield.motion import score_against_ground_truth
+    from kinfield.train.run import load_run
+
+    scene = Path(load_run(fwd_run, device="cpu").cfg.data.scene)
+    copy = tmp_path / "elsewhere" / "motion_gt.npz"
+    copy.parent.mkdir()
+    shutil.copy(scene / "motion_gt.npz", copy)
+    capsys.readouterr()
+    assert main_eval_motion([str(fwd_run), "--device", "cpu"]) == 0
+    own = json.loads(capsys.readouterr().out)
+    assert main_eval_motion([str(fwd_run), "--device", "cpu", "--gt", str(copy)]) == 0
+    moved = json.loads(capsys.readouterr().out)
+    assert moved["epe_mean"] == pytest.approx(own["epe_mean"], rel=1e-6)
+    assert moved["epe_zero_motion"] == pytest.approx(own["epe_zero_motion"], rel=1e-6)
+    # without the scene that defines the frame, scoring refuses rather than compare in the wrong frame
+    with pytest.raises(ValueError, match="poses_bounds.npy"):
+        score_against_ground_truth(load_run(fwd_run, device="cpu").model, copy)
+
+
+def test_forward_facing_runs_are_not_orbited(fwd_run, tmp_path, capsys):
+    from kinfield.cli import main_render
+
+    out = tmp_path / "v"
+    assert main_render([str(fwd_run), "--path", "orbit", "--frames", "2", "--device", "cpu", "--out", str(out)]) == 2
+    assert "forward-facing" in capsys.readouterr().err and not out.exists()
+    assert main_render([str(fwd_run), "--path", "bullet-time", "--frames", "2", "--outputs", "rgb", "--device", "cpu",
+                        "--out", str(out), "--no-progress"]) == 0  # a spiral at the frozen time
+    assert len(list(out.glob("bullet-time_rgb*"))) == 1
+
+
 @pytest.mark.skipif(not BALLOON.is_dir(), reason="../shared/data/nvidia_balloon1 not present")
 def test_balloon1_trains_and_renders_without_nans(tmp_path):
     import torch

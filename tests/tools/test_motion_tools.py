@@ -173,3 +173,18 @@ def test_a_bad_tracks_file_is_reported_before_rendering(trained_run, tmp_path, c
         err = capsys.readouterr().err
         assert err.startswith("error: --overlay-tracks ") and str(path) in err and problem in err
         assert "tools/export_trajectories.py" in err
+
+
+def test_export_replaces_an_earlier_file_only_when_asked(trained_run, tmp_path, points, capsys, monkeypatch):
+    out = tmp_path / "tracks.npz"
+    assert _export(trained_run, "--points", points, "--out", out) == 0
+    first = out.read_bytes()
+    _forbid(monkeypatch, kinfield.motion, "compute_trajectories")
+    assert _export(trained_run, "--points", points, "--out", out, "--times", "3") == 2
+    err = capsys.readouterr().err
+    assert f"{out} already written by an earlier export" in err and "--overwrite" in err
+    assert out.read_bytes() == first
+    monkeypatch.undo()
+    assert _export(trained_run, "--points", points, "--out", out, "--times", "0.2,0.9", "--overwrite") == 0
+    assert np.load(out)["times"].tolist() == pytest.approx([0.2, 0.9])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pts.txt", "tracks.npz"]  # no partial file left

@@ -146,6 +146,39 @@ def test_write_video_fallbacks(tmp_path, monkeypatch):
     assert out == tmp_path / "w" and sorted(p.name for p in out.iterdir()) == ["0000.png", "0001.png", "0002.png"]
 
 
+def test_a_failed_video_write_keeps_the_earlier_video_and_leaves_no_partial_file(tmp_path, monkeypatch):
+    earlier = tmp_path / "v.mp4"
+    earlier.write_bytes(b"an earlier render")
+
+    def half_then_boom(frames, path, fps):
+        path.write_bytes(b"half")
+        raise RuntimeError("ffmpeg died")
+
+    monkeypatch.setattr(video, "_write_mp4", half_then_boom)
+    out = write_video(_frames(), earlier, fps=10)
+    assert out == tmp_path / "v.gif"
+    assert earlier.read_bytes() == b"an earlier render"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.gif", "v.mp4"]  # no partial file left
+
+
+def test_a_replaced_png_folder_keeps_no_stale_frames(tmp_path, monkeypatch):
+    def boom(*a, **k):
+        raise RuntimeError("no encoder")
+
+    monkeypatch.setattr(video, "_write_mp4", boom)
+    monkeypatch.setattr(video, "_write_gif", boom)
+    write_video(_frames(4), tmp_path / "w.mp4", fps=10)
+    out = write_video(_frames(2), tmp_path / "w.mp4", fps=10)
+    assert sorted(p.name for p in out.iterdir()) == ["0000.png", "0001.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w"]
+
+
+@pytest.mark.parametrize("fps", [0.0, -1.0, float("nan"), float("inf")])
+def test_write_video_refuses_a_frame_rate_that_is_not_a_positive_number(tmp_path, fps):
+    with pytest.raises(ValueError, match="fps"):
+        write_video(_frames(), tmp_path / "v.mp4", fps=fps)
+
+
 # --------------------------------------------------------------------------------------- end to end
 # (trained_run: tests/tools/conftest.py)
 def test_render_orbit_and_test(trained_run, capsys):
@@ -168,6 +201,40 @@ def test_render_orbit_and_test(trained_run, capsys):
     pngs = sorted((trained_run / "videos" / "test" / "rgb").glob("*.png"))
     assert [p.name for p in pngs] == ["000.png", "001.png"]  # the tiny scene has 2 test views
     assert list((trained_run / "videos").glob("test_rgb.*"))
+
+
+def test_render_replaces_earlier_videos_only_when_asked(trained_run, capsys):
+    from kinfield.cli import main_render
+
+    out = trained_run / "vids_again"
+    args = [str(trained_run), "--path", "test", "--outputs", "rgb", "--device", "cpu", "--out", str(out),
+            "--no-progress"]
+    assert main_render(args) == 0
+    video_file = next(out.glob("test_rgb.*"))
+    stale = out / "test" / "rgb" / "007.png"  # a frame of some earlier, longer render
+    stale.write_bytes(b"old")
+    before = video_file.stat().st_mtime_ns
+    capsys.readouterr()
+    assert main_render(args) == 2
+    err = capsys.readouterr().err
+    assert "already written by an earlier render" in err and "--overwrite" in err and str(video_file) in err
+    assert video_file.stat().st_mtime_ns == before and stale.exists()  # nothing touched
+    assert main_render(args + ["--overwrite"]) == 0
+    assert sorted(p.name for p in (out / "test" / "rgb").iterdir()) == ["000.png", "001.png"]
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # no partial files
+
+
+def test_render_refuses_a_bad_frame_rate_and_tracks_without_rgb(trained_run, tmp_path, capsys):
+    from kinfield.cli import main_render
+
+    for extra in (["--fps", "nan"], ["--fps", "inf"], ["--overlay-tracks", str(tmp_path / "t.npz"),
+                                                       "--outputs", "depth"]):
+        with pytest.raises(SystemExit) as exc:
+            main_render([str(trained_run), "--device", "cpu", "--out", str(tmp_path / "v"), *extra])
+        assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--fps must be a finite number > 0, got nan" in err and "add rgb to --outputs" in err
+    assert not (tmp_path / "v").exists()
 
 
 def test_eval_writes_metrics(trained_run, capsys):

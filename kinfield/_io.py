@@ -1,0 +1,43 @@
+"""Writing results without ever leaving a half-written file, or losing the previous one to a failed write."""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from pathlib import Path
+from typing import Iterator, Union
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def replaced_on_success(path: Union[str, Path]) -> Iterator[Path]:
+    """Yield a hidden sibling of ``path`` (same suffix, so writers that go by it still do) to write a file or a folder
+    into; when the block ends without an error it replaces ``path`` (a file atomically; a folder once it is complete,
+    so a replaced folder keeps no stale files), and when it raises, the partial output is removed and ``path`` is
+    left as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
+    _remove(tmp)  # left by a killed earlier write
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise FileNotFoundError(f"nothing was written to {tmp}")
+        if tmp.is_dir() or path.is_dir():  # os.replace cannot put a folder over a folder: move the old one aside
+            old = path.with_name(f".{path.name}.old")
+            _remove(old)
+            if path.exists():
+                os.replace(path, old)
+            os.replace(tmp, path)
+            _remove(old)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
