@@ -3,7 +3,8 @@
 ``pip install -e .`` installs the pure-PyTorch package (CPU works everywhere). The CUDA extension
 ``kinfield._C`` is built from ``cuda/`` only when ``KINFIELD_BUILD_CUDA=1``, or when
 ``KINFIELD_BUILD_CUDA=auto`` (the default) finds both nvcc and a CUDA build of torch *and* there are
-kernel sources; otherwise nothing is compiled and the reason is printed.
+kernel sources; otherwise nothing is compiled and the reason is printed. Either needs torch importable while
+building: ``KINFIELD_BUILD_CUDA=1 pip install --no-build-isolation -e .`` (pip's isolated build has no torch).
 """
 import os
 import shutil
@@ -29,8 +30,10 @@ def cuda_extensions():
         from torch.utils.cpp_extension import BuildExtension, CUDAExtension
     except Exception as exc:  # torch not importable at build time (isolated build)
         if mode in ("1", "true", "yes"):
-            raise RuntimeError(f"KINFIELD_BUILD_CUDA=1 but torch is not importable: {exc}") from exc
-        print(f"kinfield: torch not importable at build time ({exc}); pure-PyTorch install")
+            raise RuntimeError(f"KINFIELD_BUILD_CUDA=1 but torch is not importable: {exc}; pip builds in an "
+                               "isolated environment without torch: add --no-build-isolation") from exc
+        print(f"kinfield: torch not importable at build time ({exc}); pure-PyTorch install (to build the CUDA "
+              "kernels: KINFIELD_BUILD_CUDA=1 pip install --no-build-isolation -e .)")
         return [], {}
     have_nvcc = shutil.which("nvcc") is not None or os.environ.get("CUDA_HOME")
     if mode == "auto" and not (have_nvcc and torch.version.cuda):

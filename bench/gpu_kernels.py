@@ -112,7 +112,7 @@ def main(argv):
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
     if not torch.cuda.is_available() or not ops.cuda_available():
-        print("needs a CUDA GPU and the built extension (KINFIELD_BUILD_CUDA=1 pip install -e .)")
+        print("needs a CUDA GPU and the built extension (KINFIELD_BUILD_CUDA=1 pip install --no-build-isolation -e .)")
         return 2
     rows = hash_rows(a.points, 3) + hash_rows(a.points, 4) + composite_rows(a.rays) + sampler_rows(a.rays * 4)
     print(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}")

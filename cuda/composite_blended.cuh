@@ -3,20 +3,34 @@
 
 namespace kinfield {
 
+// Samples [b, e) of ray r, clipped to the M packed samples; false when the ray has none there (a malformed segment
+// is skipped rather than read out of bounds).
+__device__ inline bool ray_range(const int64_t* ray_begin, const int64_t* ray_count, int64_t r, int64_t m, int64_t& b,
+                                 int64_t& e) {
+  b = ray_begin[r];
+  e = b + ray_count[r];
+  if (b < 0) b = 0;
+  if (e > m) e = m;
+  return b < e;
+}
+
 // Forward over one ray's samples [begin, end): transmittance from the summed density, per-field weights.
+// As the twin: the optical depth before each sample is summed in double and rounded once, T = exp(-depth), so long
+// rays do not accumulate the rounding of a running product.
 template <typename scalar_t>
 __device__ inline void composite_ray_fwd(const scalar_t* sigma_s, const scalar_t* sigma_d, const scalar_t* t_starts,
                                          const scalar_t* t_ends, int64_t begin, int64_t end, scalar_t* w_s,
                                          scalar_t* w_d, scalar_t* trans) {
-  scalar_t T = scalar_t(1);
+  double depth = 0.0;
   for (int64_t k = begin; k < end; ++k) {
     const scalar_t delta = t_ends[k] - t_starts[k];
     const scalar_t tau_s = sigma_s[k] * delta;
     const scalar_t tau_d = sigma_d[k] * delta;
+    const scalar_t T = exp(-static_cast<scalar_t>(depth > 0.0 ? depth : 0.0));
     trans[k] = T;
     w_s[k] = (scalar_t(1) - exp(-tau_s)) * T;
     w_d[k] = (scalar_t(1) - exp(-tau_d)) * T;
-    T *= exp(-(tau_s + tau_d));
+    depth += static_cast<double>(tau_s + tau_d);
   }
 }
 

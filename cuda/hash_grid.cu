@@ -91,17 +91,28 @@ Levels levels_of(const torch::Tensor& offsets, const torch::Tensor& resolutions,
 void check_hash_inputs(const torch::Tensor& x, const torch::Tensor& params, const torch::Tensor& offsets,
                        const torch::Tensor& resolutions, const torch::Tensor& scales, const torch::Tensor& hashed,
                        int64_t n_features) {
-  for (const auto& t : {x, params, offsets, resolutions, scales, hashed}) {
-    KF_CHECK_INPUT(t);
-  }
-  TORCH_CHECK(x.dim() == 2 && (x.size(1) == 3 || x.size(1) == 4), "x must be [N, 3] or [N, 4]");
+  KF_CHECK_INPUT(x);
+  KF_CHECK_INPUT_ON(params, x);
+  KF_CHECK_INPUT_ON(offsets, x);
+  KF_CHECK_INPUT_ON(resolutions, x);
+  KF_CHECK_INPUT_ON(scales, x);
+  KF_CHECK_INPUT_ON(hashed, x);
+  TORCH_CHECK(x.dim() == 2 && (x.size(1) == 3 || x.size(1) == 4), "x must be [N, 3] or [N, 4], got ", x.sizes());
+  const int64_t n_levels = resolutions.numel();
+  TORCH_CHECK(resolutions.dim() == 1, "resolutions must be 1-D (one per level), got ", resolutions.sizes());
+  KF_CHECK_1D(offsets, n_levels + 1);
+  KF_CHECK_1D(scales, n_levels);
+  KF_CHECK_1D(hashed, n_levels);
+  TORCH_CHECK(n_features == 1 || n_features == 2 || n_features == 4 || n_features == 8,
+              "n_features must be 1, 2, 4 or 8, got ", n_features);
+  TORCH_CHECK(params.dim() == 1 && params.numel() % n_features == 0, "params must be a flat table of rows of ",
+              n_features, " features, got ", params.sizes());
   TORCH_CHECK(x.scalar_type() == params.scalar_type(), "x and params must have the same dtype");
   TORCH_CHECK(offsets.scalar_type() == torch::kInt64 && resolutions.scalar_type() == torch::kInt64,
               "offsets and resolutions must be int64");
   TORCH_CHECK(scales.scalar_type() == torch::kFloat32, "scales must be float32");
   TORCH_CHECK(hashed.scalar_type() == torch::kBool, "hashed must be bool");
-  TORCH_CHECK(n_features == 1 || n_features == 2 || n_features == 4 || n_features == 8,
-              "n_features must be 1, 2, 4 or 8");
+  // (offsets[L] * n_features == params.numel() is not checked: reading offsets back would be a host sync)
 }
 
 template <typename scalar_t, int D, int F>
@@ -144,6 +155,7 @@ torch::Tensor hash_grid_fwd_cuda(torch::Tensor x, torch::Tensor params, torch::T
   check_hash_inputs(x, params, offsets, resolutions, scales, hashed, n_features);
   const int64_t n = x.size(0);
   const int n_levels = static_cast<int>(resolutions.size(0));
+  const c10::cuda::OptionalCUDAGuard guard(x.device());
   auto out = torch::empty({n, n_levels * n_features}, params.options());
   if (n == 0 || n_levels == 0) return out;
   const Levels lv = levels_of(offsets, resolutions, scales, hashed);
@@ -159,10 +171,13 @@ std::vector<torch::Tensor> hash_grid_bwd_cuda(torch::Tensor x, torch::Tensor par
                                               int64_t n_features, torch::Tensor grad_out, bool need_params,
                                               bool need_x) {
   check_hash_inputs(x, params, offsets, resolutions, scales, hashed, n_features);
-  KF_CHECK_INPUT(grad_out);
+  KF_CHECK_INPUT_ON(grad_out, x);
   const int64_t n = x.size(0);
   const int n_levels = static_cast<int>(resolutions.size(0));
-  TORCH_CHECK(grad_out.size(0) == n && grad_out.size(1) == n_levels * n_features, "grad_out has the wrong shape");
+  TORCH_CHECK(grad_out.dim() == 2 && grad_out.size(0) == n && grad_out.size(1) == n_levels * n_features &&
+                  grad_out.scalar_type() == params.scalar_type(),
+              "grad_out must be [", n, ", ", n_levels * n_features, "] of params' dtype, got ", grad_out.sizes());
+  const c10::cuda::OptionalCUDAGuard guard(x.device());
   auto grad_params = need_params ? torch::zeros_like(params) : torch::empty({0}, params.options());
   auto grad_x = need_x ? torch::zeros_like(x) : torch::empty({0}, x.options());
   if (n == 0 || n_levels == 0 || !(need_params || need_x)) return {grad_params, grad_x};

@@ -85,6 +85,13 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path):
     ckpts = sorted((out / "ckpts").glob("ckpt_*.pt"))
     assert ckpts and "interrupted" in err
     assert not list((out / "ckpts").glob("*.tmp"))
+    step = int(ckpts[-1].stem.split("_")[1])
+    # the same command, two steps further: it resumes from the interrupted step (not from scratch) and finishes
+    resumed = subprocess.run(cmd[:-4] + ["--iters", str(step + 2), "--train_save_every", "100000",
+                                         "--train_eval_split", ""], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resumed from {ckpts[-1]} at step {step}" in resumed.stderr
+    assert (out / "ckpts" / f"ckpt_{step + 2:07d}.pt").is_file()
 
 
 def test_motion_benches_run_on_a_tiny_run(tiny_scene, tmp_path):

@@ -107,9 +107,7 @@ class HashGrid(nn.Module):
             if tcnn is None:
                 return None
             enc = tcnn.Encoding(self.n_dims, self.cfg.tcnn_config(), dtype=torch.float32)
-            # Share storage: tcnn's own params are replaced by ours.
-            enc.params = self.params
-            object.__setattr__(self, "_tcnn", enc)
+            object.__setattr__(self, "_tcnn", enc)  # (not a submodule: its parameter is ours, see forward)
         return self._tcnn
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -118,6 +116,9 @@ class HashGrid(nn.Module):
         if self.backend != "torch" and x.is_cuda:
             enc = self._tcnn_module()
             if enc is not None:
+                # tcnn computes with its module's ``params``: hand it the tensor this module holds now, which under
+                # torch.func.functional_call (the frozen dynamic field of the warps) is not the Parameter
+                enc._parameters["params"] = self.params
                 return enc(x).float()
             if self.backend == "tcnn":
                 raise RuntimeError(f"HashGrid(backend='tcnn') but tinycudann is unusable: {_external.reason('tinycudann')}")

@@ -95,7 +95,7 @@ def composite_blended(sigma_s, sigma_d, t_starts, t_ends, ray_ids, n_rays, *, ba
         >>> [round(v, 4) for v in (w_s.tolist() + w_d.tolist())]
         [0.6321, 0.0, 0.0, 0.2325]
     """
-    if choose_backend("composite_blended", (sigma_s, sigma_d, t_starts, t_ends), backend) == "cuda":  # pragma: no cover
+    if choose_backend("composite_blended", (sigma_s, sigma_d, t_starts, t_ends, ray_ids), backend) == "cuda":  # pragma: no cover
         from ._registry import REGISTRY
 
         return REGISTRY["composite_blended"].cuda(sigma_s, sigma_d, t_starts, t_ends, ray_ids, n_rays)

@@ -1,6 +1,6 @@
 """Finding the compiled CUDA extension ``kinfield._C`` (never at import time, never by surprise).
 
-Order: the prebuilt extension (``KINFIELD_BUILD_CUDA=1 pip install -e .``); else, only when
+Order: the prebuilt extension (``KINFIELD_BUILD_CUDA=1 pip install --no-build-isolation -e .``); else, only when
 ``KINFIELD_JIT=1``, a JIT build of ``cuda/`` from a source checkout; else ``None``. The outcome and its
 reason are logged once per process.
 """
@@ -25,7 +25,7 @@ def load_extension() -> Tuple[Optional[object], str]:
 
         _STATE = (_C, "prebuilt kinfield._C")
     except ImportError as exc:
-        _STATE = (None, f"kinfield._C is not built ({exc}); install with KINFIELD_BUILD_CUDA=1 to build it")
+        _STATE = (None, f"kinfield._C is not built ({exc}); build it with KINFIELD_BUILD_CUDA=1 pip install --no-build-isolation -e .")
         if os.environ.get("KINFIELD_JIT") == "1":
             _STATE = _jit_build()
     log.info("CUDA kernels: %s", "available" if _STATE[0] is not None else _STATE[1])

@@ -516,6 +516,49 @@ def test_tcnn_backend_on_cpu_raises_clearly():
         enc(torch.rand(4, 3))
 
 
+class _ClaimsCuda(torch.Tensor):
+    """A CPU tensor that says it is on CUDA, so the tinycudann branch of HashGrid.forward runs here."""
+
+    @property
+    def is_cuda(self):
+        return True
+
+
+def test_tcnn_path_computes_with_the_parameters_in_use_also_under_functional_call(monkeypatch):
+    """tinycudann computes with its module's own ``params``: HashGrid must hand it the tensor it holds at each call.
+    The warps freeze the dynamic field with torch.func.functional_call (detached parameters); the table must then
+    get no gradient on the tcnn path either (as on the torch path), and the output must be the frozen values'."""
+    import types
+
+    from kinfield import _external
+
+    class FakeEncoding(torch.nn.Module):  # a stand-in for tcnn.Encoding computing with the twin from ITS params
+        def __init__(self, n_dims, config, dtype=None):
+            super().__init__()
+            self.params = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            return ops.hash_grid_encode(x.as_subclass(torch.Tensor), self.params, grid.offsets, grid.resolutions,
+                                        grid.scales, grid.hashed, CFG_B.n_features_per_level)
+
+    monkeypatch.setattr(_external, "get", lambda name, purpose: types.SimpleNamespace(Encoding=FakeEncoding))
+    grid = HashGrid(3, CFG_B, backend="tcnn")
+    x = torch.rand(16, 3).as_subclass(_ClaimsCuda)
+    want = ops.hash_grid_encode(x.as_subclass(torch.Tensor), grid.params, grid.offsets, grid.resolutions, grid.scales,
+                                grid.hashed, CFG_B.n_features_per_level)
+    out = grid(x).as_subclass(torch.Tensor)
+    torch.testing.assert_close(out, want, rtol=0, atol=0)
+    out.sum().backward()
+    assert grid.params.grad is not None and grid.params.grad.abs().sum() > 0  # training: the table learns
+    grid.params.grad = None
+    shifted = {"params": grid.params.detach() + 1e-3}  # frozen (detached) and different values
+    frozen = torch.func.functional_call(grid, shifted, (x,)).as_subclass(torch.Tensor)
+    want = ops.hash_grid_encode(x.as_subclass(torch.Tensor), shifted["params"], grid.offsets, grid.resolutions,
+                                grid.scales, grid.hashed, CFG_B.n_features_per_level)
+    torch.testing.assert_close(frozen, want, rtol=0, atol=0)
+    assert not frozen.requires_grad and grid.params.grad is None
+
+
 def test_unknown_backend_rejected():
     with pytest.raises(ValueError, match="backend"):
         HashGrid(3, CFG_B, backend="cuda")

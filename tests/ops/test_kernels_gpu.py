@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available()
 
 def _need_kernels():
     if not ops.cuda_available():
-        pytest.skip("kinfield._C is not built (KINFIELD_BUILD_CUDA=1 pip install -e . builds it)")
+        pytest.skip("kinfield._C is not built (KINFIELD_BUILD_CUDA=1 pip install --no-build-isolation -e . builds it)")
 
 
 def _as_tuple(v):
@@ -74,18 +74,49 @@ def test_hash_kernel_matches_twin_at_full_size(dim):  # pragma: no cover - GPU o
     torch.testing.assert_close(g_got[0][64:], g_want[0][64:], rtol=1e-4, atol=1e-5 * scale)
 
 
-def test_hashgrid_module_on_cuda_runs_the_kernel_without_tcnn():  # pragma: no cover - GPU only
+def test_hashgrid_module_on_cuda_runs_the_kernel_without_tcnn(monkeypatch):  # pragma: no cover - GPU only
     _need_kernels()
     from kinfield import _external
 
     if _external.get("tinycudann", "hash grid") is not None:
-        pytest.skip("tinycudann is installed: HashGrid(auto) uses it (compared in tests/nn)")
+        pytest.skip("tinycudann is installed: HashGrid(auto) uses it (test_tcnn_hash_grid_matches_the_twin)")
     enc = HashGrid(4, HashGridConfig(n_levels=8, log2_hashmap_size=15)).cuda()
     x = torch.rand(4096, 4, device="cuda")
     with ops.use_backend("torch"):
         want = enc(x)
+    entry, calls = REGISTRY["hash_grid_encode"], []
+    kernel = entry.cuda
+    monkeypatch.setattr(entry, "cuda", lambda *a, **k: calls.append(1) or kernel(*a, **k))
     got = enc(x)
+    assert calls, "HashGrid on CUDA tensors did not dispatch to the kernel"
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_tcnn_hash_grid_matches_the_twin():  # pragma: no cover - GPU with tinycudann only
+    """tinycudann's HashGrid against the PyTorch twin with the same (copied) table: features, and the gradients of
+    random cotangents w.r.t. the table and the positions."""
+    from kinfield import _external
+
+    if _external.get("tinycudann", "hash grid") is None:
+        pytest.skip(f"tinycudann is not usable here: {_external.reason('tinycudann')}")
+    for dim in (3, 4):
+        grid = HashGrid(dim, HashGridConfig(n_levels=12, log2_hashmap_size=17)).cuda()
+        with torch.no_grad():
+            grid.params.uniform_(-1.0, 1.0)
+        g = torch.Generator(device="cuda").manual_seed(dim)
+        x = (torch.rand(50_000, dim, device="cuda", generator=g) * 0.9 + 0.05).requires_grad_(True)
+        cot = torch.randn(50_000, grid.n_output_dims, device="cuda", generator=g)
+        got = grid(x)
+        g_got = torch.autograd.grad((got * cot).sum(), [grid.params, x])
+        with ops.use_backend("torch"):
+            twin = HashGrid(dim, grid.cfg, backend="torch").cuda()
+            twin.load_state_dict(grid.state_dict())
+            want = twin(x)
+            g_want = torch.autograd.grad((want * cot).sum(), [twin.params, x])
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(g_got[0], g_want[0], rtol=1e-3, atol=1e-3)
+        scale = float(g_want[1].abs().max())
+        torch.testing.assert_close(g_got[1], g_want[1], rtol=1e-3, atol=1e-4 * scale)
 
 
 def test_composite_kernel_matches_twin_on_long_rays():  # pragma: no cover - GPU only
@@ -110,7 +141,8 @@ def test_composite_kernel_matches_twin_on_long_rays():  # pragma: no cover - GPU
 
 
 def test_renderer_on_cuda_equals_the_torch_path():  # pragma: no cover - GPU only
-    """A whole ray batch through the scene model: kernels (and nerfacc when installed) vs every twin."""
+    """A whole ray batch through the scene model: the custom kernels vs their twins (the occupancy marching, nerfacc
+    when installed, is the same on both sides; tests/render/test_nerfacc_sampler.py compares it with its twin)."""
     _need_kernels()
     from kinfield.fields import FieldConfig
     from kinfield.render.renderer import RenderConfig, SceneModel

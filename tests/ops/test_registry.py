@@ -21,6 +21,35 @@ def test_every_public_op_has_a_registry_entry_and_a_same_named_twin():
         assert callable(getattr(ops, name))
 
 
+class _ClaimsCuda(torch.Tensor):
+    """A CPU tensor that says it is on CUDA (dispatch decisions only look at ``is_cuda``)."""
+
+    @property
+    def is_cuda(self):
+        return True
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_ops_run_the_kernel_only_when_every_tensor_argument_is_on_cuda(name, monkeypatch):
+    """With the extension "available", an op dispatches to its kernel when its data tensors are on CUDA, and to the
+    twin as soon as one of them (the ray ids of the compositing too) is not. (The hash grid's small layout tensors
+    may stay anywhere: its kernel wrapper moves them to the points' device.)"""
+    import kinfield.ops._backend as backend
+
+    entry = REGISTRY[name]
+    monkeypatch.setattr(ops, "cuda_available", lambda: True)
+    monkeypatch.setattr(backend, "cuda_available", lambda: True)
+    monkeypatch.setattr(REGISTRY[entry.name], "cuda", lambda *a, **k: "kernel")
+    args, kw = entry.make_inputs("cpu", torch.float32, 0)
+    tensors = {"hash_grid_encode": (0, 1), "composite_blended": (0, 1, 2, 3, 4)}[entry.name]
+    on_cuda = [a.as_subclass(_ClaimsCuda) if isinstance(a, torch.Tensor) else a for a in args]
+    assert getattr(ops, entry.name)(*on_cuda, **kw) == "kernel"
+    for i in tensors:  # one tensor left on the CPU: the twin runs
+        mixed = list(on_cuda)
+        mixed[i] = args[i]
+        assert getattr(ops, entry.name)(*mixed, **kw) != "kernel", f"argument {i} on the CPU still ran the kernel"
+
+
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_public_op_on_cpu_runs_the_twin(name):
     entry = REGISTRY[name]

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Run HERE (the development machine, which reaches the package index) before a GPU session: puts what the GPU
+# machine lacks into two folders of the checkout that git ignores locally (.git/info/exclude) and that the device
+# call carries (carry: [".whl", ".devdata"]); bench/gpu_check.sh reads them there.
+#
+#   bash bench/gpu_prepare.sh [STANDUP_DIR]      (default ../shared/data/dnerf_standup)
+#
+# .whl/     wheels of the pure-Python packages the GPU image lacks (configargparse for kinfield's config, nerfacc,
+#           which JIT-builds its CUDA code there), for Python 3.12 on x86-64
+# .devdata/ D-NeRF standup (the shared data folder beside the checkout does not travel)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+standup="${1:-../shared/data/dnerf_standup}"
+mkdir -p .git/info
+for d in /.whl/ /.devdata/; do grep -qxF "$d" .git/info/exclude 2>/dev/null || echo "$d" >> .git/info/exclude; done
+rm -rf .whl && mkdir -p .whl
+python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+  -d .whl configargparse==1.9.0 nerfacc==0.5.3
+if [ -d "$standup" ]; then
+  mkdir -p .devdata && rm -rf .devdata/dnerf_standup && cp -r "$standup" .devdata/dnerf_standup
+else
+  echo "no D-NeRF standup at $standup: the step and standup stages of gpu_check.sh will stop" >&2
+fi
+du -sh .whl .devdata 2>/dev/null
+echo "now: device run with carry [\".whl\", \".devdata\"] and command 'bash bench/gpu_check.sh build test kernels step'"
