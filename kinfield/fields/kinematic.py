@@ -144,10 +144,10 @@ class KinematicField(nn.Module):
 
     def kinematics(self, x: torch.Tensor, t: torch.Tensor) -> Dict[str, torch.Tensor]:
         """``{"velocity", "acceleration", "jerk"}`` each ``[N, 3]`` (zeros for orders not modelled)."""
-        q = self(x, t)
-        zero = torch.zeros_like(q[:, 0])
+        qs = self(x, t).unbind(1)  # (one node in the backward pass, not one per order)
+        zero = torch.zeros_like(qs[0])
         names = ("velocity", "acceleration", "jerk")
-        return {n: (q[:, i] if i < self.order else zero) for i, n in enumerate(names)}
+        return {n: (qs[i] if i < self.order else zero) for i, n in enumerate(names)}
 
     def displacement(self, x: torch.Tensor, t: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
         """Local Taylor displacement ``sum_k tau^k / k! q_k(x, t)`` over a time offset ``tau [N]``: ``[N, 3]``."""
@@ -155,12 +155,16 @@ class KinematicField(nn.Module):
 
 
 def taylor_displacement(q: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
-    """``sum_k tau^k / k! q[:, k-1]`` for kinematics ``q [N, K, 3]`` and offsets ``tau [N]``: ``[N, 3]``.
+    """``sum_k tau^k / k! q[:, k-1]`` for kinematics ``q [N, K, 3]`` and offsets ``tau [N]`` (``[N, 3]``), or
+    ``S`` offsets per point ``tau [N, S]`` (``[N, S, 3]``: several displacements from one read of the field).
 
     Horner's form, ``tau (q_1 + tau/2 (q_2 + tau/3 q_3))``: one fused op per order."""
-    tau = tau.reshape(-1, 1)
-    k = q.shape[1]
-    acc = q[:, k - 1]
+    n, k = q.shape[0], q.shape[1]
+    per_point = tau.dim() == 1
+    tau = tau.reshape(n, -1, 1)  # [N, S, 1]
+    qs = [o[:, None] for o in q.unbind(1)]  # K x [N, 1, 3] (one node in the backward pass, not one per order)
+    acc = qs[k - 1]
     for i in range(k - 1, 0, -1):
-        acc = torch.addcmul(q[:, i - 1], acc, tau, value=1.0 / (i + 1))
-    return acc * tau
+        acc = torch.addcmul(qs[i - 1], acc, tau, value=1.0 / (i + 1))
+    out = acc * tau
+    return out.view(n, 3) if per_point else out

@@ -83,8 +83,8 @@ class RadianceField(nn.Module):
     def _grid_features(self, x, t) -> Tuple[torch.Tensor, torch.Tensor]:
         """Density ``[N]`` and geometry features ``[N, G]`` read straight from the grid at ``(x, t)``."""
         h = self.density_net(self.encoding(self.normalize(x, t)))
-        sigma = trunc_exp(h[:, 0] + self.cfg.density_bias)
-        return sigma, h[:, 1:]
+        raw, geo = h.split([1, h.shape[1] - 1], dim=1)  # (one node in the backward pass, not two)
+        return trunc_exp(raw.squeeze(1) + self.cfg.density_bias), geo
 
     def _features(self, x, t, keyframe_u: Optional[torch.Tensor] = None,
                   motion_grad: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:

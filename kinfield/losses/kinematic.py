@@ -357,10 +357,12 @@ class KinematicObjective:
                                 inside=lambda p: self.model.dynamic.inside(space.to_field(p)))
         valid = d["valid"]
         mean_w = _mean_weights(valid, x.dtype)  # each residual's mean over the valid points: one dot product
-        n = x.shape[0]
-        q = d["value"][:, : 3 * k_orders].view(n, k_orders, 3)
-        dq_dt = d["dt"][:, : 3 * k_orders].view(n, k_orders, 3)
-        grad_q = d["grad"][:, : 3 * k_orders].view(n, k_orders, 3, 3)
+        n, split = x.shape[0], [3 * k_orders, 1]  # channels: the kinematics, then the density
+        q = d["value"].split(split, dim=1)[0].view(n, k_orders, 3)
+        dq_dt, sigma_dt = d["dt"].split(split, dim=1)
+        dq_dt = dq_dt.view(n, k_orders, 3)
+        grad_q, sigma_grad = d["grad"].split(split, dim=1)
+        grad_q, sigma_grad = grad_q.view(n, k_orders, 3, 3), sigma_grad.squeeze(1)  # [N, K, 3, 3], [N, 3]
         mask = kin.taylor_mask
         dt = self.dt
         # residuals in per-frame units: order-k quantities times dt^k
@@ -373,11 +375,12 @@ class KinematicObjective:
             res["integrity"] = torch.dot((r**2).mean(-1).sum(-1), mean_w)
             hi = q[:, 1:] * per_frame[None, :, None]
             res["higher_order"] = torch.dot((hi**2).sum(-1).sum(-1), mean_w)
-        sigma_dt = scale_grad(d["dt"][:, -1], c.derivative_grad_scale)
-        sigma_grad = scale_grad(d["grad"][:, -1], c.derivative_grad_scale)
+        sigma_grad_raw = sigma_grad
+        sigma_dt = scale_grad(sigma_dt.squeeze(1), c.derivative_grad_scale)
+        sigma_grad = scale_grad(sigma_grad_raw, c.derivative_grad_scale)
         v = q[:, 0]
         res["transport"] = torch.dot((transport_residual(sigma_dt, sigma_grad, v.detach()) * dt) ** 2, mean_w)
-        grad_v = d["grad"][:, :3].view(n, 3, 3)  # velocity gradient, unscaled
+        grad_v = grad_q[:, 0]  # velocity gradient, unscaled
         if c.rigidity_form == "strain":
             res["rigidity"] = torch.dot(strain_rate_sq(grad_v) * dt * dt, mean_w)
         else:
@@ -385,7 +388,7 @@ class KinematicObjective:
             res["rigidity"] = torch.dot((div * dt) ** 2 + (i2 * dt * dt) ** 2, mean_w)
         if getattr(self.model, "normal_net", None) is not None:
             gnorm = sigma_grad.detach().norm(dim=-1, keepdim=True)
-            n_grad = -scale_grad(d["grad"][:, -1], c.normal_density_grad_scale) / gnorm.clamp_min(1e-8)
+            n_grad = -scale_grad(sigma_grad_raw, c.normal_density_grad_scale) / gnorm.clamp_min(1e-8)
             # the regressor reads the features within one probe step of the point (METHOD 1.3, 2.8: +-eps per axis)
             n_pred = self.model.predict_normals(space.to_field(x + (torch.rand_like(x) * 2.0 - 1.0) * eps_x[:, None]),
                                                 t, c.normal_feature_grad_scale)

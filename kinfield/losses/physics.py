@@ -56,9 +56,12 @@ def central_differences(
     t_pm = torch.addcmul(t, constant(_TIME_STEPS, x.device, x.dtype)[:, None], et).clamp(0.0, 1.0)  # [2, N]
     ts = torch.cat([t.expand(7, n), t_pm])  # [9, N]
     vals = fn(xs.view(9 * n, 3), ts.view(9 * n))
-    vals = vals.view(9, n, -1)
-    grad = ((vals[1:7:2] - vals[2:7:2]) / (2.0 * ex[None, :, None])).permute(1, 2, 0)  # [N, C, 3]
-    dt = (vals[7] - vals[8]) / (t_pm[0] - t_pm[1]).clamp_min(1e-12)[:, None]
+    # (split / unbind: one node each in the backward pass, where indexing made one full-size gradient per index)
+    v0, v_x, v_t = vals.view(9, n, -1).split([1, 6, 2])
+    plus, minus = v_x.view(3, 2, n, -1).unbind(1)  # [3, N, C] each
+    grad = ((plus - minus) / (2.0 * ex[None, :, None])).permute(1, 2, 0)  # [N, C, 3]
+    t_plus, t_minus = v_t.unbind(0)
+    dt = (t_plus - t_minus) / (t_pm[0] - t_pm[1]).clamp_min(1e-12)[:, None]
     if aabb is not None:
         lo, hi = aabb[:3], aabb[3:]
         probes = xs[:7]  # [7, N, 3]
@@ -67,7 +70,7 @@ def central_differences(
         valid = inside(xs[:7].view(7 * n, 3)).view(7, n).bool().all(0)
     else:
         valid = torch.ones(n, dtype=torch.bool, device=x.device)
-    return {"value": vals[0], "grad": grad, "dt": dt, "valid": valid}
+    return {"value": v0.squeeze(0), "grad": grad, "dt": dt, "valid": valid}
 
 
 def material_derivative(dq_dt: torch.Tensor, grad_q: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -84,9 +87,11 @@ def advected_derivatives(q: torch.Tensor, dq_dt: torch.Tensor, grad_q: torch.Ten
     Returns:
         ``[N, K-1, 3]``: acceleration from v and jerk from a, both advected by v.
     """
-    v = q[:, 0]
-    out = [material_derivative(dq_dt[:, i - 1], grad_q[:, i - 1], v) for i in range(1, q.shape[1])]
-    return torch.stack(out, dim=1) if out else q[:, :0]
+    k = q.shape[1]
+    if k < 2:
+        return q[:, :0]
+    # all lower orders at once: dL/dt + grad(L) v for L = q_0 .. q_{K-2}
+    return dq_dt[:, : k - 1] + torch.einsum("nkcj,nj->nkc", grad_q[:, : k - 1], q[:, 0])
 
 
 def integrity_residuals(q: torch.Tensor, dq_dt: torch.Tensor, grad_q: torch.Tensor, grad_scale: float = 1.0,

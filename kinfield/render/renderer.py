@@ -110,9 +110,8 @@ class SceneModel(nn.Module):
         if u is not None:
             tk = torch.where(u.to(t.dtype) < w, t1, t0)
             return self.space.move(x, taylor_displacement(q, tk - t)), tk, w
-        x0 = self.space.move(x, taylor_displacement(q, t0 - t))
-        x1 = self.space.move(x, taylor_displacement(q, t1 - t))
-        return torch.cat([x0, x1]), torch.cat([t0, t1]), w
+        d = taylor_displacement(q, torch.stack([t0 - t, t1 - t], dim=1))  # [N, 2, 3] from one read of F_K
+        return self.space.move(x.repeat(2, 1), d.transpose(0, 1).reshape(-1, 3)), torch.cat([t0, t1]), w
 
     @contextlib.contextmanager
     def shared_kinematics(self):
