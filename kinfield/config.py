@@ -37,7 +37,7 @@ class DataConfig:
 class TrainConfig:
     out: str = field(default="runs/default", metadata={"key": "out", "help": "run directory"})
     iters: int = field(default=2000, metadata={"key": "iters", "help": "training steps"})
-    device: str = field(default="auto", metadata={"key": "device", "help": "cpu, cuda or auto"})
+    device: str = field(default="auto", metadata={"key": "device", "help": "cpu, cuda (or cuda:N) or auto"})
     seed: int = field(default=0, metadata={"key": "seed"})
     resume: str = field(default="auto", metadata={"key": "resume", "help": "auto (latest checkpoint in --out), none, or a checkpoint path"})
     max_minutes: float = field(default=0.0, metadata={"help": "stop training after this much training time, in minutes (wall time without the periodic validation of --train_val_every; 0 = no limit)"})
@@ -159,14 +159,74 @@ def build_parser(description: str = "kinfield") -> configargparse.ArgumentParser
         value = defaults
         for name in path:
             value = getattr(value, name)
-        nargs = None
-        if isinstance(value, (tuple, list)):
-            nargs = "+" if value else "*"  # an empty default must re-parse from save_config's ``[]``
+        # (an option without a description still shows its default: a blank help would hide both)
+        help_text = f.metadata.get("help", "default: %(default)s")
+        if isinstance(value, (tuple, list)):  # "*": an empty list is a value too (save_config writes ``[]``)
             g.add_argument(f"--{key}", type=_arg_type(typing.get_args(tp)[0] if typing.get_args(tp) else float),
-                           nargs=nargs, default=list(value), help=f.metadata.get("help", " "))
+                           nargs="*", default=list(value), help=help_text)
         else:
-            g.add_argument(f"--{key}", type=_arg_type(tp), default=value, help=f.metadata.get("help", " "))
+            g.add_argument(f"--{key}", type=_ARG_TYPES.get(key, _arg_type(tp)), default=value, help=help_text)
     return p
+
+
+def _parse_device(s: str) -> str:
+    v = str(s).strip().lower()
+    if v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit()):
+        return v
+    raise configargparse.ArgumentTypeError(f"expected cpu, cuda, cuda:N or auto, got {s!r}")
+
+
+def _parse_photometric_loss(s: str) -> str:
+    v = str(s).strip().lower()
+    if v in ("mse", "huber", "charbonnier"):
+        return v
+    raise configargparse.ArgumentTypeError(f"expected mse, huber or charbonnier, got {s!r}")
+
+
+# options with a fixed set of values, checked while parsing (before anything is written to the run folder)
+_ARG_TYPES = {"device": _parse_device, "train_loss": _parse_photometric_loss}
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"{key!r} is given twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def check_config_file(path) -> None:
+    """Refuse, naming ``path``, the key and the fix, what configargparse would take silently or report without the
+    file: YAML errors, a key given twice, an unknown key (with the closest option), a key with no value (it would
+    keep the default), and a YAML boolean where an option takes text (``split: no`` reads as ``False``).
+    Raises SystemExit."""
+    import difflib
+
+    try:
+        doc = yaml.load(Path(path).read_text(), Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as exc:
+        raise SystemExit(f"config file {path}: {exc}") from None
+    if doc is None:
+        return
+    if not isinstance(doc, dict):
+        raise SystemExit(f"config file {path}: expected 'option: value' lines (a YAML mapping), got a "
+                         f"{type(doc).__name__}")
+    types = {key: tp for key, _, _, tp in _flat_fields(Config)}
+    for key, value in doc.items():
+        if key not in types:
+            close = difflib.get_close_matches(str(key), list(types), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise SystemExit(f"config file {path}: unknown option {key!r}{hint}; python tools/train.py --help lists them")
+        if value is None:
+            raise SystemExit(f"config file {path}: {key} has no value; give one, or delete the line to keep the default")
+        if types[key] is str and isinstance(value, bool):
+            raise SystemExit(f"config file {path}: {key}: YAML reads the bare word as the boolean {value}; quote the "
+                             f"text (\"{'yes' if value else 'no'}\") or give '' for none")
 
 
 def config_from_namespace(ns) -> Config:
@@ -202,9 +262,11 @@ def parse_train_args(argv: List[str]) -> Config:
     if len(argv) < 2 or argv[0].startswith("-") or argv[1].startswith("-"):
         raise SystemExit("usage: python tools/train.py SCENE CONFIG [--option value ...]\n"
                          "  SCENE: a D-NeRF scene folder or .npz file; CONFIG: a YAML file from configs/")
-    scene, cfg_file = argv[0], argv[1]
+    # the scene as an absolute path: the run's saved config is read from other folders by the tools
+    scene, cfg_file = str(Path(argv[0]).expanduser().absolute()), argv[1]
     if not Path(cfg_file).is_file():
         raise SystemExit(f"config file not found: {cfg_file} (the shipped ones are in configs/)")
+    check_config_file(cfg_file)
     return parse_args(["--config", cfg_file, "--scene", scene] + list(argv[2:]),
                       "kinfield training: tools/train.py SCENE CONFIG [--option value ...]")
 

@@ -131,7 +131,7 @@ def test_config_file_not_found(tmp_path, capsys):
 
 def test_parse_train_args_takes_scene_and_overrides():
     cfg = parse_train_args(["my/scene", str(REPO / "configs" / "debug.yaml"), "--iters", "3"])
-    assert cfg.data.scene == "my/scene" and cfg.train.iters == 3
+    assert cfg.data.scene == str(Path("my/scene").absolute()) and cfg.train.iters == 3  # as a path from anywhere
     assert cfg.static.grid.n_levels == 4  # from debug.yaml
 
 
@@ -172,3 +172,41 @@ def test_non_finite_float_options_are_errors_naming_the_option(tmp_path, capsys,
     assert exc.value.code == 2
     option = {"file": "--render_step_size", "command line": "--kin_rigidity_weight", "list": "--background"}[where]
     assert f"argument {option}: expected a finite number" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text, message", [
+    ("iters: 4\niters: 7\n", "'iters' is given twice"),
+    ("train_rayz: 64\n", "unknown option 'train_rayz' (did you mean train_rays?)"),
+    ("train_rays:\n", "train_rays has no value"),
+    ("train_eval_split: no\n", "train_eval_split: YAML reads the bare word as the boolean False"),
+    ("- iters\n", "expected 'option: value' lines"),
+    ("iters: [4\n", "config file"),
+])
+def test_config_file_mistakes_are_refused_naming_the_file_and_the_key(tmp_path, text, message):
+    """What configargparse would take silently (a repeated key: the last wins; no value: the default; ``no``: the
+    text 'False') or report without naming the file (an unknown key) stops with the file, the key and the fix."""
+    cfg_file = tmp_path / "mine.yaml"
+    cfg_file.write_text(text)
+    with pytest.raises(SystemExit) as exc:
+        parse_train_args(["scene", str(cfg_file)])
+    assert str(cfg_file) in str(exc.value.code) and message in str(exc.value.code)
+
+
+@pytest.mark.parametrize("option, value, message", [("--device", "gpu", "expected cpu, cuda, cuda:N or auto"),
+                                                    ("--train_loss", "l1", "expected mse, huber or charbonnier")])
+def test_options_with_fixed_values_are_checked_while_parsing(option, value, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        parse_train_args(["scene", str(REPO / "configs" / "debug.yaml"), option, value])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+    cfg = parse_train_args(["scene", str(REPO / "configs" / "debug.yaml"), "--device", "cuda:1", "--train_loss", "Huber"])
+    assert cfg.train.device == "cuda:1" and cfg.train.loss == "huber"
+
+
+def test_help_shows_every_default_and_list_options_can_be_emptied(capsys):
+    with pytest.raises(SystemExit):
+        parse_train_args(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--seed SEED default: 0" in help_text and "--train_min_rays TRAIN_MIN_RAYS default: 256" in help_text
+    cfg = parse_train_args(["scene", str(REPO / "configs" / "debug.yaml"), "--prior_decay_milestones"])
+    assert cfg.prior.decay_milestones == ()
+    assert Config().prior.decay_milestones != ()  # (a non-empty default, emptied)

@@ -188,7 +188,9 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "config": to_flat_dict(self.cfg),
             "n_rays": self.n_rays,
-            "rng": {"torch": torch.get_rng_state(), "batch": self.gen.get_state()},
+            "rng": {"torch": torch.get_rng_state(), "batch": self.gen.get_state(),
+                    # on a GPU the marching jitter, occupancy draws, backgrounds and warp hops come from its generator
+                    **({"cuda": torch.cuda.get_rng_state(self.device)} if self.device.type == "cuda" else {})},
             "dynamic_map": self.batcher.importance,
         }
 
@@ -221,8 +223,11 @@ class Trainer:
                 log.warning("the checkpoint's dynamic-ray map has %d pixels, the scene %d: starting a new map",
                             saved_map.numel(), self.batcher.importance.numel())
         if "rng" in state:
-            torch.set_rng_state(state["rng"]["torch"])
-            self.gen.set_state(state["rng"]["batch"])
+            # (.cpu(): a checkpoint opened with map_location=cuda has its byte states there, which set_rng_state refuses)
+            torch.set_rng_state(state["rng"]["torch"].cpu())
+            self.gen.set_state(state["rng"]["batch"].cpu())
+            if "cuda" in state["rng"] and self.device.type == "cuda":  # pragma: no cover - GPU only
+                torch.cuda.set_rng_state(state["rng"]["cuda"].cpu(), self.device)
         self.step = int(state["step"])
 
     def save(self) -> Path:
@@ -376,6 +381,10 @@ class Trainer:
         t_start = time.time()
         wall_before = self._wall_time_so_far() if resumed else 0.0
         val_seconds, val_split = 0.0, self._val_split()
+        if cfg.train.eval_split and cfg.train.eval_split not in self.scene.splits:
+            log.warning("--train_eval_split %r: the scene has no such split (it has: %s): nothing is scored at the end, "
+                        "so no metrics.json (pass one of those, or '' to say so)", cfg.train.eval_split,
+                        ", ".join(sorted(self.scene.splits)))
         stopped_cleanly, previous_handlers = False, self._stop_after_step_on_signal()
         try:
             capped = cfg.train.max_minutes > 0 and wall_before > 60.0 * cfg.train.max_minutes
