@@ -35,6 +35,15 @@ class OccupancyConfig:
         "help": "occupancy-grid marching: auto (nerfacc on CUDA when it imports and builds), torch, nerfacc"})
 
 
+def merge_readings(occs: torch.Tensor, idx: torch.Tensor, vals: torch.Tensor, decay: float) -> torch.Tensor:
+    """New cell values after an update: each cell read this time (``idx [K]``, repeats allowed) becomes the max of
+    its decayed value and all its readings (``vals [K]``); cells not read keep theirs (nerfacc's rule: a cell that a
+    moving object fills only at some times is not faded between its readings). ``occs [C]``; returns ``[C]``."""
+    out = occs.clone()
+    out[idx] = occs[idx] * decay  # (a repeated index writes the same value)
+    return out.scatter_reduce_(0, idx, vals.to(occs.dtype), "amax")  # every reading counts, in any order
+
+
 class OccupancyGrid(nn.Module):
     """Binary occupancy over a world box, used to skip empty space while marching.
 
@@ -88,9 +97,7 @@ class OccupancyGrid(nn.Module):
             idx = torch.cat([rand, occupied])
         x = self._cell_centres(idx, jitter=True)
         vals = torch.cat([occ_fn(x[i : i + chunk]) for i in range(0, x.shape[0], chunk)])
-        decayed = self.occs * self.cfg.ema_decay
-        decayed[idx] = torch.maximum(decayed[idx], vals.to(decayed.dtype))
-        self.occs.copy_(decayed)
+        self.occs.copy_(merge_readings(self.occs, idx, vals, self.cfg.ema_decay))
         thre = min(float(self.occs.mean()), self.cfg.threshold)
         r = self.cfg.resolution
         self.binaries.copy_((self.occs > thre).view(r, r, r))

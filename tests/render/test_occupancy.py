@@ -129,8 +129,8 @@ def test_update_marks_sphere_cells():
     assert grid.binaries[inside].all() and not grid.binaries[outside].any()
     assert int(grid.n_updates) == 1
 
-    # after warmup a random quarter of the cells plus occupied ones are refreshed; the rest decays
-    # by ema_decay but stays above the threshold, far cells stay empty
+    # after warmup a random quarter of the cells plus occupied ones are refreshed (decayed by ema_decay, then the
+    # max with the new reading); the rest keeps its value; far cells stay empty
     assert grid.update(8, occ_fn)
     assert grid.binaries[inside].all() and not grid.binaries[outside].any()
 
@@ -144,6 +144,48 @@ def test_update_marks_sphere_cells():
         grid.update(step, fn2)
     assert grid.binaries[inside2].float().mean() > 0.9
     assert grid.binaries[inside].all()
+
+
+def test_merge_readings_keeps_the_max_of_repeated_readings_and_leaves_unread_cells():
+    from kinfield.render.occupancy import merge_readings
+
+    occs = torch.tensor([0.5, 0.5, 0.5, 0.0])
+    idx = torch.tensor([0, 0, 1, 3, 3])
+    vals = torch.tensor([1.0, 0.0, 0.1, 0.0, 0.2])  # cell 0 read full then empty: the full reading counts
+    want = torch.tensor([1.0, 0.45, 0.5, 0.2])
+    torch.testing.assert_close(merge_readings(occs, idx, vals, 0.9), want)
+    for seed in range(5):  # in any order
+        perm = torch.randperm(5, generator=torch.Generator().manual_seed(seed))
+        torch.testing.assert_close(merge_readings(occs, idx[perm], vals[perm], 0.9), want)
+    torch.testing.assert_close(occs, torch.tensor([0.5, 0.5, 0.5, 0.0]))  # the input is left as it was
+
+
+def test_a_faint_object_moving_through_a_crowded_grid_stays_occupied_along_its_path():
+    """Each update reads the scene at one random time, and after warmup only a part of the cells; a cell the moving
+    sphere fills at some times must not fade between its readings (it did when every cell decayed at each update:
+    about a fifth of the path was marked empty here)."""
+    torch.manual_seed(0)
+    cfg = OccupancyConfig(resolution=16, update_every=1, warmup_steps=4, ema_decay=0.95, threshold=0.01)
+    grid = OccupancyGrid(AABB, cfg)
+    slab = lambda x: (x[:, 2] < 0.0).float()  # noqa: E731 - opaque static content in half the box
+    start, end, radius = torch.tensor([-0.7, -0.7, 0.5]), torch.tensor([0.7, 0.7, 0.5]), 0.2
+
+    def scene_at_random_time(x):
+        t = torch.rand(())
+        moving = ((x - (start + t * (end - start))).norm(dim=-1) < radius).float() * 0.05  # faint (density x step)
+        return torch.maximum(slab(x), moving)
+
+    r = cfg.resolution
+    centres = grid._cell_centres(torch.arange(r**3), jitter=False)
+    ts = torch.linspace(0, 1, 50)[:, None, None]
+    path = ((centres[None] - (start + ts * (end - start))).norm(dim=-1) < radius - 0.1).any(0)  # cells it fills
+    assert path.sum() > 20
+    shares = []
+    for step in range(600):
+        grid.update(step, scene_at_random_time)
+        if step >= 300:
+            shares.append(float(grid.binaries.reshape(-1)[path].float().mean()))
+    assert min(shares) > 0.9 and sum(shares) / len(shares) > 0.95
 
 
 def test_rays_that_miss_everything_render_the_background():
