@@ -40,10 +40,12 @@ class RayBatcher:
             self.importance = torch.full((self.n_pixels,), _quantize(prior), dtype=torch.uint8)  # on the CPU, like gen
 
     def update_importance(self, flat: torch.Tensor, values: torch.Tensor) -> None:
-        """Record ``values [R]`` in [0, 1] at the pixels ``flat [R]`` (the batch's ``flat`` indices)."""
+        """Record ``values [R]`` in [0, 1] at the pixels ``flat [R]`` (the batch's ``flat`` indices); a pixel whose
+        value is not finite (a step that went wrong) keeps what it had."""
         if self.importance is not None:
-            q = torch.round(values.detach().clamp(0.0, 1.0) * 255.0).to(torch.uint8)
-            self.importance[flat.cpu()] = q.cpu()
+            v, flat = values.detach().float().cpu(), flat.cpu()
+            ok = torch.isfinite(v)
+            self.importance[flat[ok]] = torch.round(v[ok].clamp(0.0, 1.0) * 255.0).to(torch.uint8)
 
     def sample(self, n_rays: int, n_important: int = 0) -> Dict[str, torch.Tensor]:
         """``n_rays`` pixels: ``origins, dirs [R, 3]``, ``times [R]``, ``rgb [R, 3]``, ``alpha [R]`` (or

@@ -45,5 +45,7 @@ def test_importance_values_are_clamped_and_quantised():
     assert int(batcher.importance[0]) == 64
     batcher.update_importance(torch.tensor([0, 1, 2]), torch.tensor([-1.0, 0.5, 7.0]))
     assert batcher.importance[:3].tolist() == [0, 128, 255]
+    batcher.update_importance(torch.tensor([0, 1, 2]), torch.tensor([float("nan"), float("inf"), 0.25]))
+    assert batcher.importance[:3].tolist() == [0, 128, 64]  # not-finite values leave their pixels as they were
     with pytest.raises(ValueError, match="prior"):
         RayBatcher(make_split(), torch.device("cpu"), torch.Generator()).enable_importance(1.5)

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from kinfield.fields import FieldConfig
+from kinfield.fields.analytic import rotate
 from kinfield.losses.kinematic import KinConfig, KinematicObjective
 from kinfield.losses.priors import PriorConfig, PriorObjective
 from kinfield.nn import HashGridConfig
@@ -48,14 +49,7 @@ def _cross(a, b):
     return torch.cross(a.expand_as(b), b, dim=-1)
 
 
-def _rotate(v, omega, t):
-    """Rodrigues: ``v [N, 3]`` rotated about ``omega [3]`` by ``|omega| t`` (``t [N]``)."""
-    w = float(omega.norm())
-    if w == 0.0:
-        return v
-    k = (omega / w).expand_as(v)
-    th = (w * t)[:, None]
-    return v * torch.cos(th) + torch.cross(k, v, dim=-1) * torch.sin(th) + k * (v * k).sum(-1, keepdim=True) * (1 - torch.cos(th))
+_rotate = rotate  # Rodrigues: ``v [N, 3]`` rotated about ``omega [3]`` by ``|omega| t`` (``t [N]``)
 
 
 class _Cell:
