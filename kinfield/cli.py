@@ -484,11 +484,15 @@ def main_demo(argv: List[str]) -> int:
 
     setup_logging()
     repo = Path(__file__).resolve().parents[1]
-    p = argparse.ArgumentParser(prog="tools/demo.py", description=main_demo.__doc__)
+    p = argparse.ArgumentParser(prog="tools/demo.py", description=main_demo.__doc__,
+                                epilog="Any other option (python tools/train.py --help) is passed to the training.")
     p.add_argument("--scene", default=str(repo / "assets" / "demo_scene"), help="where the demo scene is generated")
     p.add_argument("--config", default=str(repo / "configs" / "demo.yaml"))
     p.add_argument("--out", default="runs/demo")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto: for training and every step after it")
     args, extra = p.parse_known_args(argv)
+    extra = ["--device", args.device] + extra  # (any other option goes to tools/train.py)
+    device = ["--device", args.device]
     scene = ensure_scene(args.scene, PRESETS["demo"])
     log = logging.getLogger("kinfield")
     log.info("demo scene: %s", scene)
@@ -497,15 +501,15 @@ def main_demo(argv: List[str]) -> int:
         return code
     # velocity rather than the dynamic-only view: the demo config has no static field, so that view is the RGB one
     code = main_render([args.out, "--path", "orbit", "--frames", "48", "--outputs", "rgb,depth,velocity",
-                        "--overwrite"])  # (a rerun of the demo replaces its own videos)
+                        "--overwrite", *device])  # (a rerun of the demo replaces its own videos)
     if code != 0:
         return code
     gt = Path(scene) / "motion_gt.npz"
     if gt.is_file():
-        code = main_eval_motion([args.out, "--gt", str(gt)])
+        code = main_eval_motion([args.out, "--gt", str(gt), *device])
         if code != 0:
             return code
-    if main_export([args.out, "--time", "0.5", "--times", "train", "--overwrite"]) != 0:  # -> RUN/motion/tracks.npz
+    if main_export([args.out, "--time", "0.5", "--times", "train", "--overwrite", *device]) != 0:  # -> RUN/motion/tracks.npz
         log.warning("no 3-D tracks exported (see the error above); the other figures follow")
     try:
         import matplotlib  # noqa: F401

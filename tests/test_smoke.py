@@ -246,3 +246,8 @@ def test_demo_tool_end_to_end(tmp_path):
         assert {p.name for p in (run / "plots").glob("*.png")} >= {"training.png", "test_views.png", "motion_epe.png"}
     # 4 steps may leave no visible moving content to seed tracks from: then the demo says so and goes on
     assert (run / "motion" / "tracks.npz").is_file() or "no 3-D tracks exported" in proc.stderr
+    # running the command again (the README's first command, twice) resumes the finished run and replaces its own
+    # videos and tracks
+    again = subprocess.run(proc.args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "already written" not in again.stderr
