@@ -197,17 +197,17 @@ def plot_tracks(tracks_path, out_path, max_tracks: int = 400) -> Path:
     plt = _pyplot()
     from matplotlib.collections import LineCollection
 
-    try:
-        with np.load(tracks_path) as z:
-            times, pos = np.asarray(z["times"], np.float64).reshape(-1), np.asarray(z["positions"], np.float64)
-            vel = np.asarray(z["velocity"], np.float64) if "velocity" in z.files else None
-    except (OSError, ValueError, KeyError) as exc:
-        raise PlotError(f"cannot read tracks {tracks_path}: {exc} (use an npz from tools/export_trajectories.py)") \
-            from exc
-    if pos.ndim != 3 or pos.shape[-1] != 3 or pos.shape[0] != times.shape[0] or times.shape[0] < 2 \
-            or (vel is not None and vel.shape != pos.shape):
-        raise PlotError(f"{tracks_path}: positions (and velocity) must be [T, N, 3] with T >= 2 times, got "
-                        f"{pos.shape} for {times.shape[0]} times (use an npz from tools/export_trajectories.py)")
+    from .motion.export import MotionFileError, load_tracks
+
+    try:  # checked as every tool reads tracks: times [T], positions (and velocity) [T, N, 3]
+        z = load_tracks(tracks_path)
+    except MotionFileError as exc:
+        raise PlotError(str(exc)) from exc
+    times, pos = np.asarray(z["times"], np.float64).reshape(-1), np.asarray(z["positions"], np.float64)
+    vel = np.asarray(z["velocity"], np.float64) if "velocity" in z else None
+    if times.shape[0] < 2:
+        raise PlotError(f"{tracks_path}: tracks at {times.shape[0]} time, a curve needs 2 or more; export them with "
+                        f"tools/export_trajectories.py --times train (or a count N >= 2)")
     order = np.argsort(times)
     times, pos = times[order], pos[order]
     vel = np.gradient(pos, times, axis=0) if vel is None else vel[order]

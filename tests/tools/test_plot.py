@@ -111,7 +111,10 @@ def test_bad_runs_get_a_clear_error(tmp_path, capsys):
     np.savez(tmp_path / "bad_tracks.npz", times=np.zeros(3), positions=np.zeros((4, 2, 3)))
     assert main_plot([str(run), "--tracks", str(tmp_path / "bad_tracks.npz")]) == 2
     out, err = capsys.readouterr()
-    assert "[T, N, 3]" in err and "training.png" in out  # the other figures are still drawn
+    assert "positions has shape [4, 2, 3], expected [3, N, 3]" in err and "training.png" in out  # the others drawn
+    np.savez(tmp_path / "one_time.npz", times=np.zeros(1), positions=np.zeros((1, 2, 3)))
+    assert main_plot([str(run), "--tracks", str(tmp_path / "one_time.npz")]) == 2
+    assert "a curve needs 2 or more" in capsys.readouterr().err
     np.savez(tmp_path / "gone_tracks.npz", times=np.arange(3.0), positions=np.full((3, 2, 3), np.nan))
     assert main_plot([str(run), "--tracks", str(tmp_path / "gone_tracks.npz")]) == 2
     assert "no track is finite" in capsys.readouterr().err
