@@ -22,5 +22,5 @@ if [ -d "$standup" ]; then
 else
   echo "no D-NeRF standup at $standup: the step and standup stages of gpu_check.sh will stop" >&2
 fi
-du -sh .whl .devdata 2>/dev/null
+du -sh .whl .devdata 2>/dev/null || true
 echo "now: device run with carry [\".whl\", \".devdata\"] and command 'bash bench/gpu_check.sh build test kernels step'"

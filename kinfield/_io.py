@@ -25,12 +25,15 @@ def replaced_on_success(path: Union[str, Path]) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
     _remove(tmp)  # left by a killed earlier write
+    old = path.with_name(f".{path.name}.old")
     try:
         yield tmp
         if not tmp.exists():
             raise FileNotFoundError(f"nothing was written to {tmp}")
-        if tmp.is_dir() or path.is_dir():  # os.replace cannot put a folder over a folder: move the old one aside
-            old = path.with_name(f".{path.name}.old")
+        if path.exists() and path.is_dir() != tmp.is_dir():  # never a user's folder replaced by a file, or back
+            kind = "a folder" if path.is_dir() else "a file"
+            raise FileExistsError(f"{path} is {kind}, not what is being written there; left as it was: pass another path")
+        if tmp.is_dir():  # os.replace cannot put a folder over a folder: move the old one aside
             _remove(old)
             if path.exists():
                 os.replace(path, old)
@@ -40,4 +43,6 @@ def replaced_on_success(path: Union[str, Path]) -> Iterator[Path]:
             os.replace(tmp, path)
     except BaseException:
         _remove(tmp)
+        if old.exists() and not path.exists():  # failed between the two moves: the earlier folder goes back
+            os.replace(old, path)
         raise

@@ -363,6 +363,8 @@ def main_export(argv: List[str]) -> int:
                                      args.format)
     except ValueError as exc:
         return _error(f"--out {exc}")
+    if out.is_dir():
+        return _error(f"--out {out} is a folder; give a file name (e.g. {out / ('tracks.' + fmt)})")
     if out.exists() and not args.overwrite:
         return _error(f"{out} already written by an earlier export; pass --overwrite to replace it, or another --out")
     run, code = _open_run(args, "there is no motion to export; train the run with --kin_enabled true")

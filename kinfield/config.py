@@ -262,13 +262,15 @@ def parse_train_args(argv: List[str]) -> Config:
     if len(argv) < 2 or argv[0].startswith("-") or argv[1].startswith("-"):
         raise SystemExit("usage: python tools/train.py SCENE CONFIG [--option value ...]\n"
                          "  SCENE: a D-NeRF scene folder or .npz file; CONFIG: a YAML file from configs/")
-    # the scene as an absolute path: the run's saved config is read from other folders by the tools
-    scene, cfg_file = str(Path(argv[0]).expanduser().absolute()), argv[1]
+    scene, cfg_file = argv[0], argv[1]
     if not Path(cfg_file).is_file():
         raise SystemExit(f"config file not found: {cfg_file} (the shipped ones are in configs/)")
     check_config_file(cfg_file)
-    return parse_args(["--config", cfg_file, "--scene", scene] + list(argv[2:]),
-                      "kinfield training: tools/train.py SCENE CONFIG [--option value ...]")
+    cfg = parse_args(["--config", cfg_file, "--scene", scene] + list(argv[2:]),
+                     "kinfield training: tools/train.py SCENE CONFIG [--option value ...]")
+    # the scene as an absolute path (also one given as --scene): the tools read the run's config from other folders
+    cfg.data.scene = str(Path(cfg.data.scene).expanduser().absolute())
+    return cfg
 
 
 def to_flat_dict(cfg: Config) -> Dict[str, Any]:

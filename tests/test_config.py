@@ -132,6 +132,8 @@ def test_config_file_not_found(tmp_path, capsys):
 def test_parse_train_args_takes_scene_and_overrides():
     cfg = parse_train_args(["my/scene", str(REPO / "configs" / "debug.yaml"), "--iters", "3"])
     assert cfg.data.scene == str(Path("my/scene").absolute()) and cfg.train.iters == 3  # as a path from anywhere
+    again = parse_train_args(["my/scene", str(REPO / "configs" / "debug.yaml"), "--scene", "other/scene"])
+    assert again.data.scene == str(Path("other/scene").absolute())
     assert cfg.static.grid.n_levels == 4  # from debug.yaml
 
 

@@ -159,12 +159,12 @@ def taylor_displacement(q: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
     ``S`` offsets per point ``tau [N, S]`` (``[N, S, 3]``: several displacements from one read of the field).
 
     Horner's form, ``tau (q_1 + tau/2 (q_2 + tau/3 q_3))``: one fused op per order."""
-    n, k = q.shape[0], q.shape[1]
-    per_point = tau.dim() == 1
-    tau = tau.reshape(n, -1, 1)  # [N, S, 1]
+    k = q.shape[1]
+    per_point = tau.dim() <= 1  # (a scalar or [1] offset applies to every point)
+    tau = tau.reshape(-1, 1, 1) if per_point else tau[..., None]  # [N, 1, 1] or [N, S, 1]
     qs = [o[:, None] for o in q.unbind(1)]  # K x [N, 1, 3] (one node in the backward pass, not one per order)
     acc = qs[k - 1]
     for i in range(k - 1, 0, -1):
         acc = torch.addcmul(qs[i - 1], acc, tau, value=1.0 / (i + 1))
     out = acc * tau
-    return out.view(n, 3) if per_point else out
+    return out.squeeze(1) if per_point else out

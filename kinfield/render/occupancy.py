@@ -41,7 +41,8 @@ def merge_readings(occs: torch.Tensor, idx: torch.Tensor, vals: torch.Tensor, de
     moving object fills only at some times is not faded between its readings). ``occs [C]``; returns ``[C]``."""
     out = occs.clone()
     out[idx] = occs[idx] * decay  # (a repeated index writes the same value)
-    return out.scatter_reduce_(0, idx, vals.to(occs.dtype), "amax")  # every reading counts, in any order
+    vals = torch.nan_to_num(vals.to(occs.dtype), nan=0.0)  # (a NaN reading would spread through the mean threshold)
+    return out.scatter_reduce_(0, idx, vals, "amax")  # every reading counts, in any order
 
 
 class OccupancyGrid(nn.Module):

@@ -49,6 +49,15 @@ def test_kinematic_field_starts_still_and_taylor_displacement_is_the_polynomial(
     tau = torch.tensor([0.1, -0.2, 0.0, 0.3, 1.0])
     want = q[:, 0] * tau[:, None] + q[:, 1] * tau[:, None] ** 2 / 2 + q[:, 2] * tau[:, None] ** 3 / 6
     torch.testing.assert_close(taylor_displacement(q, tau), want)
+    # several offsets per point from one read; a scalar offset for every point; no points at all
+    two = taylor_displacement(q, torch.stack([tau, -tau], dim=1))
+    assert two.shape == (5, 2, 3)
+    torch.testing.assert_close(two[:, 0], want)
+    torch.testing.assert_close(two[:, 1], taylor_displacement(q, -tau))
+    torch.testing.assert_close(taylor_displacement(q, torch.tensor(0.3)), taylor_displacement(q, torch.full((5,), 0.3)))
+    assert taylor_displacement(q[:0], tau[:0]).shape == (0, 3)
+    assert taylor_displacement(q[:0], torch.zeros(0, 2)).shape == (0, 2, 3)
+    assert taylor_displacement(q[:, :1], tau).shape == (5, 3)  # velocity only
 
 
 def test_taylor_mask_switches_orders_off():

@@ -255,3 +255,16 @@ def test_a_training_step_sharing_the_kinematic_field_has_the_gradients_of_separa
     assert grads[0].keys() == grads[1].keys() and any(n.startswith("kinematic.") for n in grads[0])
     for n, g in grads[1].items():
         assert (grads[0][n] - g).abs().max() <= 1e-5 * g.abs().max() + 1e-12, n
+
+
+@pytest.mark.parametrize("keyframe_u", [False, True])
+def test_rays_without_samples_render_the_background_with_keyframe_advection(keyframe_u):
+    """Rays that miss the box (sky, a batch the occupancy grid empties) reach the keyframe reads with no points."""
+    model = advected_model()
+    origins = torch.tensor([[0.0, 0.0, 5.0], [3.0, 3.0, 3.0]])
+    dirs = torch.tensor([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])  # both point away from the box
+    bg = torch.tensor([0.2, 0.4, 0.6])
+    u = torch.rand(2) if keyframe_u else None
+    out = model.render_rays(origins, dirs, torch.tensor([0.3, 0.7]), bg, keyframe_u=u)
+    assert int(out["n_samples"]) == 0
+    torch.testing.assert_close(out["rgb"], bg.expand(2, 3))

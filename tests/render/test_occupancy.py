@@ -158,6 +158,8 @@ def test_merge_readings_keeps_the_max_of_repeated_readings_and_leaves_unread_cel
         perm = torch.randperm(5, generator=torch.Generator().manual_seed(seed))
         torch.testing.assert_close(merge_readings(occs, idx[perm], vals[perm], 0.9), want)
     torch.testing.assert_close(occs, torch.tensor([0.5, 0.5, 0.5, 0.0]))  # the input is left as it was
+    nan = merge_readings(occs, torch.tensor([0, 2]), torch.tensor([float("nan"), 1.0]), 0.9)
+    torch.testing.assert_close(nan, torch.tensor([0.45, 0.5, 1.0, 0.0]))  # a NaN reading counts as empty
 
 
 def test_a_faint_object_moving_through_a_crowded_grid_stays_occupied_along_its_path():

@@ -188,3 +188,13 @@ def test_export_replaces_an_earlier_file_only_when_asked(trained_run, tmp_path, 
     assert _export(trained_run, "--points", points, "--out", out, "--times", "0.2,0.9", "--overwrite") == 0
     assert np.load(out)["times"].tolist() == pytest.approx([0.2, 0.9])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pts.txt", "tracks.npz"]  # no partial file left
+
+
+def test_export_refuses_a_folder_as_its_output(trained_run, tmp_path, points, capsys):
+    folder = tmp_path / "motion"
+    folder.mkdir()
+    (folder / "mine.txt").write_text("a user's file")
+    for extra in ([], ["--overwrite"]):
+        assert _export(trained_run, "--points", points, "--out", folder, "--format", "csv", *extra) == 2
+        assert f"--out {folder} is a folder" in capsys.readouterr().err
+    assert (folder / "mine.txt").read_text() == "a user's file"
