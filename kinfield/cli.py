@@ -38,15 +38,13 @@ def main_train(argv: List[str]) -> int:
     try:
         trainer = Trainer(cfg)
     except (DatasetError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _error(exc)
     try:
         result = trainer.fit()
     except KeyboardInterrupt:
         return 130
     except CheckpointError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _error(exc)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -85,7 +83,10 @@ def _scene_folder(scene, fallback):
 
 
 def _error(message) -> int:
-    """Print ``error: <message>`` (what is wrong and the fix) to stderr; returns 2, the exit code of bad input."""
+    """Print ``error: <message>`` (what is wrong and the fix) to stderr; returns 2, the exit code of bad input.
+    A KeyError (a missing split) prints its text, not its quoted repr."""
+    if isinstance(message, KeyError) and message.args:
+        message = message.args[0]
     print(f"error: {message}", file=sys.stderr)
     return 2
 
@@ -219,7 +220,7 @@ def main_render(argv: List[str]) -> int:
         scene = _load_run_scene(run.cfg, args.scene, args.downscale, [args.split] if is_test else ["train"])
         sp = scene.split(args.split if is_test else "train")
     except (DatasetError, KeyError) as exc:
-        return _error(exc.args[0] if isinstance(exc, KeyError) else exc)
+        return _error(exc)
     if args.path == "fixed-view" and (bad_view := _view_error(args.view, sp)):
         return _error(bad_view)
 
@@ -259,7 +260,7 @@ def main_render(argv: List[str]) -> int:
              name, ",".join(outputs), run.checkpoint, run.step)
     frames = render_frames(run.model, poses, times, intrinsics, height, width, scene.background, outputs,
                            progress=not args.no_progress, desc=f"render {name}")
-    if tracks is not None and "rgb" in outputs:
+    if tracks is not None:  # (with rgb among the outputs: checked above)
         import numpy as np
 
         from .render.overlay import draw_tracks
@@ -310,7 +311,7 @@ def main_eval(argv: List[str]) -> int:
         scene = _load_run_scene(run.cfg, args.scene, args.downscale, [args.split])
         scene.split(args.split)  # fails early (KeyError) when the split is absent
     except (DatasetError, KeyError) as exc:
-        return _error(exc.args[0] if isinstance(exc, KeyError) else exc)
+        return _error(exc)
     extra = {"step": run.step, "checkpoint": str(run.checkpoint)}
     use_lpips = not args.no_lpips
     prev = read_metrics(run.run_dir).get(args.split)
@@ -386,7 +387,7 @@ def main_export(argv: List[str]) -> int:
             points = sample_dynamic_points(run.model, sp.poses[v], sp.intrinsics[v], sp.height, sp.width, args.time,
                                            args.n_points, scene.background)
     except (DatasetError, KeyError, ValueError, FileNotFoundError, RuntimeError) as exc:
-        return _error(exc.args[0] if isinstance(exc, KeyError) else exc)
+        return _error(exc)
     locked = _note_untrained(run, ORDER_NAMES, "exported as zeros (listed as untrained_orders in npz/json files)")
     traj = compute_trajectories(run.model, points, args.time, np.asarray(times), substeps=args.substeps)
     path = write_trajectories(traj, out, fmt)
@@ -440,11 +441,12 @@ def _write_columns(path, columns) -> None:
     """Equal-length 1-D arrays as a CSV with one column each (written to a temporary file, then renamed)."""
     import numpy as np
 
+    from ._io import replaced_on_success
+
     names = list(columns)
     table = np.stack([np.asarray(columns[n], dtype=np.float64) for n in names], axis=1)
-    tmp = path.with_suffix(".csv.tmp")
-    np.savetxt(tmp, table, delimiter=",", header=",".join(names), comments="", fmt="%.6g")
-    tmp.replace(path)
+    with replaced_on_success(path) as tmp:
+        np.savetxt(tmp, table, delimiter=",", header=",".join(names), comments="", fmt="%.6g")
 
 
 def main_plot(argv: List[str]) -> int:
@@ -468,12 +470,11 @@ def main_plot(argv: List[str]) -> int:
     try:
         written, problems = plot_run(args.run_dir, args.out, args.tracks, args.smoothing)
     except PlotError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _error(exc)
     for path in written:
         print(path)
     for problem in problems:
-        print(f"error: {problem}", file=sys.stderr)
+        _error(problem)
     return 2 if problems else 0
 
 
@@ -591,11 +592,9 @@ def main_preprocess(argv: List[str]) -> int:
     try:
         doc = preprocess(args.input, args.out_dir, opts)
     except PreprocessError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _error(exc)
     except OSError as exc:  # e.g. the output folder is not writable or the disk is full
-        print(f"error: {exc}\n  fix: check that OUT_DIR is writable and the disk has space", file=sys.stderr)
-        return 2
+        return _error(f"{exc}\n  fix: check that OUT_DIR is writable and the disk has space")
     except KeyboardInterrupt:
         return 130
     sfm = doc["sfm"]

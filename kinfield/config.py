@@ -20,6 +20,7 @@ import yaml
 
 from .fields import FieldConfig, KinematicConfig
 from .losses.kinematic import KinConfig
+from .losses.photometric import PHOTOMETRIC_LOSSES
 from .losses.priors import PriorConfig
 from .nn import HashGridConfig
 from .render import RenderConfig
@@ -56,7 +57,7 @@ class TrainConfig:
     lr_final_ratio: float = field(default=0.1, metadata={"help": "lr at the last step relative to the start (exponential decay)"})
     warmup: int = 50
     weight_decay_net: float = 1e-6
-    loss: str = field(default="mse", metadata={"help": "photometric loss: mse, huber, charbonnier"})
+    loss: str = field(default="mse", metadata={"help": f"photometric loss: {', '.join(PHOTOMETRIC_LOSSES)}"})
     log_every: int = 25
     save_every: int = 500
     keep_ckpts: int = 3
@@ -178,9 +179,10 @@ def _parse_device(s: str) -> str:
 
 def _parse_photometric_loss(s: str) -> str:
     v = str(s).strip().lower()
-    if v in ("mse", "huber", "charbonnier"):
+    if v in PHOTOMETRIC_LOSSES:
         return v
-    raise configargparse.ArgumentTypeError(f"expected mse, huber or charbonnier, got {s!r}")
+    raise configargparse.ArgumentTypeError(f"expected {', '.join(PHOTOMETRIC_LOSSES[:-1])} or "
+                                           f"{PHOTOMETRIC_LOSSES[-1]}, got {s!r}")
 
 
 # options with a fixed set of values, checked while parsing (before anything is written to the run folder)

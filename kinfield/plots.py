@@ -284,10 +284,12 @@ def _save(fig, path) -> Path:
     """Write ``fig`` to ``path`` through a temporary file (a killed run never leaves half a PNG)."""
     import matplotlib.pyplot as plt
 
+    from ._io import replaced_on_success
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with replaced_on_success(path) as tmp:
+            fig.savefig(tmp, dpi=110)
+    finally:
+        plt.close(fig)
     return path

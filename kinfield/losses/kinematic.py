@@ -361,8 +361,8 @@ class KinematicObjective:
         q = d["value"].split(split, dim=1)[0].view(n, k_orders, 3)
         dq_dt, sigma_dt = d["dt"].split(split, dim=1)
         dq_dt = dq_dt.view(n, k_orders, 3)
-        grad_q, sigma_grad = d["grad"].split(split, dim=1)
-        grad_q, sigma_grad = grad_q.view(n, k_orders, 3, 3), sigma_grad.squeeze(1)  # [N, K, 3, 3], [N, 3]
+        grad_q, sigma_grad_raw = d["grad"].split(split, dim=1)
+        grad_q, sigma_grad_raw = grad_q.view(n, k_orders, 3, 3), sigma_grad_raw.squeeze(1)  # [N, K, 3, 3], [N, 3]
         mask = kin.taylor_mask
         dt = self.dt
         # residuals in per-frame units: order-k quantities times dt^k
@@ -375,7 +375,6 @@ class KinematicObjective:
             res["integrity"] = torch.dot((r**2).mean(-1).sum(-1), mean_w)
             hi = q[:, 1:] * per_frame[None, :, None]
             res["higher_order"] = torch.dot((hi**2).sum(-1).sum(-1), mean_w)
-        sigma_grad_raw = sigma_grad
         sigma_dt = scale_grad(sigma_dt.squeeze(1), c.derivative_grad_scale)
         sigma_grad = scale_grad(sigma_grad_raw, c.derivative_grad_scale)
         v = q[:, 0]

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import torch
 
+#: the values of ``--train_loss`` (:func:`rgb_loss`)
+PHOTOMETRIC_LOSSES = ("mse", "huber", "charbonnier")
+
 
 def charbonnier(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
     """Per-element Charbonnier ``sqrt(e^2 + eps^2)`` (same shape as the inputs)."""
@@ -17,7 +20,7 @@ def rgb_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "mse") -> tor
         return torch.nn.functional.huber_loss(pred, target, delta=0.1)
     if kind == "charbonnier":
         return charbonnier(pred, target).mean()
-    raise ValueError(f"unknown photometric loss {kind!r} (mse, huber, charbonnier)")
+    raise ValueError(f"unknown photometric loss {kind!r} ({', '.join(PHOTOMETRIC_LOSSES)})")
 
 
 def psnr_from_mse(mse: torch.Tensor) -> torch.Tensor:

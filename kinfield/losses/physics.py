@@ -74,8 +74,9 @@ def central_differences(
 
 
 def material_derivative(dq_dt: torch.Tensor, grad_q: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """``dq/dt + (v . grad) q`` for a vector quantity: ``dq_dt [N, 3]``, ``grad_q [N, 3, 3]``, ``v [N, 3]`` -> ``[N, 3]``."""
-    return dq_dt + torch.einsum("ncj,nj->nc", grad_q, v)
+    """``dq/dt + (v . grad) q`` for vector quantities: ``dq_dt [N, ..., 3]``, ``grad_q [N, ..., 3, 3]``, ``v [N, 3]``
+    -> ``[N, ..., 3]`` (several quantities per point advected by the same ``v`` in one product)."""
+    return dq_dt + torch.einsum("n...cj,nj->n...c", grad_q, v)
 
 
 def advected_derivatives(q: torch.Tensor, dq_dt: torch.Tensor, grad_q: torch.Tensor) -> torch.Tensor:
@@ -90,8 +91,7 @@ def advected_derivatives(q: torch.Tensor, dq_dt: torch.Tensor, grad_q: torch.Ten
     k = q.shape[1]
     if k < 2:
         return q[:, :0]
-    # all lower orders at once: dL/dt + grad(L) v for L = q_0 .. q_{K-2}
-    return dq_dt[:, : k - 1] + torch.einsum("nkcj,nj->nkc", grad_q[:, : k - 1], q[:, 0])
+    return material_derivative(dq_dt[:, : k - 1], grad_q[:, : k - 1], q[:, 0])  # every lower order at once
 
 
 def integrity_residuals(q: torch.Tensor, dq_dt: torch.Tensor, grad_q: torch.Tensor, grad_scale: float = 1.0,

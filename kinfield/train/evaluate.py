@@ -12,6 +12,7 @@ import imageio.v3 as iio
 import numpy as np
 import torch
 
+from .._io import replaced_on_success
 from ..data import Scene
 from ..metrics import lpips_alex, lpips_available, psnr, ssim
 from ..metrics.lpips import MIN_SIZE as LPIPS_MIN_SIZE
@@ -151,7 +152,6 @@ def update_metrics(run_dir, key: str, value: Dict) -> Path:
     path = Path(run_dir) / "metrics.json"
     metrics = read_metrics(run_dir)
     metrics[key] = value
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(_finite_or_none(metrics), indent=2))
-    tmp.replace(path)
+    with replaced_on_success(path) as tmp:
+        tmp.write_text(json.dumps(_finite_or_none(metrics), indent=2))
     return path

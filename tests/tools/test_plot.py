@@ -81,7 +81,7 @@ def test_every_figure_of_a_run_is_written(tmp_path, capsys):
         img = iio.imread(run / "plots" / n)
         assert img.ndim == 3 and img.shape[0] > 300 and img.shape[1] > 600
         assert img[..., :3].std() > 10  # something is drawn
-    assert not list((run / "plots").glob("*.tmp.png"))
+    assert sorted(p.name for p in (run / "plots").iterdir()) == sorted(names)  # no temporary file left
 
 
 def test_only_the_figures_the_run_has_files_for(tmp_path):
