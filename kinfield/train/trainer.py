@@ -191,7 +191,7 @@ class Trainer:
             "rng": {"torch": torch.get_rng_state(), "batch": self.gen.get_state(),
                     # on a GPU the marching jitter, occupancy draws, backgrounds and warp hops come from its generator
                     **({"cuda": torch.cuda.get_rng_state(self.device)} if self.device.type == "cuda" else {})},
-            "dynamic_map": self.batcher.importance,
+            "dynamic_map": None if self.batcher.importance is None else self.batcher.importance.clone(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -218,7 +218,7 @@ class Trainer:
         saved_map = state.get("dynamic_map")
         if saved_map is not None and self.batcher.importance is not None:
             if saved_map.shape == self.batcher.importance.shape:
-                self.batcher.importance.copy_(saved_map.cpu())
+                self.batcher.load_importance(saved_map)
             else:
                 log.warning("the checkpoint's dynamic-ray map has %d pixels, the scene %d: starting a new map",
                             saved_map.numel(), self.batcher.importance.numel())
