@@ -101,7 +101,7 @@ def sampler_rows(n_rays):
         jit = torch.rand(n_rays, device="cuda")
         t = cuda_time(lambda o, d, f=f: f(o, d, 0.005, jit), sets)
         m = int(f(*sets[0], 0.005, jit)[0].numel())
-        rows.append({"op": "occupancy sample", "impl": name, "n": m, "fwd_ms": t, "fwd_bwd_ms": float("nan")})
+        rows.append({"op": "occupancy sample", "impl": name, "n": m, "fwd_ms": t, "fwd_bwd_ms": None})  # (no backward)
     return rows
 
 
@@ -112,7 +112,8 @@ def main(argv):
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
     if not torch.cuda.is_available() or not ops.cuda_available():
-        print("needs a CUDA GPU and the built extension (KINFIELD_BUILD_CUDA=1 pip install --no-build-isolation -e .)")
+        print("needs a CUDA GPU and the built extension (KINFIELD_BUILD_CUDA=1 pip install --no-build-isolation -e .): "
+              f"{ops.load_extension()[1]}")
         return 2
     rows = hash_rows(a.points, 3) + hash_rows(a.points, 4) + composite_rows(a.rays) + sampler_rows(a.rays * 4)
     print(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}")
@@ -120,8 +121,10 @@ def main(argv):
     base = {r["op"]: r for r in rows if r["impl"] in ("twin", "torch")}
     for r in rows:
         b = base[r["op"]]
-        print(f"{r['op']:<20} {r['impl']:<8} {r['n']:>9} {r['fwd_ms']:>8.3f} {r['fwd_bwd_ms']:>11.3f} "
-              f"{b['fwd_ms'] / r['fwd_ms']:>13.1f} {b['fwd_bwd_ms'] / r['fwd_bwd_ms']:>13.1f}")
+        fb = "-" if r["fwd_bwd_ms"] is None else f"{r['fwd_bwd_ms']:.3f}"
+        fb_ratio = "-" if r["fwd_bwd_ms"] is None else f"{b['fwd_bwd_ms'] / r['fwd_bwd_ms']:.1f}"
+        print(f"{r['op']:<20} {r['impl']:<8} {r['n']:>9} {r['fwd_ms']:>8.3f} {fb:>11} {b['fwd_ms'] / r['fwd_ms']:>13.1f} "
+              f"{fb_ratio:>13}")
     if a.json:
         Path(a.json).write_text(json.dumps({"device": torch.cuda.get_device_name(), "rows": rows}, indent=2))
     return 0

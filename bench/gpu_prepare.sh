@@ -5,8 +5,9 @@
 #
 #   bash bench/gpu_prepare.sh [STANDUP_DIR]      (default ../shared/data/dnerf_standup)
 #
-# .whl/     wheels of the pure-Python packages the GPU image lacks (configargparse for kinfield's config, nerfacc,
-#           which JIT-builds its CUDA code there), for Python 3.12 on x86-64
+# .whl/     wheels of the packages the GPU image lacks (configargparse for kinfield's config; nerfacc, which JIT-builds
+#           its CUDA code there, with what its build imports: rich and its dependencies, and ninja, whose wheel
+#           carries the binary), for Python 3.12 on x86-64
 # .devdata/ D-NeRF standup (the shared data folder beside the checkout does not travel)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,11 +17,13 @@ for d in /.whl/ /.devdata/; do grep -qxF "$d" .git/info/exclude 2>/dev/null || e
 rm -rf .whl && mkdir -p .whl
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-  -d .whl configargparse==1.9.0 nerfacc==0.5.3
+  -d .whl configargparse==1.9.0 nerfacc==0.5.3 rich markdown-it-py mdurl pygments ninja
 if [ -d "$standup" ]; then
   mkdir -p .devdata && rm -rf .devdata/dnerf_standup && cp -r "$standup" .devdata/dnerf_standup
 else
   echo "no D-NeRF standup at $standup: the step and standup stages of gpu_check.sh will stop" >&2
 fi
 du -sh .whl .devdata 2>/dev/null || true
-echo "now: device run with carry [\".whl\", \".devdata\"] and command 'bash bench/gpu_check.sh build test kernels step'"
+echo "commit first (the device copies the working tree as it is), then: device run with carry [\".whl\", \".devdata\"]," \
+  "timeout_s 600, command 'bash bench/gpu_check.sh build test kernels step', and at once (a warm machine)" \
+  "'bash bench/gpu_check.sh build standup 4'"

@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 import kinfield.ops as ops  # noqa: E402
+from kinfield import _external  # noqa: E402
 from kinfield.config import parse_train_args  # noqa: E402
 from kinfield.train import Trainer  # noqa: E402
 
@@ -96,8 +97,9 @@ def main(argv):
         print(prof.key_averages().table(sort_by=key, row_limit=25))
         print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=15))
     if a.json:
-        Path(a.json).write_text(json.dumps({"device": dev, "rays": trainer.n_rays,
-                                            "rows": rows}, indent=2))
+        Path(a.json).write_text(json.dumps({"device": dev, "torch": torch.__version__, "kernels": ops.load_extension()[1],
+                                            "nerfacc": _external.reason("nerfacc") if torch.cuda.is_available() else "CPU",
+                                            "rows_by_rays_per_step": rows}, indent=2))
     return 0
 
 
