@@ -58,9 +58,9 @@ class AnalyticSphere(nn.Module):
         """Exact velocity ``[N, 3]`` of the material point at ``x [N, 3]``, time ``t [N]``."""
         return self.v0 + self.gravity * t[:, None] + torch.cross(self.omega.expand_as(x), x - self.center(t), dim=-1)
 
-    def density(self, x: torch.Tensor, t: torch.Tensor, keyframe_u=None) -> torch.Tensor:
+    def density(self, x: torch.Tensor, t: torch.Tensor, keyframe_u=None, motion_grad: bool = True) -> torch.Tensor:
         """Density ``[N]``: ``sigma_max`` inside, a sigmoid shell of width ``edge`` at the surface
-        (``keyframe_u``: accepted for the radiance field's signature, unused)."""
+        (``keyframe_u``, ``motion_grad``: accepted for the radiance field's signature, unused)."""
         r = (x - self.center(t)).norm(dim=-1)
         return self.sigma_max * torch.sigmoid((self.radius - r) / self.edge) * self.inside(x)
 

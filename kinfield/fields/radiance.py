@@ -99,10 +99,10 @@ class RadianceField(nn.Module):
         return blend_keyframes(*self._grid_features(xs, ts), w)
 
     def density(self, x: torch.Tensor, t: Optional[torch.Tensor] = None,
-                keyframe_u: Optional[torch.Tensor] = None) -> torch.Tensor:
+                keyframe_u: Optional[torch.Tensor] = None, motion_grad: bool = True) -> torch.Tensor:
         """Density ``[N]`` at world points ``x [N, 3]`` (and times ``t [N]``); zero outside the box.
-        ``keyframe_u``: as in :meth:`forward`."""
-        sigma, _ = self._features(x, t, keyframe_u)
+        ``keyframe_u``: as in :meth:`forward`; ``motion_grad``: as in :meth:`_features`."""
+        sigma, _ = self._features(x, t, keyframe_u, motion_grad)
         return sigma * self.inside(x)
 
     def forward(self, x: torch.Tensor, t: Optional[torch.Tensor], d: torch.Tensor,

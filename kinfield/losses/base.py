@@ -16,7 +16,8 @@ class Schedule:
     """Weight multiplier over training steps.
 
     kinds: ``constant``; ``linear`` (ramp from 0 at ``start`` to 1 at ``start + ramp``);
-    ``step`` (multiply by ``rate`` at each milestone, e.g. the reference's flow-loss decay).
+    ``step`` (multiply by ``rate`` at each milestone, counted from ``start``: the reference's flow-loss decay
+    counts the steps after static pre-training, METHOD 2.10).
     """
 
     kind: str = "constant"
@@ -30,7 +31,7 @@ class Schedule:
         if self.kind == "linear":
             return 1.0 if self.ramp <= 0 else min(1.0, max(0.0, (step - start) / self.ramp))
         if self.kind == "step":
-            return self.rate ** sum(step >= m for m in self.milestones)
+            return self.rate ** sum(step - start >= m for m in self.milestones)
         raise ValueError(f"unknown schedule kind {self.kind!r} (constant, linear, step)")
 
 

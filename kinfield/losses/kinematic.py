@@ -25,6 +25,11 @@ from .physics import central_differences, integrity_residuals, rigidity_terms, s
 
 # the terms computed from the physics residuals at points along the intermediate warp (KinematicObjective.physics)
 PHYSICS_TERMS = ("integrity", "transport", "rigidity", "normal", "higher_order")
+# The transport residual in the reference's density units (METHOD 1.4, 2.6): its field's raw density sigma_d renders
+# as sigma_d * 25 (the distance scale) where kinfield's density is the physical one (so sigma = 25 sigma_d), and its
+# transport term reads sigma_d / 16: kinfield's sigma / 400. With it the reference's transport weights apply as they
+# are (without it the same weight counted 400^2 = 160,000 times as much).
+REFERENCE_TRANSPORT_DENSITY = 1.0 / 400.0
 
 
 @dataclass
@@ -70,8 +75,9 @@ class KinConfig:
     # Units of the physics terms: each residual is in per-frame units (an order-k quantity times Delta^k, Delta the
     # frame spacing of kinfield's [0, 1] time), so its square does not depend on how time is parametrised. The
     # reference (time in [-1, 1]) multiplies each squared residual by Delta^2 alone: its divergence and transport
-    # terms equal these, but its acceleration integrity and i2 rigidity are these / Delta_ref^2 (x133 at 24 frames)
-    # and its jerk integrity these / Delta_ref^4, so the same weight counts those terms that much less here.
+    # terms equal these (transport read in its density units, REFERENCE_TRANSPORT_DENSITY), but its acceleration
+    # integrity, i2 rigidity and acceleration penalty are these / Delta_ref^2 (x133 at 24 frames) and its jerk
+    # integrity and jerk penalty these / Delta_ref^4 (x17,700), so the same weight counts those terms that much less.
     integrity_weight: float = 0.1
     transport_weight: float = 1e-5
     transport_decay_milestones: Tuple[int, ...] = ()
@@ -350,7 +356,9 @@ class KinematicObjective:
         def fn(px, pt):
             pf = space.to_field(px)
             q = self.model.kinematic_q(pf, pt).reshape(px.shape[0], -1)  # (as the density's advection)
-            sigma = space.density_to_world(self.model.dynamic.density(pf, pt), px)[:, None]
+            # (v is detached in the transport term, and with keyframe advection F_K would reach it through the
+            # density's keyframe points: it does not, so transport shapes the density alone, METHOD 2.6 / 2.16)
+            sigma = space.density_to_world(self.model.dynamic.density(pf, pt, motion_grad=False), px)[:, None]
             return torch.cat([q, sigma], dim=-1)
 
         d = central_differences(fn, x, t, eps_x, eps_t,
@@ -378,7 +386,8 @@ class KinematicObjective:
         sigma_dt = scale_grad(sigma_dt.squeeze(1), c.derivative_grad_scale)
         sigma_grad = scale_grad(sigma_grad_raw, c.derivative_grad_scale)
         v = q[:, 0]
-        res["transport"] = torch.dot((transport_residual(sigma_dt, sigma_grad, v.detach()) * dt) ** 2, mean_w)
+        r_t = transport_residual(sigma_dt, sigma_grad, v.detach()) * (dt * REFERENCE_TRANSPORT_DENSITY)
+        res["transport"] = torch.dot(r_t**2, mean_w)
         grad_v = grad_q[:, 0]  # velocity gradient, unscaled
         if c.rigidity_form == "strain":
             res["rigidity"] = torch.dot(strain_rate_sq(grad_v) * dt * dt, mean_w)

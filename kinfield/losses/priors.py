@@ -1,5 +1,6 @@
 """Losses that use a capture's priors: depth, SfM depth, optical flow, motion masks (METHOD 2.10-2.15),
-and the prior-free dynamic sparsity (:func:`dynamic_sparsity_loss`, every scene).
+and the prior-free dynamic sparsity and distortion (:func:`dynamic_sparsity_loss`, :func:`distortion_loss`, every
+scene).
 
 Each term reads what the ray batch carries (``SceneSplit.extras``, see :mod:`kinfield.data.nsff`) and
 returns zero, with a gradient path, when the scene has no such prior. Defaults follow the
@@ -13,6 +14,7 @@ from typing import Dict, List, Tuple
 import torch
 
 from ..fields import taylor_displacement
+from ..ops import exclusive_segment_cumsum
 from ..render.composite import accumulate
 from .base import Schedule, Term
 
@@ -39,6 +41,10 @@ class PriorConfig:
     # the static field can hold leaves the dynamic field
     dynamic_sparsity_weight: float = 0.0
     dynamic_sparsity_start: int = 0
+    # mip-NeRF 360 distortion of the blended weights along each ray (METHOD 2.13; the reference's forward-facing
+    # configs: 0.05, Balloon1 0.01, from step 1000)
+    distortion_weight: float = 0.0
+    distortion_start: int = 1000
 
 
 def median_normalize(x: torch.Tensor) -> torch.Tensor:
@@ -66,6 +72,27 @@ def dynamic_sparsity_loss(samples) -> torch.Tensor:
     if s.ray_ids.numel() == 0:
         return s.w_d.sum() * 0.0
     return accumulate(s.w_d, s.ray_ids, s.n_rays).mean()
+
+
+def distortion_loss(samples, ndc: bool, extent: float) -> torch.Tensor:
+    """Mean over rays of the mip-NeRF 360 distortion of the blended weights ``w = w_s + w_d`` (METHOD 2.13):
+    ``sum_ij w_i w_j |m_i - m_j| + 1/3 sum_i w_i^2 (s1_i - s0_i)`` with each sample's interval ``[s0, s1]`` and
+    midpoint ``m`` in normalised units: in NDC (``ndc``), ``s = (z + 1) / 2``, 0 at the near plane and 1 at
+    infinity, as the reference; otherwise field distance over the box's longest side ``extent``.
+
+    The double sum in one pass over the packed samples (sorted by ray and t): ``2 sum_i w_i (m_i W_i - S_i)``
+    with ``W_i, S_i`` the sums of ``w`` and ``w m`` over the ray's earlier samples."""
+    s = samples
+    if s.ray_ids.numel() == 0:
+        return s.w_d.sum() * 0.0
+    w = s.w_s + s.w_d
+    scale = s.dirs[:, 2].abs().detach() * 0.5 if ndc else 1.0 / extent  # ds / dt (unit field directions)
+    s0, s1 = s.t_starts * scale, s.t_ends * scale
+    m = 0.5 * (s0 + s1)
+    before_w = exclusive_segment_cumsum(w, s.ray_ids, s.n_rays)
+    before_wm = exclusive_segment_cumsum(w * m, s.ray_ids, s.n_rays)
+    per_sample = 2.0 * w * (m * before_w - before_wm) + w * w * (s1 - s0) / 3.0
+    return per_sample.sum() / s.n_rays
 
 
 class PriorObjective:
@@ -135,29 +162,30 @@ class PriorObjective:
     # ------------------------------------------------------------------ flow
     def expected_points(self, ctx, sign: float, n_rays: int) -> torch.Tensor:
         """World point each of the first ``n_rays`` rays sees, with dynamic samples moved by ``sign`` frames
-        through the kinematic field (METHOD 2.10): ``[n_rays, 3]``."""
+        through the kinematic field (METHOD 2.10): ``[n_rays, 3]``. The samples are averaged in field
+        coordinates (NDC in a forward-facing scene, as the reference) and the average is then taken to world
+        space: averaged in world space, the far samples of a ray not yet opaque (tens of units deep near NDC
+        z = 1) would drag the point far back."""
         s = ctx["render"]["samples"]
         space = self.model.space
         keep = s.ray_ids < n_rays
         ids = s.ray_ids[keep]
         x = s.positions[keep]
-        x_world = space.to_world(x)
-        moved = x_world
+        moved = x
         if self.model.kinematic is not None:
             dyn = torch.nonzero(s.w_d[keep].detach() > self.thresh)[:, 0]
             if dyn.numel():
                 tau = torch.full((dyn.numel(),), sign * self.dt, device=x.device)
                 d = taylor_displacement(self.model.kinematic(x[dyn], s.times[keep][dyn]), tau)
-                moved = x_world.index_add(0, dyn, d)
+                moved = x.index_copy(0, dyn, space.move(x[dyn], d))
         w_s, w_d = s.w_s[keep], s.w_d[keep]
-        p = accumulate(w_d[:, None] * moved + w_s[:, None] * x_world, ids, n_rays)
+        p = accumulate(w_d[:, None] * moved + w_s[:, None] * x, ids, n_rays)
         rest = (1.0 - accumulate(w_s + w_d, ids, n_rays)).clamp_min(0.0)
         # the remaining weight sits at the end of the ray
         t_last = torch.zeros(n_rays, dtype=x.dtype, device=x.device).scatter_reduce(
             0, ids, s.t_ends[keep].detach(), "amax", include_self=True)
         o, d = space.rays(ctx["batch"]["origins"][:n_rays], ctx["batch"]["dirs"][:n_rays])
-        far = space.to_world(o + d * t_last[:, None])
-        return p + rest[:, None] * far
+        return space.to_world(p + rest[:, None] * (o + d * t_last[:, None]))
 
     def flow_loss(self, ctx) -> torch.Tensor:
         """L1 between rendered and precomputed 2-D flow to the next / previous frame (METHOD 2.10)."""

@@ -20,7 +20,7 @@ from ..data import RayBatcher, Scene, load_scene
 from ..fields import KinematicField
 from ..losses import Term, psnr_from_mse, read_scalars, rgb_loss, total_loss
 from ..losses.kinematic import KinematicObjective
-from ..losses.priors import PriorObjective, dynamic_sparsity_loss, prior_summary
+from ..losses.priors import PriorObjective, distortion_loss, dynamic_sparsity_loss, prior_summary
 from ..nn import MLP
 from ..render import SceneModel
 from ..render.composite import dynamic_probability
@@ -137,6 +137,9 @@ class Trainer:
         pc = cfg.prior
         self.terms.append(Term("dynamic_sparsity", lambda ctx: dynamic_sparsity_loss(ctx["render"]["samples"]),
                                pc.dynamic_sparsity_weight, max(pretrain, pc.dynamic_sparsity_start)))
+        self.terms.append(Term("distortion", lambda ctx: distortion_loss(ctx["render"]["samples"], self.model.space.is_ndc,
+                                                                         self.model.extent),
+                               pc.distortion_weight, max(pretrain, pc.distortion_start)))
         self.kinematic = None
         if self.model.kinematic is not None:
             self.kinematic = KinematicObjective(cfg.kin, self.model, self.scene.frame_dt)

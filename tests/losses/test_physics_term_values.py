@@ -24,7 +24,7 @@ from torch import nn
 
 from kinfield.fields import FieldConfig
 from kinfield.fields.analytic import rotate
-from kinfield.losses.kinematic import KinConfig, KinematicObjective
+from kinfield.losses.kinematic import REFERENCE_TRANSPORT_DENSITY, KinConfig, KinematicObjective
 from kinfield.losses.priors import PriorConfig, PriorObjective
 from kinfield.nn import HashGridConfig
 from kinfield.render import OccupancyConfig, RenderConfig, SceneModel
@@ -107,7 +107,7 @@ class CarriedRamp(nn.Module):
         self.encoding = _Cell()
         self.keyframe_points = None
 
-    def density(self, x, t, keyframe_u=None):
+    def density(self, x, t, keyframe_u=None, motion_grad=True):
         tt = t[:, None]
         c = self.c0 + self.v0 * tt + self.g * tt**2 / 2 + self.j0 * tt**3 / 6
         k = _rotate(self.k.expand_as(x), self.omega, t)
@@ -256,20 +256,24 @@ def test_orders_locked_by_the_curriculum_have_no_integrity_residual_and_no_gradi
 
 def test_transport_is_the_closed_form_and_trains_the_density_but_not_the_velocity():
     """Density ramp carried by c'(t), kinematic velocity c'(t) + dv (w = 0): d sigma/dt + v . grad sigma = k . dv
-    at every point, so transport = (dt k.dv)^2. Its gradient reaches the density (d/dk = 2 (dt k.dv) dt * s dv with
-    the derivative gradient scale s on d sigma/dt and grad sigma) and never F_K's parameters (METHOD 2.6: v detached)."""
+    at every point, so transport = (dt k.dv / 400)^2 (the reference's density units, REFERENCE_TRANSPORT_DENSITY).
+    Its gradient reaches the density (d/dk = 2 (dt k.dv) dt * s dv / 400^2 with the derivative gradient scale s on
+    d sigma/dt and grad sigma) and never F_K's parameters (METHOD 2.6: v detached)."""
     dv = (0.3, 0.2, -0.4)
     kin = AnalyticKinematics(omega=(0.0, 0.0, 0.0), dv=dv)
     model = make_model(kin, omega=(0.0, 0.0, 0.0))
     res = physics(model)
     k, d = torch.tensor(RAMP_K, dtype=torch.float64), torch.tensor(dv, dtype=torch.float64)
     kd = float((k * d).sum())
-    assert math.isclose(_f(res["transport"]), (DT * kd) ** 2, rel_tol=1e-3)
+    unit = REFERENCE_TRANSPORT_DENSITY
+    assert unit == 1.0 / 400.0  # sigma = 25 sigma_d, read as sigma_d / 16 (METHOD 1.4, 2.6)
+    assert math.isclose(_f(res["transport"]), (DT * kd * unit) ** 2, rel_tol=1e-3)
     res["transport"].backward()
     for name, g in _kin_grads(kin).items():
         assert _zero_or_none(g), name
     scale = KinConfig().derivative_grad_scale
-    torch.testing.assert_close(model.dynamic.k.grad.double(), 2 * DT * kd * DT * scale * d, rtol=1e-3, atol=1e-9)
+    torch.testing.assert_close(model.dynamic.k.grad.double(), 2 * DT * kd * DT * scale * d * unit**2, rtol=1e-3,
+                               atol=1e-15)
 
 
 @pytest.mark.parametrize("form", ["invariants", "strain"])

@@ -144,3 +144,76 @@ def test_dynamic_sparsity_is_the_mean_dynamic_opacity_of_the_rays():
     empty = Samples(*(x[:0] for x in (ids, t0, t0, s.positions, s.times, s.dirs, sigma_s, s.rgb_s, sigma_d, s.rgb_d,
                                        w_s, w_d)), 3)
     assert float(dynamic_sparsity_loss(empty).detach()) == 0.0
+
+
+def test_flow_expected_point_averages_the_samples_in_ndc_then_maps_to_world():
+    """METHOD 2.10: P = sum_k w_k x_k + (1 - sum_k w_k) x_last over a ray's NDC samples, then NDC -> world. On a
+    half-transparent ray (weights 0.3 / 0.3 / 0.38 at NDC z 0, 0.5, 0.8; 2 % left at z 0.99) that point is about 3.8
+    deep; averaging the world points instead gives about 13.6, the far remainder dragging it back."""
+    size, focal = 256, 256.0
+    space = SceneSpace((focal, size, size, 1.0))
+    intr = torch.tensor([[focal, focal, size / 2, size / 2]])
+    o, d = pixel_rays(torch.eye(4)[None], intr, torch.tensor([100]), torch.tensor([150]))
+    on, dn = space.rays(o, d)
+    mid = (torch.tensor([0.0, 0.5, 0.8, 0.99]) - on[0, 2]) / dn[0, 2]
+    w_s = torch.tensor([0.3, 0.3, 0.38, 0.0])
+    pos = on + dn * mid[:, None]
+    zero = torch.zeros(4)
+    samples = Samples(torch.zeros(4, dtype=torch.long), mid - 0.005, mid + 0.005, pos, zero, dn.expand(4, 3), w_s,
+                      torch.zeros(4, 3), zero, torch.zeros(4, 3), w_s, zero, 1)
+    pri = PriorObjective(PriorConfig(), SimpleNamespace(space=space, kinematic=None), SimpleNamespace(extras={}), 0.5)
+    got = pri.expected_points({"render": {"samples": samples}, "batch": {"origins": o, "dirs": d}}, 1.0, 1)
+    far = on + dn * (mid[-1] + 0.005)
+    want = space.to_world((w_s[:, None] * pos).sum(0, keepdim=True) + 0.02 * far)
+    torch.testing.assert_close(got, want)
+    assert 3.5 < -float(got[0, 2]) < 4.1
+
+
+def test_flow_and_depth_decay_count_the_steps_after_static_pretraining():
+    """METHOD 2.10: the reference pre-trains the static field on its own counter, so the flow (and depth) weight
+    is at full strength for the first 200 steps of the dynamic phase, whatever the pre-training length."""
+    split = SimpleNamespace(extras={"flow_fwd": 1, "flow_bwd": 1, "disp": 1, "motion_mask": 1})  # (pre-training needs masks)
+    for pre in (0, 100, 5000):
+        terms = {t.name: t for t in PriorObjective(PriorConfig(static_pretrain_steps=pre), None, split, 0.5).terms()}
+        for name in ("flow_prior", "depth_prior"):
+            full = terms[name].weight
+            assert terms[name].weight_at(pre - 1) == 0.0
+            assert terms[name].weight_at(pre) == full
+            assert terms[name].weight_at(pre + 199) == full
+            assert abs(terms[name].weight_at(pre + 200) - full * PriorConfig().decay_rate) < 1e-12
+
+
+def _naive_distortion(w, s0, s1, ray_ids, n_rays):
+    """METHOD 2.13 literally: per ray, sum over every pair of samples and the intervals' own term; mean over rays."""
+    total = 0.0
+    for r in range(n_rays):
+        k = ray_ids == r
+        wr, m, width = w[k], 0.5 * (s0[k] + s1[k]), s1[k] - s0[k]
+        total += float((wr[:, None] * wr[None, :] * (m[:, None] - m[None, :]).abs()).sum() + (wr**2 * width).sum() / 3)
+    return total / n_rays
+
+
+def test_distortion_loss_is_the_pairwise_sum_per_ray():
+    """The one-pass form equals the double sum over each ray's samples (NDC: s = (z + 1) / 2 along unit field
+    directions; world: distance over the box side), with a ray without samples counted in the mean; its gradient
+    pulls a ray's weight together (a spread ray costs more than the same weight in one interval)."""
+    from kinfield.losses.priors import distortion_loss
+    g = torch.Generator().manual_seed(0)
+    counts = [5, 0, 1, 9]
+    ray_ids = torch.repeat_interleave(torch.arange(4), torch.tensor(counts))
+    m = ray_ids.numel()
+    t0 = torch.cat([torch.sort(torch.rand(c, generator=g) * 3)[0] for c in counts])
+    t1 = t0 + 0.01 + 0.05 * torch.rand(m, generator=g)
+    dirs = torch.nn.functional.normalize(torch.randn(4, 3, generator=g), dim=-1)[ray_ids]  # one per ray
+    w_s, w_d = 0.1 * torch.rand(m, generator=g), 0.1 * torch.rand(m, generator=g)
+    zero = torch.zeros(m)
+    samples = Samples(ray_ids, t0, t1, torch.zeros(m, 3), zero, dirs, zero, torch.zeros(m, 3), zero,
+                      torch.zeros(m, 3), w_s, w_d, 4)
+    for ndc, scale in ((True, dirs[:, 2].abs() / 2), (False, torch.full((m,), 1 / 2.5))):
+        want = _naive_distortion(w_s + w_d, t0 * scale, t1 * scale, ray_ids, 4)
+        assert abs(float(distortion_loss(samples, ndc, 2.5)) - want) < 1e-6 * max(want, 1e-3)
+    one = Samples(torch.zeros(2, dtype=torch.long), torch.tensor([0.0, 1.0]), torch.tensor([0.1, 1.1]),
+                  torch.zeros(2, 3), torch.zeros(2), torch.tensor([[0.0, 0.0, 1.0]] * 2), torch.zeros(2),
+                  torch.zeros(2, 3), torch.zeros(2), torch.zeros(2, 3), torch.tensor([0.4, 0.4]), torch.zeros(2), 1)
+    together = dataclasses.replace(one, w_s=torch.tensor([0.8, 0.0]))
+    assert float(distortion_loss(one, False, 1.0)) > float(distortion_loss(together, False, 1.0))

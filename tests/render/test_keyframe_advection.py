@@ -268,3 +268,28 @@ def test_rays_without_samples_render_the_background_with_keyframe_advection(keyf
     out = model.render_rays(origins, dirs, torch.tensor([0.3, 0.7]), bg, keyframe_u=u)
     assert int(out["n_samples"]) == 0
     torch.testing.assert_close(out["rgb"], bg.expand(2, 3))
+
+
+def test_transport_trains_the_advected_density_but_not_the_motion():
+    """METHOD 2.6 / 2.16: the transport term's velocity is detached, so it shapes the density alone. With keyframe
+    advection the density is read at points F_K moves: that read must not carry the term's gradient to F_K either
+    (the same term without advection gives F_K no gradient)."""
+    from types import SimpleNamespace
+
+    from kinfield.fields import KinematicConfig, KinematicField
+    from kinfield.losses.kinematic import KinConfig, KinematicObjective
+    model = advected_model(spacing=0.2)
+    model.kinematic = KinematicField(AABB, 0.05, KinematicConfig(grid=GRID, grid_backend="torch"))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    n = 64
+    x, t = torch.rand(n, 3) * 1.2 - 0.6, 0.2 + 0.6 * torch.rand(n)
+    obj = KinematicObjective(KinConfig(fd_jitter=False, physics_sigma_threshold=0.0), model, 0.05)
+    ctx = {"kin_sel": {"idx": torch.arange(n), "n_rays": n, "n_samples": n},  # the warped points, given
+           "kin_warp_inter": {"x": x, "t": t, "sigma": torch.full((n,), 100.0)},
+           "render": {"samples": SimpleNamespace(w_d=torch.ones(n)), "rgb": torch.zeros(n, 3)}, "step": 10**6}
+    with model.shared_kinematics():  # as in a training step: the probes' F_K read is shared with the advection
+        obj.physics(ctx)["transport"].backward()
+    assert all(p.grad is None or float(p.grad.abs().max()) == 0.0 for p in model.kinematic.parameters())
+    assert float(model.dynamic.encoding.params.grad.abs().sum()) > 0

@@ -38,7 +38,7 @@ class Slab(nn.Module):
         self.z_lo, self.z_hi, self.x_max = z_lo, z_hi, x_max
         self.keyframe_points = None
 
-    def density(self, x, t=None, keyframe_u=None):
+    def density(self, x, t=None, keyframe_u=None, motion_grad=True):
         inside = (x[:, 2] >= self.z_lo) & (x[:, 2] <= self.z_hi) & (x[:, 0] < self.x_max)
         return inside.to(x.dtype) * self.sigma
 
