@@ -200,7 +200,9 @@ def _read_priors(root: Path, n: int, size: Tuple[int, int], orig_size: Tuple[int
         if len(files) != n:
             raise DatasetError(root / "motion_masks", f"{len(files)} motion masks for {n} frames",
                                "provide one mask per frame (or remove the folder)")
-        masks = [_resize(read_image(p)[..., :1], size, "area")[..., 0] > 0.5 for p in files]
+        # a pixel with any motion in it after downscaling is dynamic (METHOD 5: > 1e-3), so that the static terms
+        # (pre-training, the static masked loss) never see a partly moving pixel
+        masks = [_resize(read_image(p)[..., :1], size, "area")[..., 0] > 1e-3 for p in files]
         extras["motion_mask"] = torch.from_numpy(np.stack(masks).astype(np.float32))
     flow_dir = root / "flow_i1"
     if flow_dir.is_dir():

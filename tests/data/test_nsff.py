@@ -169,3 +169,26 @@ def test_frames_in_natural_order(tmp_path):
     assert train.paths[2].endswith("2.png") and train.paths[10].endswith("10.png")
     assert train.extras["motion_mask"][:, 0, 0].tolist() == [float(i >= 6) for i in range(n)]
     assert train.extras["disp"][:, 0, 0].tolist() == [float(i) for i in range(n)]
+
+
+def test_a_downscaled_motion_mask_marks_every_pixel_with_some_motion(tmp_path):
+    """METHOD 5: after area downscaling a pixel is dynamic when any of it moved (> 1e-3), so the static terms never
+    train on a partly moving pixel: one moving source pixel of a 4x4 block makes its 2x2-downscaled pixel dynamic."""
+    import imageio.v3 as iio
+
+    from kinfield.preprocess.writer import make_poses_bounds
+
+    n = 2
+    c2w = np.tile(np.eye(4), (n, 1, 1))
+    c2w[:, 0, 3] = [-0.1, 0.1]
+    np.save(tmp_path / PB, make_poses_bounds(c2w, (8.0, 8.0, 8.0), np.tile([1.0, 5.0], (n, 1))))
+    for sub in ("images", "motion_masks"):
+        (tmp_path / sub).mkdir()
+    mask = np.zeros((8, 8), np.uint8)
+    mask[0, 0] = 255  # 1/16 of the top-left 4x4 block
+    mask[4:, 4:] = 255  # the whole bottom-right block
+    for i in range(n):
+        iio.imwrite(tmp_path / "images" / f"{i}.png", np.full((8, 8, 3), 100, np.uint8))
+        iio.imwrite(tmp_path / "motion_masks" / f"{i}.png", mask)
+    got = load_scene(tmp_path, downscale=4).split("train").extras["motion_mask"][0]
+    assert got.tolist() == [[1.0, 0.0], [0.0, 1.0]]
