@@ -17,7 +17,7 @@ for d in /.whl/ /.devdata/; do grep -qxF "$d" .git/info/exclude 2>/dev/null || e
 rm -rf .whl && mkdir -p .whl
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-  -d .whl configargparse==1.9.0 nerfacc==0.5.3 rich markdown-it-py mdurl pygments ninja
+  -d .whl configargparse==1.9.0 nerfacc==0.5.3 rich markdown-it-py mdurl pygments ninja tqdm
 if [ -d "$standup" ]; then
   mkdir -p .devdata && rm -rf .devdata/dnerf_standup && cp -r "$standup" .devdata/dnerf_standup
 else
