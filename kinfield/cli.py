@@ -1,6 +1,8 @@
 """Entry points behind ``tools/*.py`` (kept here so the tools stay thin)."""
 from __future__ import annotations
 
+import errno
+import functools
 import json
 import logging
 import math
@@ -26,6 +28,28 @@ def _terminate_like_ctrl_c() -> None:
         pass
 
 
+def _user_errors(main):
+    """Wrap a tool's ``main(argv)``: a file-system failure (a full disk, a read-only folder, an output path that is a
+    file) is one ``error:`` line naming the path, and Ctrl-C a short note (exit 130), not a traceback. Outputs are
+    written beside their final names and moved in when complete (:mod:`kinfield._io`), so earlier results stay."""
+    @functools.wraps(main)
+    def wrapped(argv: List[str]) -> int:
+        try:
+            return main(argv)
+        except KeyboardInterrupt:
+            print("interrupted: earlier results are kept (outputs replace them only when complete)", file=sys.stderr)
+            return 130
+        except OSError as exc:
+            where = f": {exc.filename}" if exc.filename else ""
+            fix = {errno.ENOSPC: "free disk space", errno.EROFS: "write to another folder (--out)",
+                   errno.EACCES: "fix the folder's permissions or write to another folder (--out)",
+                   errno.ENOTDIR: "a part of the path is a file: choose another --out",
+                   errno.EEXIST: "a file is where a folder is expected: choose another --out"}.get(exc.errno, "check the path")
+            return _error(f"{exc.strerror or exc}{where}\n  fix: {fix}, then run the command again")
+    return wrapped
+
+
+@_user_errors
 def main_train(argv: List[str]) -> int:
     from .config import parse_train_args
     from .data import DatasetError
@@ -173,6 +197,7 @@ def _render_parser():
     return p
 
 
+@_user_errors
 def main_render(argv: List[str]) -> int:
     """``tools/render.py``: videos ``<out>/<path>_<output>.mp4`` (``--path test``: ``<split>_<output>.mp4``
     plus PNGs in ``<out>/<split>/<output>/NNN.png``). Returns the exit code."""
@@ -282,6 +307,7 @@ def main_render(argv: List[str]) -> int:
     return 0
 
 
+@_user_errors
 def main_eval(argv: List[str]) -> int:
     """``tools/eval.py``: re-render and score a split of a run (``evaluate_split``); prints the summary JSON."""
     import argparse
@@ -323,6 +349,7 @@ def main_eval(argv: List[str]) -> int:
     return 0
 
 
+@_user_errors
 def main_export(argv: List[str]) -> int:
     """``tools/export_trajectories.py``: 3-D tracks through the kinematic field of a run."""
     import argparse
@@ -359,6 +386,8 @@ def main_export(argv: List[str]) -> int:
     _require_positive(p, args, "n_points", "substeps")
     if not 0.0 <= args.time <= 1.0:
         return _error(f"--time {args.time} is outside [0, 1]")
+    if args.out and Path(args.out).is_dir():  # (before the suffix is added: RUN/m would become RUN/m.npz)
+        return _error(f"--out {args.out} is a folder; give a file name (e.g. {Path(args.out) / 'tracks.npz'})")
     try:  # the file numpy really writes (an npz gets the .npz suffix), and its format: checked before integrating
         out, fmt = trajectory_target(args.out or Path(args.run_dir) / "motion" / f"tracks.{args.format or 'npz'}",
                                      args.format)
@@ -397,6 +426,7 @@ def main_export(argv: List[str]) -> int:
     return 0
 
 
+@_user_errors
 def main_eval_motion(argv: List[str]) -> int:
     """``tools/eval_motion.py``: score a run's motion against a synthetic scene's exact ground truth."""
     import argparse
@@ -449,6 +479,7 @@ def _write_columns(path, columns) -> None:
         np.savetxt(tmp, table, delimiter=",", header=",".join(names), comments="", fmt="%.6g")
 
 
+@_user_errors
 def main_plot(argv: List[str]) -> int:
     """``tools/plot.py``: PNG figures of a run (training curves, test views, motion error, tracks)."""
     import argparse
@@ -478,6 +509,7 @@ def main_plot(argv: List[str]) -> int:
     return 2 if problems else 0
 
 
+@_user_errors
 def main_demo(argv: List[str]) -> int:
     """``tools/demo.py``: synthetic demo scene -> training -> orbit video -> image and motion scores."""
     import argparse
@@ -496,7 +528,10 @@ def main_demo(argv: List[str]) -> int:
     args, extra = p.parse_known_args(argv)
     extra = ["--device", args.device] + extra  # (any other option goes to tools/train.py)
     device = ["--device", args.device]
-    scene = ensure_scene(args.scene, PRESETS["demo"])
+    try:
+        scene = ensure_scene(args.scene, PRESETS["demo"])
+    except FileExistsError as exc:
+        return _error(f"--scene {exc}")
     log = logging.getLogger("kinfield")
     log.info("demo scene: %s", scene)
     code = main_train([str(scene), args.config, "--out", args.out] + extra)
@@ -526,6 +561,7 @@ def main_demo(argv: List[str]) -> int:
     return code
 
 
+@_user_errors
 def main_preprocess(argv: List[str]) -> int:
     """``tools/preprocess.py``: a video (or a folder of frames) -> the NSFF layout (frames, LLFF poses from
     pycolmap SfM, sparse depth, optical flow with forward-backward masks, motion masks)."""
@@ -573,12 +609,13 @@ def main_preprocess(argv: List[str]) -> int:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
     if args.stride < 1:
         p.error("--stride must be >= 1")
-    if args.focal is not None and args.focal <= 0:
-        p.error("--focal must be > 0")
-    if args.fb_threshold < 0:
-        p.error("--fb-threshold must be >= 0 (pixels)")
-    if args.motion_threshold is not None and args.motion_threshold <= 0:
-        p.error("--motion-threshold must be > 0 (pixels)")
+    # (``not x > 0`` also refuses NaN; infinity is refused apart: each would void every flow mask or the SfM)
+    if args.focal is not None and (not args.focal > 0 or math.isinf(args.focal)):
+        p.error(f"--focal must be a finite number > 0 (pixels), got {args.focal}")
+    if not args.fb_threshold >= 0 or math.isinf(args.fb_threshold):
+        p.error(f"--fb-threshold must be a finite number >= 0 (pixels), got {args.fb_threshold}")
+    if args.motion_threshold is not None and (not args.motion_threshold > 0 or math.isinf(args.motion_threshold)):
+        p.error(f"--motion-threshold must be a finite number > 0 (pixels), got {args.motion_threshold}")
 
     from .preprocess import PreprocessError, PreprocessOptions, preprocess
 

@@ -1011,23 +1011,24 @@ def write_nsff_scene(spec: SyntheticSceneSpec, out_dir: Union[str, Path], overwr
 def ensure_scene(out_dir: Union[str, Path], spec: Optional[SyntheticSceneSpec] = None) -> Path:
     """Write ``spec`` (default: ``PRESETS["demo"]``) into ``out_dir`` unless it already holds it.
 
-    Regenerates when ``transforms_train.json`` is missing or ``scene_meta.json`` records a different
-    spec / generator version. Raises ``FileExistsError`` if ``out_dir`` holds a scene without a
-    ``scene_meta.json`` (not ours).
+    Writes into a missing or empty folder, and rewrites a folder that holds this spec from another generator version
+    (or incomplete). Raises ``FileExistsError`` for anything else in ``out_dir`` (a scene not written by the
+    generator, another spec, the user's files): it is never replaced.
     """
     spec = PRESETS["demo"] if spec is None else spec
     out = Path(out_dir)
     meta_path = out / "scene_meta.json"
-    if (out / "transforms_train.json").exists():
-        if not meta_path.exists():
-            raise FileExistsError(f"{out} holds a scene that was not written by the synthetic generator")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
         try:
             meta = json.loads(meta_path.read_text())
-            same = (meta.get("generator_version") == GENERATOR_VERSION
-                    and meta.get("spec") == json.loads(json.dumps(spec.to_dict())))
-        except (json.JSONDecodeError, OSError):
-            same = False
-        if same and (out / "motion_gt.npz").exists():
+        except (json.JSONDecodeError, OSError, UnicodeDecodeError):
+            raise FileExistsError(f"{out} is not empty and holds no scene of the synthetic generator (no readable "
+                                  f"scene_meta.json): it is left as it is; choose another folder or empty it") from None
+        if not isinstance(meta, dict) or meta.get("spec") != json.loads(json.dumps(spec.to_dict())):
+            raise FileExistsError(f"{out} holds another synthetic scene (not the one asked for): it is left as it is; "
+                                  f"choose another folder or remove it")
+        if meta.get("generator_version") == GENERATOR_VERSION and (out / "motion_gt.npz").exists() \
+                and (out / "transforms_train.json").exists():
             return out
     return write_scene(spec, out, overwrite=True)
 

@@ -32,10 +32,17 @@ def save_checkpoint(run_dir, step: int, state: dict, keep: int = 3) -> Path:
     d.mkdir(parents=True, exist_ok=True)
     path = d / f"ckpt_{step:07d}.pt"
     tmp = path.with_suffix(".pt.tmp")
-    with open(tmp, "wb") as f:  # on disk before it replaces anything (a power cut leaves the old file or this one)
-        torch.save({"format_version": FORMAT_VERSION, "step": step, **state}, f)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, "wb") as f:  # on disk before it replaces anything (a power cut leaves the old file or this one)
+            torch.save({"format_version": FORMAT_VERSION, "step": step, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+    except (OSError, RuntimeError) as exc:  # (a full disk shows as torch's RuntimeError from its zip writer)
+        tmp.unlink(missing_ok=True)  # a half-written file would keep the disk full
+        kept = list_checkpoints(run_dir)
+        raise CheckpointError(f"could not write the checkpoint {path} ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+                              f"the earlier checkpoints are kept ({kept[-1].name if kept else 'none yet'}): free disk space "
+                              f"(or fix the folder's permissions) and run the same command again to resume") from exc
     os.replace(tmp, path)
     for stale in d.glob("ckpt_*.pt.tmp"):  # half-written files of a run killed while saving
         stale.unlink(missing_ok=True)

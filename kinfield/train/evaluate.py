@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import logging
 import math
 from pathlib import Path
@@ -127,16 +128,23 @@ def evaluate_split(
 
 
 def read_metrics(run_dir) -> Dict:
-    """``RUN_DIR/metrics.json`` as a dict (empty when missing; a broken file is reported and ignored)."""
-    path = Path(run_dir) / "metrics.json"
+    """``RUN_DIR/metrics.json`` as a dict (empty when missing; a file that is not a JSON object is reported and
+    ignored here, and set aside by the next :func:`update_metrics`)."""
+    data = _metrics_file(Path(run_dir) / "metrics.json")
+    if data is None:
+        log.warning("%s is not a JSON object of kinfield's metrics: ignored", Path(run_dir) / "metrics.json")
+    return data or {}
+
+
+def _metrics_file(path: Path) -> Optional[Dict]:
+    """The metrics file's dict, ``{}`` when there is none, None when it cannot be read as one."""
     if not path.is_file():
         return {}
     try:
         data = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        log.warning("%s is not valid JSON: ignored (the next evaluation rewrites it)", path)
-        return {}
-    return data if isinstance(data, dict) else {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _finite_or_none(value):
@@ -150,7 +158,15 @@ def _finite_or_none(value):
 def update_metrics(run_dir, key: str, value: Dict) -> Path:
     """Set ``metrics[key] = value`` in ``RUN_DIR/metrics.json``, atomically (NaN/inf written as null)."""
     path = Path(run_dir) / "metrics.json"
-    metrics = read_metrics(run_dir)
+    metrics = _metrics_file(path)
+    if metrics is None:  # someone's file, or a broken one: kept beside the new one
+        aside = path.with_name("metrics.json.unreadable")
+        n = 1
+        while aside.exists():
+            aside, n = path.with_name(f"metrics.json.unreadable.{n}"), n + 1
+        os.replace(path, aside)
+        log.warning("%s is not a JSON object of kinfield's metrics: moved to %s, a new one is written", path, aside)
+        metrics = {}
     metrics[key] = value
     with replaced_on_success(path) as tmp:
         tmp.write_text(json.dumps(_finite_or_none(metrics), indent=2))

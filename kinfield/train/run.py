@@ -11,7 +11,7 @@ import yaml
 
 from ..config import Config, from_flat_dict
 from ..render import SceneModel
-from .checkpoint import latest_checkpoint, load_checkpoint
+from .checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
 from .trainer import build_model, resolve_device
 
 
@@ -38,6 +38,17 @@ def load_run(run_dir, device: str = "auto", checkpoint: Optional[str] = None) ->
         raise FileNotFoundError(f"no checkpoint in {run_dir / 'ckpts'}: train first (tools/train.py ... --out {run_dir})")
     dev = resolve_device(device)
     state = load_checkpoint(path, map_location=dev)
+    own_cfg = run_dir / "config.yaml"
+    if checkpoint and "config" in state and own_cfg.is_file():  # results go into run_dir: the checkpoint must be its
+        try:
+            own_scene = (yaml.safe_load(own_cfg.read_text()) or {}).get("scene")
+        except (yaml.YAMLError, UnicodeDecodeError, AttributeError):
+            own_scene = None
+        saved_scene = state["config"].get("scene")
+        if own_scene and saved_scene and Path(own_scene).resolve() != Path(saved_scene).resolve():
+            raise CheckpointError(f"{path} was trained on {saved_scene}, the run {run_dir} on {own_scene}: its results "
+                                  f"would be written into the wrong run; pass a checkpoint of this run (or that "
+                                  f"checkpoint's own run folder)")
     if "config" in state:
         flat = dict(state["config"])
     else:

@@ -107,9 +107,17 @@ class Trainer:
     """
 
     def __init__(self, cfg: Config, scene: Optional[Scene] = None):
-        for option in ("log_every", "save_every"):
+        for option, unit in (("log_every", "steps"), ("save_every", "steps"), ("rays", "rays"), ("min_rays", "rays"),
+                             ("max_rays", "rays")):
             if getattr(cfg.train, option) < 1:
-                raise ValueError(f"--train_{option} must be >= 1 (steps), got {getattr(cfg.train, option)}")
+                raise ValueError(f"--train_{option} must be >= 1 ({unit}), got {getattr(cfg.train, option)}")
+        for option, value in (("step_size", cfg.render.step_size), ("chunk", cfg.render.chunk),
+                              ("occupancy_resolution", cfg.render.occupancy.resolution)):
+            if not value > 0:  # (NaN too)
+                raise ValueError(f"--render_{option} must be > 0, got {value}")
+        for field_name in ("static", "dynamic"):
+            if getattr(cfg, field_name).grid.n_levels < 1:
+                raise ValueError(f"--{field_name}_grid_n_levels must be >= 1, got {getattr(cfg, field_name).grid.n_levels}")
         self.cfg = cfg
         self.run_dir = Path(cfg.train.out)
         self.device = resolve_device(cfg.train.device)
@@ -244,6 +252,10 @@ class Trainer:
         ckpts, metrics = list_checkpoints(self.run_dir), self.run_dir / "metrics.jsonl"
         earlier_rows = metrics.is_file() and metrics.stat().st_size > 0
         start_over = f"use another --out, or delete {ckpt_dir(self.run_dir)} and {metrics} to start over"
+        results = self.run_dir / "metrics.json"
+        if not ckpts and results.exists():  # an earlier run's scores (its checkpoints gone), or someone's file
+            raise CheckpointError(f"{results} holds results but {ckpt_dir(self.run_dir)} no checkpoint to resume: a new "
+                                  f"run would replace them; use another --out, or move {results} away to start over")
         if mode in ("none", ""):
             if ckpts:
                 raise CheckpointError(f"{ckpt_dir(self.run_dir)} holds an earlier run's checkpoints (latest step "

@@ -255,13 +255,27 @@ def test_ensure_scene(tmp_path):
     os.utime(out / "transforms_train.json", ns=(stamp - 10**9, stamp - 10**9))
     ensure_scene(out, TINY)  # same spec: untouched
     assert (out / "transforms_train.json").stat().st_mtime_ns == stamp - 10**9
-    ensure_scene(out, dataclasses.replace(TINY, seed=5))  # different spec: rewritten
-    assert json.loads((out / "scene_meta.json").read_text())["spec"]["seed"] == 5
+    with pytest.raises(FileExistsError, match="another synthetic scene"):  # another spec: never replaced
+        ensure_scene(out, dataclasses.replace(TINY, seed=5))
+    assert json.loads((out / "scene_meta.json").read_text())["spec"]["seed"] == TINY.seed
+    meta = json.loads((out / "scene_meta.json").read_text())
+    (out / "scene_meta.json").write_text(json.dumps({**meta, "generator_version": -1}))
+    ensure_scene(out, TINY)  # the same spec from another generator version: rewritten
+    assert json.loads((out / "scene_meta.json").read_text())["generator_version"] != -1
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "transforms_train.json").write_text("{}")
     with pytest.raises(FileExistsError):
         ensure_scene(foreign, TINY)
+    mine = tmp_path / "mine"  # a user's folder without transforms: nothing in it is touched
+    (mine / "train").mkdir(parents=True)
+    (mine / "train" / "my_photo.png").write_bytes(b"png")
+    with pytest.raises(FileExistsError, match="left as it is"):
+        ensure_scene(mine, TINY)
+    assert (mine / "train" / "my_photo.png").read_bytes() == b"png"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert (ensure_scene(empty, TINY) / "motion_gt.npz").exists()
 
 
 def test_load_synthetic_in_memory():

@@ -113,13 +113,15 @@ def test_crash_while_writing_keeps_previous_checkpoint(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError):
+    with pytest.raises(CheckpointError, match="disk full"):  # (the error names the file and the one kept)
         save_checkpoint(tmp_path, 4, {"x": 2})
     monkeypatch.undo()
     assert not (tmp_path / "ckpts" / "ckpt_0000004.pt").exists()
-    assert latest_checkpoint(tmp_path) == good and list_checkpoints(tmp_path) == [good]  # the .tmp is ignored
+    assert not (tmp_path / "ckpts" / "ckpt_0000004.pt.tmp").exists()  # removed: it would keep a full disk full
+    assert latest_checkpoint(tmp_path) == good and list_checkpoints(tmp_path) == [good]
     assert load_checkpoint(good)["x"] == 1
-    assert (tmp_path / "ckpts" / "ckpt_0000004.pt.tmp").is_file()
+    (tmp_path / "ckpts" / "ckpt_0000004.pt.tmp").write_bytes(b"half")  # what a run killed while saving leaves
+    assert list_checkpoints(tmp_path) == [good]  # the .tmp is ignored
     save_checkpoint(tmp_path, 6, {"x": 3})  # the next save clears the half-written file away
     assert sorted(p.name for p in (tmp_path / "ckpts").iterdir()) == ["ckpt_0000002.pt", "ckpt_0000006.pt"]
 

@@ -1,0 +1,112 @@
+"""Earlier results are never replaced by mistake, and file-system failures are one error line (the gauntlet of
+2026-12-07): a run folder's metrics.json without checkpoints, another run's checkpoint given to eval, a broken
+metrics.json, a checkpoint that cannot be written, an --out that is a file."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from kinfield.cli import main_eval, main_train
+from kinfield.data.synthetic import PRESETS, write_scene
+from kinfield.train.checkpoint import CheckpointError, list_checkpoints, save_checkpoint
+from kinfield.train.evaluate import update_metrics
+
+REPO = Path(__file__).resolve().parents[2]
+FAST = ["--device", "cpu", "--train_rays", "64", "--train_min_rays", "64", "--train_target_samples", "0",
+        "--train_eval_split", ""]
+
+
+def _scene_of(run):
+    import yaml
+    return yaml.safe_load((run / "config.yaml").read_text())["scene"]
+
+
+def _train(scene, out, *extra):
+    return main_train([str(scene), str(REPO / "configs" / "debug.yaml"), "--out", str(out), "--iters", "2", *FAST,
+                       *extra])
+
+
+def test_training_never_replaces_results_of_a_run_without_checkpoints(tmp_path, trained_run, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.json").write_text('{"test": {"psnr": 31.0}}')
+    scene = _scene_of(trained_run)
+    assert _train(scene, out) == 2
+    assert "holds results" in capsys.readouterr().err
+    assert json.loads((out / "metrics.json").read_text()) == {"test": {"psnr": 31.0}}
+
+
+def test_eval_refuses_a_checkpoint_of_another_scene(tmp_path, trained_run, capsys):
+    other_scene = write_scene(PRESETS["tiny"], tmp_path / "other_scene")
+    other = tmp_path / "other_run"
+    assert _train(other_scene, other) == 0
+    before = (trained_run / "metrics.json").read_bytes() if (trained_run / "metrics.json").exists() else None
+    code = main_eval([str(trained_run), "--checkpoint", str(list_checkpoints(other)[-1]), "--no-lpips", "--device", "cpu"])
+    assert code == 2
+    assert "would be written into the wrong run" in capsys.readouterr().err
+    after = (trained_run / "metrics.json").read_bytes() if (trained_run / "metrics.json").exists() else None
+    assert after == before
+
+
+def test_an_unreadable_metrics_file_is_set_aside_not_lost(tmp_path):
+    (tmp_path / "metrics.json").write_text("[1, 2]")  # valid JSON, not kinfield's
+    update_metrics(tmp_path, "test", {"psnr": 1.0})
+    assert json.loads((tmp_path / "metrics.json").read_text()) == {"test": {"psnr": 1.0}}
+    assert (tmp_path / "metrics.json.unreadable").read_text() == "[1, 2]"
+    (tmp_path / "metrics.json").write_bytes(b"\xff\xfe not utf-8")
+    update_metrics(tmp_path, "test", {"psnr": 2.0})
+    assert (tmp_path / "metrics.json.unreadable.1").read_bytes() == b"\xff\xfe not utf-8"
+
+
+def test_a_checkpoint_that_cannot_be_written_leaves_no_partial_file_and_names_the_last_one(tmp_path, monkeypatch):
+    save_checkpoint(tmp_path, 2, {"x": torch.zeros(3)})
+
+    def full_disk(obj, f):
+        f.write(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(CheckpointError, match="ckpt_0000002.pt"):
+        save_checkpoint(tmp_path, 4, {"x": torch.zeros(3)})
+    assert [p.name for p in (tmp_path / "ckpts").iterdir()] == ["ckpt_0000002.pt"]
+
+
+def test_an_out_path_that_is_a_file_is_one_error_line(tmp_path, trained_run, capsys):
+    scene = _scene_of(trained_run)
+    blocker = tmp_path / "afile"
+    blocker.write_text("mine")
+    assert _train(scene, blocker / "run") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err and "choose another --out" in err
+    assert blocker.read_text() == "mine"
+
+
+@pytest.mark.parametrize("option", [["--train_rays", "-1"], ["--train_min_rays", "0"], ["--render_step_size", "-0.1"],
+                                    ["--render_chunk", "0"], ["--render_occupancy_resolution", "0"],
+                                    ["--dynamic_grid_n_levels", "0"]])
+def test_out_of_range_sizes_stop_with_the_option_named(tmp_path, trained_run, capsys, option):
+    assert _train(_scene_of(trained_run), tmp_path / "run", *option) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {option[0]} must be") and "Traceback" not in err
+    assert not (tmp_path / "run" / "ckpts").exists()
+
+
+@pytest.mark.parametrize("option", [["--focal", "nan"], ["--focal", "inf"], ["--fb-threshold", "nan"],
+                                    ["--motion-threshold", "nan"], ["--motion-threshold", "inf"]])
+def test_preprocess_refuses_non_finite_thresholds(tmp_path, capsys, option):
+    from kinfield.cli import main_preprocess
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    with pytest.raises(SystemExit) as exc:
+        main_preprocess([str(frames), str(tmp_path / "out"), *option])
+    assert exc.value.code == 2 and f"{option[0]} must be a finite number" in capsys.readouterr().err
+
+
+def test_export_refuses_an_existing_folder_as_out_before_adding_a_suffix(tmp_path, trained_run, capsys):
+    from kinfield.cli import main_export
+    folder = tmp_path / "m"
+    folder.mkdir()
+    assert main_export([str(trained_run), "--out", str(folder), "--device", "cpu"]) == 2
+    assert "is a folder" in capsys.readouterr().err
+    assert not (tmp_path / "m.npz").exists()
