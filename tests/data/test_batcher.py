@@ -59,8 +59,8 @@ def _global_draw(importance: torch.Tensor, gen: torch.Generator, n: int) -> torc
 
 
 def test_blocked_importance_draws_equal_the_global_inverse_cdf():
-    """The two-level draw (block, then pixel in it) picks exactly the pixels one search of every pixel's running
-    weight picks, for the same generator state: a map whose pixel count is no multiple of the block (4000 = 15
+    """The two-level draw (block, then pixel in it; a batch of few draws on a large map) picks exactly the pixels
+    one search of every pixel's running weight picks, for the same generator state: a map whose pixel count is no multiple of the block (4000 = 15
     blocks of 256 + 160), random values, updates that hit one pixel twice, then a map loaded from a checkpoint.
     The block sums stay those of a full recount."""
     from kinfield.data.batcher import IMPORTANCE_BLOCK
@@ -73,10 +73,12 @@ def test_blocked_importance_draws_equal_the_global_inverse_cdf():
         recount = torch.zeros(batcher._block_weight.shape, dtype=torch.int64)
         recount.index_add_(0, torch.arange(batcher.n_pixels) // IMPORTANCE_BLOCK, batcher.importance.long() + 1)
         assert torch.equal(batcher._block_weight, recount)
-        state = batcher.gen.get_state()
-        expect = _global_draw(batcher.importance, torch.Generator().set_state(state), 3000)
-        drawn = batcher.sample(3000, n_important=3000)["flat"]
-        assert torch.equal(drawn, expect)
+        # 15 draws read 15 blocks of 256 (< 4000 pixels: the two-level draw); 3000 draws one pass over the map
+        for n in (15, 15, 15, 3000):
+            state = batcher.gen.get_state()
+            expect = _global_draw(batcher.importance, torch.Generator().set_state(state), n)
+            drawn = batcher.sample(n, n_important=n)["flat"]
+            assert torch.equal(drawn, expect)
 
     check()
     for _ in range(5):
