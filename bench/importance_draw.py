@@ -1,5 +1,6 @@
-"""Cost of drawing a batch's important rays from the per-pixel importance map, blocked (kinfield) against one
-inverse-CDF search over every pixel (the draw before), at the map sizes of the shipped configs.
+"""Cost of drawing a batch's important rays from the per-pixel importance map, kinfield's draw (by blocks of 256
+pixels; one pass on maps of at most draws x 256 pixels) against one inverse-CDF search over every pixel (the draw
+before), at the map sizes of the shipped configs.
 
     python bench/importance_draw.py [--pixels 163840,1500000,24000000,96000000] [--draws 3072] [--repeats 5]
 
@@ -42,7 +43,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     a = p.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {a.draws} draws + one update per step")
-    print(f"{'pixels':>12s} {'global ms':>10s} {'blocked ms':>11s} {'speed-up':>9s}  same pixels")
+    print(f"{'pixels':>12s} {'global ms':>10s} {'kinfield ms':>11s} {'speed-up':>9s}  same pixels")
     for n in (int(v) for v in a.pixels.split(",")):
         b = _batcher(n, 0)
         b.enable_importance(0.0)
