@@ -52,8 +52,9 @@ def main(argv):
     p.add_argument("--rays-list", default="", help="comma-separated fixed ray counts to sweep (e.g. 1024,4096,16384)")
     p.add_argument("--profile", type=int, default=0, help="also profile this many kernel-path steps (torch.profiler)")
     a, rest = p.parse_known_args(argv)
-    always_on = ["--kin_physics_start", "0", "--kin_normal_start", "0", "--kin_unlock_acceleration", "0",
-                 "--kin_unlock_jerk", "0"]
+    # (--kin_start 0: the shipped configs start the kinematic part at step 250, after the timed steps)
+    always_on = ["--kin_start", "0", "--kin_physics_start", "0", "--kin_normal_start", "0",
+                 "--kin_unlock_acceleration", "0", "--kin_unlock_jerk", "0"]
     if not a.settle:
         always_on += ["--train_target_samples", "0"]
     if torch.cuda.is_available():
@@ -66,6 +67,8 @@ def main(argv):
     time_steps(trainer, a.warmup)  # occupancy grid past its warm-up, caches and allocator settled
     trainer.cfg.train.target_samples = 0  # freeze the ray count
     print(f"# {dev}, torch {torch.__version__}; kernels: {ops.cuda_available()}; {trainer.n_rays} rays/step")
+    active = [t.name for t in trainer.terms if t.weight_at(trainer.step) > 0]
+    print(f"# loss terms in the timed steps: {', '.join(active)}")
     sweep = [int(r) for r in a.rays_list.split(",") if r] or [trainer.n_rays]
     rows = {}
     for n_rays in sweep:
@@ -99,7 +102,7 @@ def main(argv):
     if a.json:
         Path(a.json).write_text(json.dumps({"device": dev, "torch": torch.__version__, "kernels": ops.load_extension()[1],
                                             "nerfacc": _external.reason("nerfacc") if torch.cuda.is_available() else "CPU",
-                                            "rows_by_rays_per_step": rows}, indent=2))
+                                            "terms": active, "rows_by_rays_per_step": rows}, indent=2))
     return 0
 
 
