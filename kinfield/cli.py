@@ -115,6 +115,17 @@ def _error(message) -> int:
     return 2
 
 
+def _device(text: str) -> str:
+    """``--device`` of the tools, checked as the training checks it (argparse names the option)."""
+    import argparse
+
+    from .config import _parse_device
+    try:
+        return _parse_device(text)
+    except Exception as exc:  # (configargparse's ArgumentTypeError)
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _require_positive(parser, args, *names) -> None:
     """``parser.error`` (exit 2) for the first of the integer options ``names`` below 1 (None: not given)."""
     for name in names:
@@ -189,7 +200,7 @@ def _render_parser():
     p.add_argument("--downscale", type=float, default=None, help="image downscale (default: the run's)")
     p.add_argument("--split", default="test", help="split rendered by --path test")
     p.add_argument("--outputs", default="rgb,depth", help=f"comma-separated subset of {','.join(VIDEO_OUTPUTS)}")
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    p.add_argument("--device", default="auto", type=_device, help="cpu, cuda, cuda:N or auto")
     p.add_argument("--checkpoint", default=None, help="checkpoint file (default: the run's latest)")
     p.add_argument("--out", default=None, help="output folder (default: RUN_DIR/videos)")
     p.add_argument("--overwrite", action="store_true", help="replace videos (and PNGs) an earlier render wrote")
@@ -325,7 +336,7 @@ def main_eval(argv: List[str]) -> int:
     p.add_argument("--scene", default=None, help="scene folder / .npz (default: the run config's scene)")
     p.add_argument("--downscale", type=float, default=None, help="image downscale (default: the run's)")
     p.add_argument("--no-lpips", action="store_true", help="skip LPIPS (AlexNet)")
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    p.add_argument("--device", default="auto", type=_device, help="cpu, cuda, cuda:N or auto")
     p.add_argument("--checkpoint", default=None, help="checkpoint file (default: the run's latest)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = p.parse_args(argv)
@@ -380,7 +391,7 @@ def main_export(argv: List[str]) -> int:
     p.add_argument("--substeps", type=int, default=4, help="RK4 steps per frame interval")
     p.add_argument("--scene", default=None, help="scene (default: the run config's); needed for --times train and sampling")
     p.add_argument("--downscale", type=float, default=None)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", type=_device, help="cpu, cuda, cuda:N or auto")
     p.add_argument("--checkpoint", default=None)
     args = p.parse_args(argv)
     _require_positive(p, args, "n_points", "substeps")
@@ -443,7 +454,7 @@ def main_eval_motion(argv: List[str]) -> int:
     p.add_argument("run_dir")
     p.add_argument("--gt", default=None, help="motion_gt.npz (default: <the run's scene>/motion_gt.npz)")
     p.add_argument("--substeps", type=int, default=4, help="RK4 steps per frame interval")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", type=_device, help="cpu, cuda, cuda:N or auto")
     p.add_argument("--checkpoint", default=None)
     args = p.parse_args(argv)
     _require_positive(p, args, "substeps")
@@ -524,7 +535,8 @@ def main_demo(argv: List[str]) -> int:
     p.add_argument("--scene", default=str(repo / "assets" / "demo_scene"), help="where the demo scene is generated")
     p.add_argument("--config", default=str(repo / "configs" / "demo.yaml"))
     p.add_argument("--out", default="runs/demo")
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto: for training and every step after it")
+    p.add_argument("--device", default="auto", type=_device,
+                   help="cpu, cuda, cuda:N or auto: for training and every step after it")
     args, extra = p.parse_known_args(argv)
     extra = ["--device", args.device] + extra  # (any other option goes to tools/train.py)
     device = ["--device", args.device]

@@ -411,7 +411,7 @@ def _resolve_image(root: Path, file_path: str, json_path: Path, what: str) -> Pa
 
 def _parse_transforms(json_path: Path, split: str, root: Path) -> _SplitSpec:
     try:
-        text = json_path.read_text(encoding="utf-8")
+        text = json_path.read_text(encoding="utf-8-sig")  # (a byte-order mark, as some Windows editors write, is fine)
     except (OSError, UnicodeDecodeError) as e:
         raise DatasetError(json_path, f"cannot read file ({e})", "restore the file from the dataset") from None
     try:

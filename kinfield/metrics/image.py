@@ -40,7 +40,7 @@ ArrayLike = Union[torch.Tensor, np.ndarray]
 
 __all__ = ["psnr", "ssim", "ssim_map", "mse"]
 
-_SSIM_SIZE = 11
+SSIM_WINDOW = 11  # the Gaussian window's side (pixels)
 _SSIM_SIGMA = 1.5
 _SSIM_K1 = 0.01
 _SSIM_K2 = 0.03
@@ -108,7 +108,7 @@ def psnr(pred: ArrayLike, gt: ArrayLike, mask: Optional[ArrayLike] = None) -> fl
     return -10.0 * math.log10(e)
 
 
-def _gaussian_1d(size: int = _SSIM_SIZE, sigma: float = _SSIM_SIGMA, dtype=torch.float64, device=None):
+def _gaussian_1d(size: int = SSIM_WINDOW, sigma: float = _SSIM_SIGMA, dtype=torch.float64, device=None):
     x = torch.arange(size, dtype=dtype, device=device) - (size - 1) / 2.0
     w = torch.exp(-0.5 * (x / sigma) ** 2)
     return w / w.sum()
@@ -122,14 +122,14 @@ def ssim_map(pred: ArrayLike, gt: ArrayLike) -> torch.Tensor:
     """
     p, g = _prep(pred, gt)
     H, W, C = p.shape
-    if H < _SSIM_SIZE or W < _SSIM_SIZE:
-        raise ValueError(f"SSIM needs images of at least {_SSIM_SIZE}x{_SSIM_SIZE}, got {H}x{W}")
+    if H < SSIM_WINDOW or W < SSIM_WINDOW:
+        raise ValueError(f"SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW}, got {H}x{W}")
     w = _gaussian_1d(device=p.device)
     x, y = p.permute(2, 0, 1), g.permute(2, 0, 1)  # [C, H, W]
     # separable 'valid' Gaussian filtering of the 5 moments as 11 shifted-slice accumulations per axis
     # (in place: much faster than a float64 grouped conv2d on CPU)
     stack = torch.cat([x, y, x * x, y * y, x * y], dim=0)  # [5C, H, W]
-    n = _SSIM_SIZE
+    n = SSIM_WINDOW
     Ho, Wo = H - n + 1, W - n + 1
     wl = [float(v) for v in w]
     tmp = stack[:, 0:Ho, :] * wl[0]
@@ -160,9 +160,9 @@ def ssim(pred: ArrayLike, gt: ArrayLike, mask: Optional[ArrayLike] = None) -> fl
     smap = ssim_map(pred, gt)  # [H-10, W-10, C]
     if mask is None:
         return float(smap.mean())
-    hw = (smap.shape[0] + _SSIM_SIZE - 1, smap.shape[1] + _SSIM_SIZE - 1)
+    hw = (smap.shape[0] + SSIM_WINDOW - 1, smap.shape[1] + SSIM_WINDOW - 1)
     m = _prep_mask(mask, hw, smap.device)
-    r = _SSIM_SIZE // 2
+    r = SSIM_WINDOW // 2
     m = m[r:-r, r:-r]
     denom = m.sum() * smap.shape[-1]
     if float(denom) <= 0:

@@ -57,6 +57,10 @@ def load_motion_npz(path, required: Sequence[str], fix: str) -> Dict[str, np.nda
             want = f"[{', '.join(str(dims.get(w, w)) for w in want)}]" if want else "a scalar"
             raise MotionFileError(f"{path}: {key} has shape {list(got)}, expected {want} (T times, N points, both "
                                   f">= 1, the same in every array); fix: {fix}")
+        values = data[key]
+        if values.dtype.kind in "fc" and not np.isfinite(values).all():  # (scores of NaN would be written as null)
+            raise MotionFileError(f"{path}: {key} holds {int((~np.isfinite(values)).sum())} NaN or infinite "
+                                  f"values; fix: {fix}")
     return data
 
 

@@ -16,6 +16,7 @@ import torch
 from .._io import replaced_on_success
 from ..data import Scene
 from ..metrics import lpips_alex, lpips_available, psnr, ssim
+from ..metrics.image import SSIM_WINDOW
 from ..metrics.lpips import MIN_SIZE as LPIPS_MIN_SIZE
 from ..render import SceneModel
 
@@ -34,6 +35,15 @@ def evenly_spaced_views(n_frames: int, max_views: int = 0) -> List[int]:
     return list(range(n_frames))
 
 
+def _ssim_fits(sp) -> bool:
+    """Whether the split's images hold SSIM's 11x11 window (a run at a large --downscale may not)."""
+    return min(sp.height, sp.width) >= SSIM_WINDOW
+
+
+def _ssim_note(sp) -> str:
+    return f"images are {sp.width}x{sp.height}; SSIM needs both sides >= {SSIM_WINDOW} (its window)"
+
+
 def quick_scores(model: SceneModel, scene: Scene, split: str, max_views: int, with_ssim: bool = True
                  ) -> Dict[str, float]:
     """Mean PSNR and SSIM (NaN without ``with_ssim``: it costs more than the render of a small image) of up to
@@ -47,7 +57,8 @@ def quick_scores(model: SceneModel, scene: Scene, split: str, max_views: int, wi
         for i in evenly_spaced_views(sp.num_frames, max_views):
             pred = model.render_image(sp.poses[i], sp.intrinsics[i], sp.height, sp.width, float(sp.times[i]),
                                       scene.background)["rgb"].cpu().clamp(0.0, 1.0)
-            scores.append((psnr(pred, sp.images[i]), ssim(pred, sp.images[i]) if with_ssim else math.nan))
+            scores.append((psnr(pred, sp.images[i]),
+                           ssim(pred, sp.images[i]) if with_ssim and _ssim_fits(sp) else math.nan))
     finally:
         model.train(was_training)
     return {"psnr": float(np.mean([s[0] for s in scores])), "ssim": float(np.mean([s[1] for s in scores])),
@@ -85,6 +96,9 @@ def evaluate_split(
         have_lpips, why = False, f"images are {sp.width}x{sp.height}; LPIPS (AlexNet) needs both sides >= {LPIPS_MIN_SIZE}"
     if use_lpips and not have_lpips:
         log.warning("LPIPS not computed: %s", why)
+    ssim_at = ssim if _ssim_fits(sp) else (lambda *a: float("nan"))
+    if not _ssim_fits(sp):
+        log.warning("SSIM not computed: %s", _ssim_note(sp))
     rows = []
     model.eval()
     for i in tqdm(evenly_spaced_views(sp.num_frames, max_views), desc=f"eval {split}", disable=not progress):
@@ -93,13 +107,13 @@ def evaluate_split(
         gt = sp.images[i]
         iio.imwrite(render_dir / f"{i:03d}.png", to_uint8(pred))
         row = {"index": i, "file": sp.paths[i] if i < len(sp.paths) else "", "time": float(sp.times[i]),
-               "psnr": psnr(pred, gt), "ssim": ssim(pred, gt)}
+               "psnr": psnr(pred, gt), "ssim": ssim_at(pred, gt)}
         row["lpips"] = lpips_alex(pred, gt) if have_lpips else float("nan")
         if "dynamic_mask" in sp.extras:  # NSFF protocol: the same metrics on the moving region only
             mask = sp.extras["dynamic_mask"][i]
             has = bool(mask.sum() > 0)
             row["psnr_dynamic"] = psnr(pred, gt, mask) if has else float("nan")
-            row["ssim_dynamic"] = ssim(pred, gt, mask) if has else float("nan")
+            row["ssim_dynamic"] = ssim_at(pred, gt, mask) if has else float("nan")
             row["lpips_dynamic"] = lpips_alex(pred, gt, mask=mask) if has and have_lpips else float("nan")
         rows.append(row)
     model.train()
@@ -122,6 +136,8 @@ def evaluate_split(
             summary[key] = float(np.mean(vals))
     if not have_lpips:
         summary["lpips_note"] = why
+    if not _ssim_fits(sp):
+        summary["ssim_note"] = _ssim_note(sp)
     summary.update(extra or {})
     update_metrics(out_dir, split, summary)
     return summary

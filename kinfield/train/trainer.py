@@ -111,6 +111,8 @@ class Trainer:
                              ("max_rays", "rays")):
             if getattr(cfg.train, option) < 1:
                 raise ValueError(f"--train_{option} must be >= 1 ({unit}), got {getattr(cfg.train, option)}")
+        if cfg.train.iters < 0:
+            raise ValueError(f"--iters must be >= 0 (steps), got {cfg.train.iters}")
         for option, value in (("step_size", cfg.render.step_size), ("chunk", cfg.render.chunk),
                               ("occupancy_resolution", cfg.render.occupancy.resolution)):
             if not value > 0:  # (NaN too)
