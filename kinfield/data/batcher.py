@@ -95,7 +95,7 @@ class RayBatcher:
         running weight first reaches ``u``, then the pixel within it; the sums are integers, so ``sum >= u`` is
         ``sum >= ceil(u)``, exact. The same pixels, for the same generator state, as one search of the running
         weight of every pixel, which small maps (at most ``n * K`` pixels) still use: a pass over the whole map
-        costs ~15 ms at 1.5 M pixels and ~0.35 s at 24 M on a 2-core CPU (bench/importance_draw.py)."""
+        costs ~14 ms at 1.5 M pixels and ~0.26 s at 24 M on a 2-core CPU (bench/importance_draw.py)."""
         u = torch.rand(n, generator=self.gen, dtype=torch.float64)
         if self.n_pixels <= n * IMPORTANCE_BLOCK:  # a pass over the whole map costs less than the blocks' reads
             running = torch.cumsum(self.importance.long() + 1, 0)
