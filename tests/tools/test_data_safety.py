@@ -4,6 +4,7 @@ metrics.json, a checkpoint that cannot be written, an --out that is a file."""
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -125,16 +126,16 @@ def test_images_smaller_than_the_ssim_window_score_without_ssim(tmp_path, capsys
     assert test["psnr"] is not None
 
 
-def test_motion_files_with_nan_are_refused(tmp_path):
-    """A track or ground-truth file with a NaN would be scored as null or drawn as nothing: refused, named."""
-    import numpy as np
-
-    from kinfield.motion.export import MotionFileError, load_tracks
-    pos = np.zeros((3, 4, 3))
-    pos[1, 2, 0] = np.nan
-    np.savez(tmp_path / "t.npz", times=np.array([0.0, 0.5, 1.0]), positions=pos)
-    with pytest.raises(MotionFileError, match="positions holds 1 NaN"):
-        load_tracks(tmp_path / "t.npz")
+def test_ground_truth_with_nan_is_refused(tmp_path):
+    """A ground-truth file with a NaN would be scored as null: refused, named (tracks may hold NaN: a point that
+    left the scene)."""
+    from kinfield.motion.export import MotionFileError, load_motion_gt
+    scene = write_scene(PRESETS["tiny"], tmp_path / "scene")
+    gt = dict(np.load(scene / "motion_gt.npz"))
+    gt["velocity"][0, 0, 0] = np.nan
+    np.savez(tmp_path / "gt.npz", **gt)
+    with pytest.raises(MotionFileError, match="velocity holds 1 NaN"):
+        load_motion_gt(tmp_path / "gt.npz")
 
 
 def test_negative_iters_and_a_bad_device_stop_with_the_option_named(tmp_path, trained_run, capsys):
