@@ -6,6 +6,7 @@ the previous checkpoint or the new one, never a truncated file.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -20,6 +21,55 @@ _NAME = re.compile(r"ckpt_(\d{7})\.pt$")
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read or resumed; the message names the file and what to do."""
+
+
+@contextlib.contextmanager
+def run_lock(run_dir):
+    """Hold ``RUN_DIR/.kinfield.lock`` (this process's id) while a training runs there: a second training into the same
+    folder stops with a CheckpointError naming the first one's process instead of interleaving its metrics and
+    checkpoints. A lock whose process is gone (a killed run) is taken over. The folder is created if needed, and
+    removed again if it is still empty at the end."""
+    run_dir = Path(run_dir)
+    created = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = run_dir / ".kinfield.lock"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            holder = _lock_holder(lock)
+            if holder is not None and holder != os.getpid() and _process_alive(holder):
+                raise CheckpointError(f"{run_dir} is being trained by process {holder} ({lock}): wait for it to finish, "
+                                      f"stop it, or use another --out") from None
+            lock.unlink(missing_ok=True)  # its process is gone
+    else:
+        raise CheckpointError(f"could not take {lock}: another training is starting in {run_dir}; use another --out")
+    with os.fdopen(fd, "w") as f:
+        f.write(str(os.getpid()))
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+        if created and not any(run_dir.iterdir()):
+            run_dir.rmdir()
+
+
+def _lock_holder(lock: Path) -> Optional[int]:
+    try:
+        return int(lock.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def ckpt_dir(run_dir) -> Path:

@@ -25,7 +25,7 @@ from ..nn import MLP
 from ..render import SceneModel
 from ..render.composite import dynamic_probability
 from .checkpoint import (CheckpointError, checkpoint_step, ckpt_dir, latest_checkpoint, list_checkpoints,
-                         load_checkpoint, model_mismatch, save_checkpoint, scene_mismatch)
+                         load_checkpoint, model_mismatch, run_lock, save_checkpoint, scene_mismatch)
 from .evaluate import evaluate_split, quick_scores
 from .logger import EMA, MetricsLogger, progress_bar
 
@@ -387,7 +387,12 @@ class Trainer:
         return int(t.dynamic_ray_fraction * self.n_rays) if t.dynamic_ray_fraction > 0 and step >= start else 0
 
     def fit(self) -> Dict:
-        """Train to ``--iters`` (resuming when possible), then render and score the eval split."""
+        """Train to ``--iters`` (resuming when possible), then render and score the eval split; one training at a time
+        in a run folder (:func:`run_lock`)."""
+        with run_lock(self.run_dir):
+            return self._fit()
+
+    def _fit(self) -> Dict:
         cfg = self.cfg
         resumed = self.maybe_resume()  # (it checks the run folder before anything is written there)
         self.run_dir.mkdir(parents=True, exist_ok=True)

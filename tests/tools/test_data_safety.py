@@ -155,3 +155,31 @@ def test_a_transforms_file_with_a_byte_order_mark_loads(tmp_path):
         if f.exists():
             f.write_bytes(b"\xef\xbb\xbf" + f.read_bytes())
     assert load_scene(scene).split("train").num_frames > 0
+
+
+def test_a_second_training_into_a_run_being_trained_is_refused(tmp_path, trained_run, capsys):
+    """Two trainings into one --out interleaved their metrics rows and overwrote each other's checkpoints: while a
+    live process holds the folder's lock, the second stops naming it; a lock whose process is gone (a killed run)
+    is taken over, and released at the end."""
+    import subprocess
+    import sys
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / ".kinfield.lock").write_text(str(holder.pid))
+        assert _train(_scene_of(trained_run), out) == 2
+        assert f"is being trained by process {holder.pid}" in capsys.readouterr().err
+        assert sorted(p.name for p in out.iterdir()) == [".kinfield.lock"]
+    finally:
+        holder.kill()
+        holder.wait()
+    assert _train(_scene_of(trained_run), out) == 0  # the lock's process is gone: taken over
+    assert not (out / ".kinfield.lock").exists() and (out / "ckpts").is_dir()
+
+
+def test_a_refused_start_leaves_no_folder_behind(tmp_path, capsys):
+    out = tmp_path / "new_run"
+    code = _train(write_scene(PRESETS["tiny"], tmp_path / "scene"), out, "--resume", str(tmp_path / "missing.pt"))
+    assert code == 2 and "no such checkpoint file" in capsys.readouterr().err
+    assert not out.exists()
