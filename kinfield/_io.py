@@ -46,3 +46,14 @@ def replaced_on_success(path: Union[str, Path]) -> Iterator[Path]:
         if old.exists() and not path.exists():  # failed between the two moves: the earlier folder goes back
             os.replace(old, path)
         raise
+
+
+def set_aside(path: Union[str, Path], tag: str) -> Path:
+    """Move ``path`` to ``<name>.<tag>`` (``<name>.<tag>.1``, ``.2``, ... when taken: earlier ones stay) and return
+    where it went: a file kinfield will not overwrite, kept for whoever needs it."""
+    path = Path(path)
+    aside, n = path.with_name(f"{path.name}.{tag}"), 1
+    while aside.exists():
+        aside, n = path.with_name(f"{path.name}.{tag}.{n}"), n + 1
+    os.replace(path, aside)
+    return aside

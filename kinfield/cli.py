@@ -397,15 +397,14 @@ def main_export(argv: List[str]) -> int:
     _require_positive(p, args, "n_points", "substeps")
     if not 0.0 <= args.time <= 1.0:
         return _error(f"--time {args.time} is outside [0, 1]")
-    if args.out and Path(args.out).is_dir():  # (before the suffix is added: RUN/m would become RUN/m.npz)
-        return _error(f"--out {args.out} is a folder; give a file name (e.g. {Path(args.out) / 'tracks.npz'})")
     try:  # the file numpy really writes (an npz gets the .npz suffix), and its format: checked before integrating
         out, fmt = trajectory_target(args.out or Path(args.run_dir) / "motion" / f"tracks.{args.format or 'npz'}",
                                      args.format)
     except ValueError as exc:
         return _error(f"--out {exc}")
-    if out.is_dir():
-        return _error(f"--out {out} is a folder; give a file name (e.g. {out / ('tracks.' + fmt)})")
+    # (the path given too, before its suffix: RUN/m, a folder, would have become RUN/m.npz)
+    if folder := next((f for f in (Path(args.out or out), out) if f.is_dir()), None):
+        return _error(f"--out {folder} is a folder; give a file name (e.g. {folder / ('tracks.' + fmt)})")
     if out.exists() and not args.overwrite:
         return _error(f"{out} already written by an earlier export; pass --overwrite to replace it, or another --out")
     run, code = _open_run(args, "there is no motion to export; train the run with --kin_enabled true")
@@ -538,8 +537,8 @@ def main_demo(argv: List[str]) -> int:
     p.add_argument("--device", default="auto", type=_device,
                    help="cpu, cuda, cuda:N or auto: for training and every step after it")
     args, extra = p.parse_known_args(argv)
-    extra = ["--device", args.device] + extra  # (any other option goes to tools/train.py)
     device = ["--device", args.device]
+    extra = device + extra  # (any other option goes to tools/train.py)
     try:
         scene = ensure_scene(args.scene, PRESETS["demo"])
     except FileExistsError as exc:

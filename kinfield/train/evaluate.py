@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import logging
 import math
 from pathlib import Path
@@ -13,7 +12,7 @@ import imageio.v3 as iio
 import numpy as np
 import torch
 
-from .._io import replaced_on_success
+from .._io import replaced_on_success, set_aside
 from ..data import Scene
 from ..metrics import lpips_alex, lpips_available, psnr, ssim
 from ..metrics.image import SSIM_WINDOW
@@ -96,9 +95,10 @@ def evaluate_split(
         have_lpips, why = False, f"images are {sp.width}x{sp.height}; LPIPS (AlexNet) needs both sides >= {LPIPS_MIN_SIZE}"
     if use_lpips and not have_lpips:
         log.warning("LPIPS not computed: %s", why)
-    ssim_at = ssim if _ssim_fits(sp) else (lambda *a: float("nan"))
-    if not _ssim_fits(sp):
-        log.warning("SSIM not computed: %s", _ssim_note(sp))
+    ssim_note = None if _ssim_fits(sp) else _ssim_note(sp)
+    ssim_at = ssim if ssim_note is None else (lambda *a: float("nan"))
+    if ssim_note is not None:
+        log.warning("SSIM not computed: %s", ssim_note)
     rows = []
     model.eval()
     for i in tqdm(evenly_spaced_views(sp.num_frames, max_views), desc=f"eval {split}", disable=not progress):
@@ -136,8 +136,8 @@ def evaluate_split(
             summary[key] = float(np.mean(vals))
     if not have_lpips:
         summary["lpips_note"] = why
-    if not _ssim_fits(sp):
-        summary["ssim_note"] = _ssim_note(sp)
+    if ssim_note is not None:
+        summary["ssim_note"] = ssim_note
     summary.update(extra or {})
     update_metrics(out_dir, split, summary)
     return summary
@@ -176,11 +176,7 @@ def update_metrics(run_dir, key: str, value: Dict) -> Path:
     path = Path(run_dir) / "metrics.json"
     metrics = _metrics_file(path)
     if metrics is None:  # someone's file, or a broken one: kept beside the new one
-        aside = path.with_name("metrics.json.unreadable")
-        n = 1
-        while aside.exists():
-            aside, n = path.with_name(f"metrics.json.unreadable.{n}"), n + 1
-        os.replace(path, aside)
+        aside = set_aside(path, "unreadable")
         log.warning("%s is not a JSON object of kinfield's metrics: moved to %s, a new one is written", path, aside)
         metrics = {}
     metrics[key] = value

@@ -5,7 +5,6 @@ import contextlib
 import dataclasses
 import logging
 import math
-import os
 import random
 import signal
 import time
@@ -15,6 +14,7 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
+from .._io import set_aside
 from ..config import Config, DataConfig, save_config, to_flat_dict
 from ..data import RayBatcher, Scene, load_scene
 from ..fields import KinematicField
@@ -268,11 +268,7 @@ class Trainer:
         if mode == "auto":
             if not ckpts:
                 if earlier_rows:  # its rows would interleave with this run's
-                    aside = metrics.with_name("metrics.jsonl.orphaned")
-                    n = 1
-                    while aside.exists():  # (an earlier dead run's rows stay too)
-                        aside, n = metrics.with_name(f"metrics.jsonl.orphaned.{n}"), n + 1
-                    os.replace(metrics, aside)
+                    aside = set_aside(metrics, "orphaned")  # (an earlier dead run's rows stay too)
                     log.warning("%s: no checkpoint to resume, so its rows (a run stopped before its first save) are "
                                 "moved to %s and training starts at step 0", metrics, aside)
                 return False
@@ -395,7 +391,6 @@ class Trainer:
     def _fit(self) -> Dict:
         cfg = self.cfg
         resumed = self.maybe_resume()  # (it checks the run folder before anything is written there)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, self.run_dir / "config.yaml")
         logger = MetricsLogger(self.run_dir)
         ema = EMA()
