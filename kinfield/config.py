@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import configargparse
 import yaml
@@ -144,10 +145,35 @@ def _default(f):
     return f.default_factory()  # type: ignore[misc]
 
 
-def build_parser(description: str = "kinfield") -> configargparse.ArgumentParser:
-    """The parser of every option in :class:`Config` (plus ``-c/--config``)."""
-    p = configargparse.ArgumentParser(
+class _OptionParser(configargparse.ArgumentParser):
+    """configargparse's parser whose errors end in one short usage line (the ~130 options are for ``--help``) and
+    name the closest option of a misspelt one, or the config file a bad value comes from."""
+
+    config_file_keys: Tuple[str, Set[str]] = ("", set())  # (config file, the options only it gives)
+
+    def error(self, message):
+        import difflib
+
+        if message.startswith("unrecognized arguments:"):
+            known = [s for action in self._actions for s in action.option_strings if s.startswith("--")]
+            hints = [f"{word} (did you mean {close[0]}?)" for word in message.split(":", 1)[1].split()
+                     if word.startswith("--")
+                     for close in [difflib.get_close_matches(word.split("=")[0], known, n=1, cutoff=0.75)] if close]
+            if hints:
+                message += "; " + ", ".join(hints)
+        file, keys = self.config_file_keys
+        bad = re.match(r"argument --(\w+)", message)
+        if bad and bad.group(1) in keys:
+            message += f" (from the config file {file}: fix its {bad.group(1)} line)"
+        self.exit(2, f"usage: {self.usage}\n{self.prog}: error: {message}\n")
+
+
+def build_parser(description: str = "kinfield", usage: Optional[str] = None) -> configargparse.ArgumentParser:
+    """The parser of every option in :class:`Config` (plus ``-c/--config``); ``usage``: the one line its errors show
+    (default: the program's name and ``--help``)."""
+    p = _OptionParser(
         description=description,
+        usage=usage or "%(prog)s [--config FILE] [--option value ...] (--help lists the options)",
         config_file_parser_class=configargparse.YAMLConfigFileParser,
         formatter_class=configargparse.ArgumentDefaultsHelpFormatter,
         allow_abbrev=False,  # else a truncated key (``train_ray: 64``) silently sets ``train_rays``
@@ -202,7 +228,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-def check_config_file(path) -> None:
+def check_config_file(path) -> List[str]:
     """Refuse, naming ``path``, the key and the fix, what configargparse would take silently or report without the
     file: YAML errors, a key given twice, an unknown key (with the closest option), a key with no value (it would
     keep the default), and a YAML boolean where an option takes text (``split: no`` reads as ``False``).
@@ -213,8 +239,12 @@ def check_config_file(path) -> None:
         doc = yaml.load(Path(path).read_text(), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         raise SystemExit(f"config file {path}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        line = Path(path).read_bytes()[:exc.start].count(b"\n") + 1
+        raise SystemExit(f"config file {path}: line {line} is not UTF-8 text (byte {exc.object[exc.start]:#04x}); save "
+                         f"the file as UTF-8") from None
     if doc is None:
-        return
+        return []
     if not isinstance(doc, dict):
         raise SystemExit(f"config file {path}: expected 'option: value' lines (a YAML mapping), got a "
                          f"{type(doc).__name__}")
@@ -229,6 +259,7 @@ def check_config_file(path) -> None:
         if types[key] is str and isinstance(value, bool):
             raise SystemExit(f"config file {path}: {key}: YAML reads the bare word as the boolean {value}; quote the "
                              f"text (\"{'yes' if value else 'no'}\") or give '' for none")
+    return list(doc)
 
 
 def config_from_namespace(ns) -> Config:
@@ -256,10 +287,16 @@ def parse_args(argv: Optional[List[str]] = None, description: str = "kinfield") 
     return config_from_namespace(build_parser(description).parse_args(argv))
 
 
+def _train_parser() -> configargparse.ArgumentParser:
+    return build_parser("kinfield training: tools/train.py SCENE CONFIG [--option value ...]",
+                        usage="python tools/train.py SCENE CONFIG [--option value ...] (python tools/train.py --help "
+                              "lists the options)")
+
+
 def parse_train_args(argv: List[str]) -> Config:
     """``SCENE CONFIG [overrides]`` as taken by ``tools/train.py``."""
     if len(argv) >= 1 and argv[0] in ("-h", "--help"):
-        build_parser("kinfield training: tools/train.py SCENE CONFIG [--option value ...]").print_help()
+        _train_parser().print_help()
         raise SystemExit(0)
     if len(argv) < 2 or argv[0].startswith("-") or argv[1].startswith("-"):
         raise SystemExit("usage: python tools/train.py SCENE CONFIG [--option value ...]\n"
@@ -267,9 +304,11 @@ def parse_train_args(argv: List[str]) -> Config:
     scene, cfg_file = argv[0], argv[1]
     if not Path(cfg_file).is_file():
         raise SystemExit(f"config file not found: {cfg_file} (the shipped ones are in configs/)")
-    check_config_file(cfg_file)
-    cfg = parse_args(["--config", cfg_file, "--scene", scene] + list(argv[2:]),
-                     "kinfield training: tools/train.py SCENE CONFIG [--option value ...]")
+    from_file = check_config_file(cfg_file)
+    parser = _train_parser()
+    given = {a[2:].split("=")[0] for a in argv[2:] if a.startswith("--")}
+    parser.config_file_keys = (cfg_file, set(from_file) - given)
+    cfg = config_from_namespace(parser.parse_args(["--config", cfg_file, "--scene", scene] + list(argv[2:])))
     # the scene as an absolute path (also one given as --scene): the tools read the run's config from other folders
     cfg.data.scene = str(Path(cfg.data.scene).expanduser().absolute())
     return cfg

@@ -212,3 +212,30 @@ def test_help_shows_every_default_and_list_options_can_be_emptied(capsys):
     cfg = parse_train_args(["scene", str(REPO / "configs" / "debug.yaml"), "--prior_decay_milestones"])
     assert cfg.prior.decay_milestones == ()
     assert Config().prior.decay_milestones != ()  # (a non-empty default, emptied)
+
+
+def test_config_file_not_utf8(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("iters: 5\n# caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(SystemExit) as exc:
+        parse_train_args(["scene", str(path)])
+    assert str(path) in str(exc.value.code) and "line 2 is not UTF-8" in str(exc.value.code)
+
+
+def test_option_errors_are_short_and_point_at_the_fix(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("iters: abc\ntrain_rays: 64\n")
+    with pytest.raises(SystemExit) as exc:  # a bad value in the file names the file and its line
+        parse_train_args(["scene", str(cfg)])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and len(err.splitlines()) == 2, err  # one usage line, not the ~130 options
+    assert err.startswith("usage: python tools/train.py SCENE CONFIG")
+    assert "--iters: invalid int value: 'abc'" in err and f"config file {cfg}: fix its iters line" in err
+    with pytest.raises(SystemExit):  # the same bad value on the command line: no file named
+        parse_train_args(["scene", str(cfg), "--iters", "x"])
+    err = capsys.readouterr().err
+    assert "'x'" in err and "config file" not in err
+    with pytest.raises(SystemExit):  # a misspelt option: the closest one, only when close
+        parse_train_args(["scene", str(cfg), "--iters", "3", "--train_ray", "5", "--bogus"])
+    err = capsys.readouterr().err
+    assert "--train_ray (did you mean --train_rays?)" in err and "--bogus (" not in err
