@@ -128,8 +128,16 @@ def load_checkpoint(path, map_location="cpu") -> dict:
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc} (delete it to fall back to an older one)") from exc
+    except Exception as exc:  # (a copy cut short, another program's file: torch's zip reader says little more)
+        what = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        earlier = sorted((p for p in path.parent.glob("ckpt_*.pt") if _NAME.search(p.name)
+                          and checkpoint_step(p) < checkpoint_step(path)), key=checkpoint_step) \
+            if _NAME.search(path.name) else []
+        fix = (f"its folder has an earlier checkpoint, {earlier[-1]}: move {path.name} out of {path.parent} (keep it "
+               f"until the run is fine) and run the command again to use that one" if earlier
+               else "pass another checkpoint, or train again")
+        raise CheckpointError(f"cannot read checkpoint {path}: the file is damaged or not a torch checkpoint (a copy cut "
+                              f"short?; {what}); {fix}") from exc
     if not isinstance(state, dict) or "format_version" not in state:
         raise CheckpointError(f"{path} is not a kinfield checkpoint")
     if state["format_version"] > FORMAT_VERSION:

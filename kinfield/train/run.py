@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -11,8 +12,10 @@ import yaml
 
 from ..config import Config, from_flat_dict
 from ..render import SceneModel
-from .checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
-from .trainer import build_model, resolve_device
+from .checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, model_mismatch
+from .trainer import build_model, changed_options, resolve_device
+
+log = logging.getLogger("kinfield")
 
 
 @dataclass
@@ -39,11 +42,18 @@ def load_run(run_dir, device: str = "auto", checkpoint: Optional[str] = None) ->
     dev = resolve_device(device)
     state = load_checkpoint(path, map_location=dev)
     own_cfg = run_dir / "config.yaml"
-    if checkpoint and "config" in state and own_cfg.is_file():  # results go into run_dir: the checkpoint must be its
-        try:
-            own_scene = (yaml.safe_load(own_cfg.read_text()) or {}).get("scene")
-        except (yaml.YAMLError, UnicodeDecodeError, AttributeError):
-            own_scene = None
+    try:
+        own = yaml.safe_load(own_cfg.read_text()) if own_cfg.is_file() else None
+    except (yaml.YAMLError, UnicodeDecodeError):
+        own = None
+    own = own if isinstance(own, dict) else {}
+    if "config" in state and own:
+        differs = changed_options(state["config"], own)
+        if differs:  # (training rewrites config.yaml at each start, so: an edit, or an older --checkpoint)
+            log.warning("%s differs from the options %s was trained with (%s): the checkpoint's are used (pass "
+                        "--scene / --downscale to the tools to read the scene otherwise)", own_cfg, path.name, differs)
+    if checkpoint and "config" in state:  # results go into run_dir: the checkpoint must be its
+        own_scene = own.get("scene")
         saved_scene = state["config"].get("scene")
         if own_scene and saved_scene and Path(own_scene).resolve() != Path(saved_scene).resolve():
             raise CheckpointError(f"{path} was trained on {saved_scene}, the run {run_dir} on {own_scene}: its results "
@@ -52,10 +62,10 @@ def load_run(run_dir, device: str = "auto", checkpoint: Optional[str] = None) ->
     if "config" in state:
         flat = dict(state["config"])
     else:
-        cfg_path = run_dir / "config.yaml"
-        if not cfg_path.is_file():
-            raise FileNotFoundError(f"{cfg_path} is missing and {path} holds no config")
-        flat = yaml.safe_load(cfg_path.read_text())
+        if not own:
+            raise FileNotFoundError(f"{own_cfg} is missing or unreadable and {path} holds no config: restore the run's "
+                                    f"config.yaml (the options it was trained with)")
+        flat = own
     flat.setdefault("kinematic_activation", "relu")  # runs from before the option had ReLU heads
     cfg = from_flat_dict(flat, strict=False)
     # the checkpoint decides whether there is a kinematic field (older runs / --kin_enabled false)
@@ -67,6 +77,10 @@ def load_run(run_dir, device: str = "auto", checkpoint: Optional[str] = None) ->
     frame_dt = float(state["model"].get("kinematic.frame_dt", torch.tensor(1.0)))
     state["model"].setdefault("space.ndc", torch.zeros(4))  # runs from before forward-facing support
     model = build_model(cfg, state["model"]["occupancy.aabb"].cpu(), frame_dt).to(dev)
+    differs = model_mismatch(model.state_dict(), state["model"])
+    if differs:  # (a checkpoint without its config, read with a config.yaml of other options, or edited by hand)
+        raise CheckpointError(f"{path} does not fit the model its options describe ({differs}): pass a checkpoint "
+                              f"of this run (--checkpoint), or restore the run's config.yaml")
     model.load_state_dict(state["model"])
     model.eval()
     return LoadedRun(cfg=cfg, model=model, step=int(state["step"]), checkpoint=path, run_dir=run_dir)

@@ -183,3 +183,41 @@ def test_a_refused_start_leaves_no_folder_behind(tmp_path, capsys):
     code = _train(write_scene(PRESETS["tiny"], tmp_path / "scene"), out, "--resume", str(tmp_path / "missing.pt"))
     assert code == 2 and "no such checkpoint file" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_checkpoint_that_does_not_fit_the_run_config_names_the_differences(tmp_path, trained_run, capsys):
+    import shutil
+
+    import yaml
+
+    from kinfield.cli import main_render
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    ckpt = list_checkpoints(run)[-1]
+    state = torch.load(ckpt, weights_only=False)
+    del state["config"]  # (an older checkpoint: the model is rebuilt from the run's config.yaml)
+    torch.save(state, ckpt)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["static_grid_n_levels"] += 1  # a hand-edited config.yaml
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    code = main_render([str(run), "--frames", "2", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{ckpt} does not fit the model its options describe" in err
+    assert "static." in err and "Error(s) in loading state_dict" not in err
+
+
+def test_an_edited_run_config_is_named_not_silently_ignored(tmp_path, trained_run, caplog):
+    import shutil
+
+    import yaml
+
+    from kinfield.train.run import load_run
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["render_step_size"] = 0.5
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    with caplog.at_level("WARNING", logger="kinfield"):
+        loaded = load_run(run, device="cpu")
+    assert loaded.cfg.render.step_size != 0.5  # the checkpoint's options are the model's
+    assert "config.yaml differs from the options" in caplog.text and "render_step_size" in caplog.text

@@ -142,11 +142,17 @@ def test_corrupt_or_foreign_checkpoint_is_a_clear_error(tmp_path):
     good = save_checkpoint(tmp_path, 1, {"model": {"w": torch.zeros(1000)}})
     bad = tmp_path / "ckpts" / "ckpt_0000005.pt"
     bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])  # truncated
-    with pytest.raises(RuntimeError, match="ckpt_0000005.pt"):
+    with pytest.raises(RuntimeError, match="ckpt_0000005.pt") as err:
         load_checkpoint(bad)
+    # one line, and the way back: the earlier checkpoint beside it (nothing is deleted on the user's behalf)
+    assert "\n" not in str(err.value) and "damaged" in str(err.value) and "delete" not in str(err.value)
+    assert f"earlier checkpoint, {good}: move ckpt_0000005.pt out of" in str(err.value)
     bad.write_bytes(b"\x00garbage")
     with pytest.raises(RuntimeError, match="ckpt_0000005.pt"):
         load_checkpoint(bad)
+    good.write_bytes(b"\x00garbage")  # no earlier one to fall back to
+    with pytest.raises(RuntimeError, match="pass another checkpoint, or train again"):
+        load_checkpoint(good)
     foreign = tmp_path / "foreign.pt"
     torch.save([1, 2, 3], foreign)
     with pytest.raises(RuntimeError, match="foreign.pt.*not a kinfield checkpoint"):
