@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -412,6 +413,32 @@ class SyntheticSceneSpec:
     rig_azimuth_deg: float = -90.0
     rig_stagger: float = 0.08
 
+    def check(self) -> None:
+        """Raise ``ValueError`` naming the first field out of range, its value and the range."""
+        def finite(x):
+            return math.isfinite(float(x))
+
+        rules = [
+            ("seed", self.seed >= 0, ">= 0"), ("resolution", self.resolution >= 1, ">= 1"),
+            ("n_train", self.n_train >= 2, ">= 2"), ("n_val", self.n_val >= 0, ">= 0"),
+            ("n_test", self.n_test >= 0, ">= 0"), ("supersample", self.supersample >= 1, ">= 1"),
+            ("camera_radius", finite(self.camera_radius) and self.camera_radius > 0, "> 0"),
+            ("camera_angle_x", finite(self.camera_angle_x) and 0 < self.camera_angle_x < math.pi, "in (0, pi)"),
+            ("elevation_deg", len(self.elevation_deg) == 2 and all(map(finite, self.elevation_deg))
+             and -90 <= self.elevation_deg[0] <= self.elevation_deg[1] <= 90, "(min, max) in [-90, 90]"),
+            ("query_time", finite(self.query_time) and 0 <= self.query_time <= 1, "in [0, 1] (the scene's times)"),
+            ("n_query_per_object", self.n_query_per_object >= 1, ">= 1"),
+            ("n_dense_times", self.n_dense_times >= 0, ">= 0"),
+            ("camera_mode", self.camera_mode in CAMERA_MODES, f"one of {CAMERA_MODES}"),
+        ]
+        if self.camera_mode == "forward":
+            rules += [("n_rig", self.n_rig >= 1, ">= 1"),
+                      ("rig_half_width", finite(self.rig_half_width) and 0 <= self.rig_half_width < self.camera_radius,
+                       "in [0, camera_radius)")]
+        for name, ok, allowed in rules:
+            if not ok:
+                raise ValueError(f"scene spec {self.preset!r}: {name} must be {allowed}, got {getattr(self, name)!r}")
+
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["elevation_deg"] = list(d["elevation_deg"])
@@ -702,10 +729,7 @@ class SyntheticScene:
 
 def build_scene(spec: SyntheticSceneSpec) -> SyntheticScene:
     """Objects and cameras of ``spec`` (checked to stay in the world box, collision free)."""
-    if spec.resolution < 1 or spec.supersample < 1 or min(spec.n_val, spec.n_test) < 0:
-        raise ValueError(f"invalid spec {spec}")
-    if spec.camera_mode not in CAMERA_MODES:
-        raise ValueError(f"unknown camera_mode {spec.camera_mode!r}; expected one of {CAMERA_MODES}")
+    spec.check()
     layout = _LAYOUT_OF_PRESET.get(spec.preset, spec.preset)
     try:
         moving = _layout(layout)
@@ -718,8 +742,6 @@ def build_scene(spec: SyntheticSceneSpec) -> SyntheticScene:
         scene = SyntheticScene(spec=spec, moving=moving, static=[GroundSquare(), StaticBox()],
                                cameras=cameras, times=times)
     else:
-        if spec.n_rig < 1 or not 0.0 <= spec.rig_half_width < spec.camera_radius:
-            raise ValueError(f"invalid forward rig in {spec}: need n_rig >= 1 and 0 <= rig_half_width < camera_radius")
         rig = forward_rig_cameras(spec)
         c = len(rig)
         frame = {s: np.round(times[s] * (spec.n_train - 1)).astype(np.int64) for s in SPLITS}
@@ -815,15 +837,16 @@ def write_scene(spec: SyntheticSceneSpec, out_dir: Union[str, Path], overwrite: 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{out} is not empty; pass overwrite=True (CLI: --overwrite) to replace its scene")
+    occupied = out.is_dir() and any(out.iterdir())
+    if occupied and not overwrite:
+        raise FileExistsError(f"{out} is not empty; pass overwrite=True (CLI: --overwrite) to replace its scene")
+    scene = build_scene(spec)  # (a bad spec stops here, before an earlier scene is removed)
+    if occupied:
         for s in SPLITS:
             shutil.rmtree(out / s, ignore_errors=True)
             (out / f"transforms_{s}.json").unlink(missing_ok=True)
         for name in ("motion_gt.npz", "scene_meta.json"):
             (out / name).unlink(missing_ok=True)
-    scene = build_scene(spec)
     out.mkdir(parents=True, exist_ok=True)
     res, focal = spec.resolution, scene.focal
     for s in SPLITS:

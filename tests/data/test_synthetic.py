@@ -300,11 +300,27 @@ def test_cli(tmp_path):
     assert r.returncode != 0 and "overwrite" in r.stderr
 
 
+@pytest.mark.parametrize("field, value", [("n_train", 1), ("resolution", 0), ("supersample", 0), ("seed", -1),
+                                          ("query_time", 2.0), ("n_query_per_object", 0), ("camera_radius", float("nan")),
+                                          ("camera_mode", "sideways")])
+def test_invalid_spec_names_the_field(field, value):
+    with pytest.raises(ValueError, match=rf"{field} must be .*, got {value!r}"):
+        build_scene(dataclasses.replace(TINY, **{field: value}))
+
+
 def test_invalid_spec():
     with pytest.raises(ValueError):
         build_scene(SyntheticSceneSpec(preset="nope"))
-    with pytest.raises(ValueError):
-        build_scene(dataclasses.replace(TINY, n_train=1))
+    with pytest.raises(ValueError, match="n_rig must be >= 1"):
+        build_scene(dataclasses.replace(PRESETS["forward_tiny"], n_rig=0))
+
+
+def test_a_bad_spec_with_overwrite_keeps_the_scene_there(tmp_path):
+    write_scene(TINY, tmp_path)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    with pytest.raises(ValueError, match="resolution"):
+        write_scene(dataclasses.replace(TINY, resolution=0), tmp_path, overwrite=True)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
 
 
 # ------------------------------------------------------------------------------ forward-facing rig
