@@ -227,6 +227,24 @@ def _write_trajectory_file(traj: Dict[str, np.ndarray], path: Path, fmt: str) ->
         path.write_text("\n".join(lines) + "\n")
 
 
+def _layout_mismatch(gt_dir: Path, scene_dir: Path) -> str:
+    """How the moving objects of the synthetic scene in ``gt_dir`` differ from those of ``scene_dir`` (both
+    ``scene_meta.json``: the layout its preset names; cameras, image sizes and seeds do not change the motion);
+    ``""`` when they agree or either folder is not a synthetic scene."""
+    from ..data.synthetic import _LAYOUT_OF_PRESET, spec_of_scene
+
+    if gt_dir.resolve() == scene_dir.resolve():
+        return ""
+    try:
+        gt_spec, run_spec = spec_of_scene(gt_dir), spec_of_scene(scene_dir)
+    except (ValueError, OSError, KeyError, TypeError):  # (not synthetic scenes, or their scene_meta.json unreadable)
+        return ""
+    layouts = [_LAYOUT_OF_PRESET.get(p, p) for p in (gt_spec.preset, run_spec.preset)]
+    if layouts[0] == layouts[1]:
+        return ""
+    return f"its scene_meta.json: preset {gt_spec.preset!r}, the run's scene {scene_dir}: {run_spec.preset!r}"
+
+
 def score_against_ground_truth(model: SceneModel, gt_path, substeps: int = 4, curves: Dict = None,
                                scene_dir=None) -> Dict[str, float]:
     """Trajectory end-point error and v/a/j errors against a synthetic scene's ``motion_gt.npz``.
@@ -250,6 +268,10 @@ def score_against_ground_truth(model: SceneModel, gt_path, substeps: int = 4, cu
         raise MotionFileError(f"{gt_path}: the run is forward-facing (NDC), so its ground truth is mapped into the "
                               f"training frame with the scene's poses_bounds.npy, which {scene_dir} lacks; fix: keep "
                               f"motion_gt.npz in its scene folder, or the run's scene where its config says")
+    other = _layout_mismatch(Path(gt_path).parent, scene_dir)
+    if other:
+        raise MotionFileError(f"{gt_path} is the ground truth of another scene than the run's ({other}); fix: pass the "
+                              f"motion_gt.npz of {scene_dir}, or leave --gt out")
     # world units of the GT per training-world unit
     unit = _to_training_world(gt, scene_dir)
     gt_times = gt["times"].astype(np.float64)

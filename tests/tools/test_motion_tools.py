@@ -198,3 +198,22 @@ def test_export_refuses_a_folder_as_its_output(trained_run, tmp_path, points, ca
         assert _export(trained_run, "--points", points, "--out", folder, "--format", "csv", *extra) == 2
         assert f"--out {folder} is a folder" in capsys.readouterr().err
     assert (folder / "mine.txt").read_text() == "a user's file"
+
+
+def test_the_ground_truth_of_another_scene_is_refused(trained_run, tmp_path, capsys, monkeypatch):
+    """A --gt from a synthetic scene with other moving objects than the run's would score the field against motion it
+    never saw; one of the same layout (another folder, image size or seed) is the run's motion and is scored."""
+    import dataclasses
+
+    from kinfield.data.synthetic import PRESETS, write_scene
+
+    other = write_scene(dataclasses.replace(PRESETS["projectile"], resolution=8, n_train=2, n_val=0, n_test=0,
+                                            supersample=1, n_dense_times=0), tmp_path / "projectile")
+    with monkeypatch.context() as m:
+        _forbid(m, kinfield.motion.export, "compute_trajectories")
+        assert main_eval_motion([str(trained_run), "--device", "cpu", "--gt", str(other / "motion_gt.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "is the ground truth of another scene" in err and "'projectile'" in err and "'tiny'" in err
+    same = shutil.copytree(trained_run.parent / "scene", tmp_path / "copy")
+    run = shutil.copytree(trained_run, tmp_path / "run")
+    assert main_eval_motion([str(run), "--device", "cpu", "--gt", str(same / "motion_gt.npz")]) == 0
