@@ -370,7 +370,7 @@ def main_export(argv: List[str]) -> int:
 
     from .data import DatasetError
     from .motion import compute_trajectories, parse_times, read_points, sample_dynamic_points, write_trajectories
-    from .motion.export import ORDER_NAMES, TRAJECTORY_FORMATS, trajectory_target
+    from .motion.export import ORDER_NAMES, TRAJECTORY_FORMATS, outside_scene_box, trajectory_target
 
     setup_logging()
     p = argparse.ArgumentParser(
@@ -418,6 +418,13 @@ def main_export(argv: List[str]) -> int:
         times = parse_times(args.times, scene, args.time)
         if args.points is not None:
             points = read_points(args.points)
+            outside = outside_scene_box(run.model, points)
+            if outside.any():
+                box = [round(v, 3) for v in run.model.aabb.tolist()]
+                print(f"note: {int(outside.sum())} of the {len(points)} --points lie outside the run's scene box "
+                      f"{box} ({'NDC' if run.model.space.is_ndc else 'world units'}; e.g. point "
+                      f"{int(outside.argmax())}: {np.round(points[int(outside.argmax())], 3).tolist()}): the "
+                      f"kinematic field was not trained there, so their tracks are extrapolations", file=sys.stderr)
         else:
             sp = scene.split("train")
             if bad_view := _view_error(args.view, sp):

@@ -227,6 +227,17 @@ def _write_trajectory_file(traj: Dict[str, np.ndarray], path: Path, fmt: str) ->
         path.write_text("\n".join(lines) + "\n")
 
 
+def outside_scene_box(model: SceneModel, points) -> np.ndarray:
+    """``[N]`` bool: which world ``points [N, 3]`` lie outside the box the run's fields were trained in (where the
+    kinematic field has seen no data; mapped to NDC first on forward-facing runs)."""
+    x = torch.as_tensor(np.asarray(points, dtype=np.float32), device=model.aabb.device)
+    with torch.no_grad():
+        field = model.space.to_field(x)
+    box = model.aabb.to(field.dtype)
+    inside = ((field >= box[:3]) & (field <= box[3:])).all(dim=-1) & torch.isfinite(field).all(dim=-1)
+    return (~inside).cpu().numpy()
+
+
 def _layout_mismatch(gt_dir: Path, scene_dir: Path) -> str:
     """How the moving objects of the synthetic scene in ``gt_dir`` differ from those of ``scene_dir`` (both
     ``scene_meta.json``: the layout its preset names; cameras, image sizes and seeds do not change the motion);

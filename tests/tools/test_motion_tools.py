@@ -217,3 +217,15 @@ def test_the_ground_truth_of_another_scene_is_refused(trained_run, tmp_path, cap
     same = shutil.copytree(trained_run.parent / "scene", tmp_path / "copy")
     run = shutil.copytree(trained_run, tmp_path / "run")
     assert main_eval_motion([str(run), "--device", "cpu", "--gt", str(same / "motion_gt.npz")]) == 0
+
+
+def test_points_outside_the_scene_box_are_named(trained_run, tmp_path, capsys):
+    path = tmp_path / "far.txt"
+    path.write_text("0 0 0\n0 0 0.1\n9 0 0\n")  # the tiny scene's box is [-1.5, 1.5]^3
+    assert _export(trained_run, "--points", path, "--out", tmp_path / "t.npz") == 0
+    err = capsys.readouterr().err
+    assert "1 of the 3 --points lie outside the run's scene box [-1.5, -1.5, -1.5, 1.5, 1.5, 1.5]" in err
+    assert "point 2: [9.0, 0.0, 0.0]" in err
+    path.write_text("0 0 0\n1.5 -1.5 0\n")  # inside (the faces included): no note
+    assert _export(trained_run, "--points", path, "--out", tmp_path / "u.npz") == 0
+    assert "outside" not in capsys.readouterr().err
