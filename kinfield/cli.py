@@ -222,7 +222,8 @@ def main_render(argv: List[str]) -> int:
     from .data import DatasetError
     from .geometry.paths import bullet_time_path, fixed_view_path, orbit_path, path_defaults, spiral_path
     from .motion.export import MotionFileError, load_tracks
-    from .render.video import KINEMATIC_OUTPUTS, VIDEO_OUTPUTS, render_frames, video_targets, write_video
+    from .render.video import (KINEMATIC_OUTPUTS, VIDEO_OUTPUTS, available_memory, frames_memory, render_frames,
+                               video_targets, write_video)
 
     setup_logging()
     parser = _render_parser()
@@ -272,6 +273,14 @@ def main_render(argv: List[str]) -> int:
                       f"{'it' if len(earlier) == 1 else 'them'}, or --out another folder")
 
     height, width = sp.height, sp.width
+    n_frames = sp.num_frames if is_test else args.frames
+    need, free = frames_memory(n_frames, height, width, outputs), available_memory()
+    if free is not None and need > 0.8 * free:  # (frames are kept until the path is done: stop before making it)
+        fit = int(n_frames * 0.8 * free / need)
+        return _error(f"{n_frames} frames of {width}x{height} with --outputs {','.join(outputs)} need about "
+                      f"{need / 2**30:.1f} GiB of memory while rendering, and {free / 2**30:.1f} GiB is available: "
+                      + (f"render at most about {fit} frames (--frames), fewer --outputs at a time, or a larger "
+                         f"--downscale" if not is_test else "render fewer --outputs at a time, or a larger --downscale"))
     if is_test:
         poses, times, intrinsics = sp.poses, sp.times, sp.intrinsics
     else:

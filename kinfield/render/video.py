@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
 
@@ -222,6 +223,32 @@ def write_video(frames: Sequence[ArrayLike], path, fps: float = 24) -> Path:
 #: static / dynamic (each field rendered alone)
 KINEMATIC_OUTPUTS = ("velocity", "acceleration", "jerk")
 VIDEO_OUTPUTS = ("rgb", "depth", "static", "dynamic") + KINEMATIC_OUTPUTS
+
+
+def frames_memory(n_frames: int, height: int, width: int, outputs: Sequence[str]) -> int:
+    """Bytes :func:`render_frames` and :func:`write_video` hold for ``n_frames`` frames of ``outputs`` (every frame is
+    kept until the path is done: depth and vector videos take one colour scale over all of them): the uint8 frames, the
+    float depth / opacity and vector planes, and the writer's one contiguous copy of a video."""
+    pixels = int(n_frames) * int(height) * int(width)
+    per_pixel = 3 * len(outputs) + 3  # the frames, and the copy of one video being written
+    per_pixel += 8 if "depth" in outputs else 0  # float32 depth + opacity before colouring
+    per_pixel += 16 * sum(o in KINEMATIC_OUTPUTS for o in outputs)  # float64 [H, W, 2] vectors
+    return pixels * per_pixel
+
+
+def available_memory() -> Optional[int]:
+    """Bytes of memory available to this process now: Linux's ``MemAvailable`` (free memory and reclaimable cache),
+    else the free pages; ``None`` where the system says neither."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def render_frames(model, poses: torch.Tensor, times: torch.Tensor, intrinsics: torch.Tensor, height: int, width: int,

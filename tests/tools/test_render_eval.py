@@ -289,3 +289,16 @@ def test_decomposition_videos_of_a_model_without_a_static_field_say_so(caplog):
     with caplog.at_level("WARNING", logger="kinfield"):
         render_frames(*args, outputs=("rgb", "velocity"), progress=False)
     assert "no static field" not in caplog.text
+
+
+def test_a_render_that_would_not_fit_in_memory_stops_before_rendering(trained_run, tmp_path, capsys, monkeypatch):
+    from kinfield.cli import main_render
+
+    need = video.frames_memory(10, 8, 8, ["rgb", "depth", "velocity"])
+    assert need == 10 * 8 * 8 * (3 * 3 + 3 + 8 + 16)  # the frames, one writer copy, depth + opacity, the vectors
+    monkeypatch.setattr(video, "available_memory", lambda: need)  # 0.8 of it is the limit
+    monkeypatch.setattr(video, "render_frames", lambda *a, **k: pytest.fail("rendered"))
+    out = tmp_path / "videos"
+    code = main_render([str(trained_run), "--frames", "1000000", "--device", "cpu", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "1000000 frames of" in err and "render at most about" in err and not out.exists()
