@@ -18,6 +18,7 @@ Every problem with the input raises :class:`~kinfield.data.errors.DatasetError` 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import struct
@@ -35,6 +36,7 @@ import torch.nn.functional as F
 from .errors import DatasetError
 from .scene import Scene, SceneSplit
 
+log = logging.getLogger("kinfield")
 PathLike = Union[str, os.PathLike]
 
 DEFAULT_AABB = (-1.5, -1.5, -1.5, 1.5, 1.5, 1.5)
@@ -538,6 +540,7 @@ def load_dnerf(
     jobs = [(name, i, p) for name, s in specs.items() for i, p in enumerate(s.image_paths)]
     buffers: Dict[str, dict] = {name: {"rgb": None, "alpha": None} for name in specs}
     first: Optional[Tuple[Path, Tuple[int, int]]] = None
+    kinds: Dict[bool, List[Path]] = {True: [], False: []}  # the images with / without an alpha channel
 
     def work(job):
         return _load_and_resample(job[2], factor, bg)
@@ -554,6 +557,7 @@ def load_dnerf(
                     f"{first[1][1]}x{first[1][0]}",
                     "all images of a scene must have the same size; re-export or resize them consistently",
                 )
+            kinds[alpha is not None].append(path)
             buf, n = buffers[name], len(specs[name].image_paths)
             if buf["rgb"] is None:
                 buf["rgb"] = np.empty((n,) + rgb.shape, dtype=np.float32)
@@ -566,6 +570,11 @@ def load_dnerf(
                 buf["alpha"][i] = 1.0  # opaque RGB frame (earlier ones are 1 from np.ones)
     finally:  # on error, do not wait for the remaining images to decode
         pool.shutdown(wait=True, cancel_futures=True)
+    if kinds[True] and kinds[False]:
+        log.warning("%d of the scene's %d images have no alpha channel (e.g. %s), the others do (e.g. %s): those are "
+                    "taken as opaque, on the background they were saved with, the others composited on the "
+                    "background option; if their alpha was lost by mistake, re-export them as RGBA",
+                    len(kinds[False]), len(jobs), kinds[False][0], kinds[True][0])
 
     out: Dict[str, SceneSplit] = {}
     for name, s in specs.items():

@@ -271,3 +271,18 @@ def test_load_scene_hint_only_names_npz_scenes(tmp_path):
     np.savez(tmp_path / "scene.npz", **good_npz(n=10))
     msg = raises(lambda: load_scene(tmp_path), "transforms_train.json", "scene.npz")
     assert "motion_gt.npz" not in msg and "broken.npz" not in msg
+
+
+def test_mixed_rgb_and_rgba_images_are_named(tmp_path, caplog):
+    make_scene(tmp_path, n=3)
+    iio.imwrite(tmp_path / "train" / "r_001.png", np.full((4, 4, 3), 10, np.uint8))  # its alpha lost
+    with caplog.at_level("WARNING", logger="kinfield"):
+        scene = load_dnerf(tmp_path, background=(1.0, 1.0, 1.0))
+    assert "1 of the scene's 3 images have no alpha channel (e.g." in caplog.text and "r_001.png" in caplog.text
+    split = scene.split("train")
+    assert split.alphas[1].eq(1).all() and np.allclose(split.images[1].numpy(), 10 / 255, atol=1e-6)  # as saved
+    caplog.clear()
+    make_scene(tmp_path, n=3)  # all RGBA again: no warning
+    with caplog.at_level("WARNING", logger="kinfield"):
+        load_dnerf(tmp_path)
+    assert "alpha channel" not in caplog.text
