@@ -40,6 +40,11 @@ ROOT = str(Path(__file__).resolve().parents[1]) + "/"
 SYNC_OPS = {"aten._local_scalar_dense", "aten.nonzero", "aten.masked_select", "aten.repeat_interleave",
             "aten.unique", "aten._unique2", "aten.unique_consecutive", "aten.bincount", "aten.histc"}
 
+# the batcher's importance map lives on the CPU in every run (one byte per training pixel, beside the batch
+# generator): its data-dependent reads are counted in this phase but not as host syncs, since a GPU run does not wait
+# on them (its one device-to-host copy of the step's values comes after the step's read-back of the logged scalars)
+CPU_PHASE = "importance map (CPU)"
+
 # not tagged as views by aten, but they launch no kernel either
 NO_LAUNCH_OPS = {"aten._unsafe_view", "aten.lift_fresh"}
 
@@ -53,13 +58,16 @@ class StepCounter(TorchDispatchMode):
         self.phase_ops = collections.Counter()  # (phase, op name)
         self.views = collections.Counter()  # by phase: ops that only make a new view of a tensor (no kernel launch)
         self.phase, self.quiet, self.sites = "other", 0, sites
+        self.cpu_syncs = collections.Counter()  # by op: reads in the work on CPU-resident tensors (CPU_PHASE)
 
     def count(self, name: str, sync: bool = False, view: bool = False) -> None:
         self.ops[name] += 1
         self.views[self.phase] += view
         self.phases[self.phase] += 1
         self.phase_ops[(self.phase, name)] += 1
-        if sync:
+        if sync and self.phase.startswith(CPU_PHASE):
+            self.cpu_syncs[name] += 1
+        elif sync:
             where = "" if not self.sites else " <- ".join(
                 f"{f.filename[len(ROOT):]}:{f.lineno}" for f in reversed(traceback.extract_stack()[:-2])
                 if f.filename.startswith(ROOT + "kinfield"))[:160]
@@ -156,6 +164,8 @@ def main(argv=None) -> int:
     for term in trainer.terms:
         term.fn = in_phase(counter, f"term {term.name}", term.fn)
     trainer.optimizer.step = in_phase(counter, "optimizer", trainer.optimizer.step)
+    for name in ("update_importance", "_draw_important"):
+        setattr(trainer.batcher, name, in_phase(counter, CPU_PHASE, getattr(trainer.batcher, name)))
     backward, tolist = torch.Tensor.backward, torch.Tensor.tolist
     torch.Tensor.backward = in_phase(counter, "backward", backward)
 
@@ -179,10 +189,15 @@ def main(argv=None) -> int:
     n = a.steps
     kind = "PyTorch twins" if a.twins else "custom ops as one launch each"
     print(f"# {a.config}, {a.rays} rays, {kind}; mean over {n} steps (counted steps took {seconds / n:.2f} s each)")
-    n_ops, n_views = sum(counter.ops.values()) / n, sum(counter.views.values()) / n
+    # (the CPU-resident map's ops launch nothing on a GPU either: listed by phase, left out of the totals)
+    n_ops = (sum(counter.ops.values()) - counter.phases[CPU_PHASE]) / n
+    n_views = (sum(counter.views.values()) - counter.views[CPU_PHASE]) / n
     print(f"aten ops per step: {n_ops:.0f} ({n_views:.0f} of them views, which launch no kernel: "
-          f"{n_ops - n_views:.0f} launches)")
-    print(f"host syncs per step: {sum(counter.syncs.values()) / n:.1f}")
+          f"{n_ops - n_views:.0f} launches; the importance map's CPU work left out)")
+    cpu_side = sum(counter.cpu_syncs.values()) / n
+    print(f"host syncs per step: {sum(counter.syncs.values()) / n:.1f}"
+          + (f" (and {cpu_side:.1f} data-dependent reads on the CPU-resident importance map, not counted: "
+             f"{', '.join(sorted(counter.cpu_syncs))})" if cpu_side else ""))
     print("by phase: ops, launches")
     for phase, c in counter.phases.most_common():
         print(f"  {phase:28s} {c / n:8.1f} {(c - counter.views[phase]) / n:8.1f}")

@@ -326,6 +326,7 @@ class Trainer:
         batch = self.batcher.sample(self.n_rays, self._n_dynamic_rays(step))
         target, bg = self.make_target(batch)
         decompose = self.priors is not None and self.priors.needs_decomposition
+        map_update = None  # (pixels, values) for the importance map
         with self.model.shared_kinematics():  # F_K once per set of points within the step (see there)
             keyframe_u = self.model.keyframe_draws(batch["times"].shape[0], self.device)
             render = self.model.render_rays(batch["origins"], batch["dirs"], batch["times"], bg, stratified=True,
@@ -336,13 +337,13 @@ class Trainer:
             if self.batcher.importance is not None:  # each ray's dynamic probability (warps reuse it), the map's value
                 ctx["dynamic_probability"] = dynamic_probability(render["samples"])  # [R], detached
                 if not motion_map:
-                    self.batcher.update_importance(batch["flat"], ctx["dynamic_probability"])
+                    map_update = (batch["flat"], ctx["dynamic_probability"])
             loss, term_logs = total_loss(self.terms, ctx, step)
             if motion_map:  # or the motion F_K renders on the warp rays (the batcher clamps it to [0, 1])
                 moved = self.kinematic.ray_motion(ctx)
                 if moved is not None:
                     ref = self.cfg.train.motion_map_cells * self.model.dynamic_finest_cell()
-                    self.batcher.update_importance(batch["flat"][: moved.shape[0]], moved / ref)
+                    map_update = (batch["flat"][: moved.shape[0]], moved / ref)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         with torch.no_grad():
@@ -350,6 +351,8 @@ class Trainer:
         # every logged scalar (and the finiteness check) in one device-to-host copy: on a GPU each separate
         # read is a host sync that stalls the launch queue
         logs = read_scalars({"loss": loss, "psnr": psnr_from_mse(mse), **term_logs})
+        if map_update is not None:  # (the map lives on the CPU: read after the step's one host sync above, not in the
+            self.batcher.update_importance(*map_update)  # middle of the step, where a GPU would idle on it)
         if not math.isfinite(logs["loss"]):  # the step is dropped: no parameter or schedule update
             self.optimizer.zero_grad(set_to_none=True)
             self.n_bad_steps += 1
