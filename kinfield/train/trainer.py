@@ -98,6 +98,49 @@ def changed_options(saved: Dict, now: Dict, limit: int = 8) -> str:
     return text + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
+def check_options(cfg: Config) -> None:
+    """Refuse, naming the option, the values a training cannot mean (before the scene is read): sizes and step counts
+    below their minimum, a negative loss weight (it would maximise its term), learning rates and their factors
+    that are not > 0 (a negative one climbs the loss; a negative ``--train_lr_final_ratio`` made the rates complex),
+    fractions outside [0, 1]. Raises ValueError."""
+    t, r = cfg.train, cfg.render
+    for option, unit in (("log_every", "steps"), ("save_every", "steps"), ("rays", "rays"), ("min_rays", "rays"),
+                         ("max_rays", "rays")):
+        if getattr(t, option) < 1:
+            raise ValueError(f"--train_{option} must be >= 1 ({unit}), got {getattr(t, option)}")
+    if t.min_rays > t.max_rays:
+        raise ValueError(f"--train_min_rays {t.min_rays} is above --train_max_rays {t.max_rays}: give min <= max")
+    if t.iters < 0:
+        raise ValueError(f"--iters must be >= 0 (steps), got {t.iters}")
+    if t.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {t.seed}")
+    for option, value in (("step_size", r.step_size), ("chunk", r.chunk),
+                          ("occupancy_resolution", r.occupancy.resolution)):
+        if not value > 0:  # (NaN too)
+            raise ValueError(f"--render_{option} must be > 0, got {value}")
+    for field_name in ("static", "dynamic"):
+        if getattr(cfg, field_name).grid.n_levels < 1:
+            raise ValueError(f"--{field_name}_grid_n_levels must be >= 1, got {getattr(cfg, field_name).grid.n_levels}")
+    for key, value in to_flat_dict(cfg).items():
+        if key.endswith("_weight") and not value >= 0:
+            raise ValueError(f"--{key} must be >= 0 (0 turns the term off; a negative weight maximises it), got {value}")
+    for option in ("lr_grid", "lr_net", "lr_static_factor", "lr_kinematic_factor", "lr_final_ratio"):
+        if not getattr(t, option) > 0:
+            raise ValueError(f"--train_{option} must be > 0, got {getattr(t, option)}")
+    if not t.weight_decay_net >= 0:
+        raise ValueError(f"--train_weight_decay_net must be >= 0, got {t.weight_decay_net}")
+    for option in ("dynamic_ray_fraction", "dynamic_ray_prior"):
+        if not 0.0 <= getattr(t, option) <= 1.0:
+            raise ValueError(f"--train_{option} must be in [0, 1], got {getattr(t, option)}")
+    if t.dynamic_ray_map not in ("probability", "motion"):
+        raise ValueError(f"--train_dynamic_ray_map must be probability or motion, got {t.dynamic_ray_map!r}")
+    if t.motion_map_cells <= 0:
+        raise ValueError(f"--train_motion_map_cells must be > 0, got {t.motion_map_cells}")
+    if cfg.kin.enabled and cfg.kinematic.order not in (1, 2, 3):
+        raise ValueError(f"--kinematic_order must be 1, 2 or 3 (velocity, + acceleration, + jerk), got "
+                         f"{cfg.kinematic.order}")
+
+
 class Trainer:
     """Trains a :class:`SceneModel` on a scene.
 
@@ -107,19 +150,7 @@ class Trainer:
     """
 
     def __init__(self, cfg: Config, scene: Optional[Scene] = None):
-        for option, unit in (("log_every", "steps"), ("save_every", "steps"), ("rays", "rays"), ("min_rays", "rays"),
-                             ("max_rays", "rays")):
-            if getattr(cfg.train, option) < 1:
-                raise ValueError(f"--train_{option} must be >= 1 ({unit}), got {getattr(cfg.train, option)}")
-        if cfg.train.iters < 0:
-            raise ValueError(f"--iters must be >= 0 (steps), got {cfg.train.iters}")
-        for option, value in (("step_size", cfg.render.step_size), ("chunk", cfg.render.chunk),
-                              ("occupancy_resolution", cfg.render.occupancy.resolution)):
-            if not value > 0:  # (NaN too)
-                raise ValueError(f"--render_{option} must be > 0, got {value}")
-        for field_name in ("static", "dynamic"):
-            if getattr(cfg, field_name).grid.n_levels < 1:
-                raise ValueError(f"--{field_name}_grid_n_levels must be >= 1, got {getattr(cfg, field_name).grid.n_levels}")
+        check_options(cfg)
         self.cfg = cfg
         self.run_dir = Path(cfg.train.out)
         self.device = resolve_device(cfg.train.device)
@@ -128,15 +159,10 @@ class Trainer:
         self.train_split = self.scene.split("train")
         self.background = self.scene.background.to(torch.float32).to(self.device)  # what the images sit on
         self.model = build_model(cfg, self.scene.aabb, self.scene.frame_dt, self.scene.ndc).to(self.device)
+        self._check_scene_fits()
         self.batcher = RayBatcher(self.train_split, self.device, self.gen)
-        if not 0.0 <= cfg.train.dynamic_ray_fraction <= 1.0:
-            raise ValueError(f"--train_dynamic_ray_fraction must be in [0, 1], got {cfg.train.dynamic_ray_fraction}")
         if cfg.train.dynamic_ray_fraction > 0:
             self.batcher.enable_importance(cfg.train.dynamic_ray_prior)
-        if cfg.train.dynamic_ray_map not in ("probability", "motion"):
-            raise ValueError(f"--train_dynamic_ray_map must be probability or motion, got {cfg.train.dynamic_ray_map!r}")
-        if cfg.train.motion_map_cells <= 0:
-            raise ValueError(f"--train_motion_map_cells must be > 0, got {cfg.train.motion_map_cells}")
         self.optimizer = self._make_optimizer()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.priors = PriorObjective(cfg.prior, self.model, self.train_split, self.scene.frame_dt) \
@@ -162,6 +188,23 @@ class Trainer:
         self.n_bad_steps = 0
 
     # ----------------------------------------------------------------------------------- setup
+    def _check_scene_fits(self) -> None:
+        """What the options and the scene give together: a marching step too long for the scene's box is an error
+        (no sample would be taken); images shrunk to a few pixels, or training frames all at one time (nothing for
+        the kinematic field to learn) are warned about."""
+        cfg, split = self.cfg, self.train_split
+        if cfg.render.step_size > 0.5 * self.model.extent:
+            raise ValueError(f"--render_step_size {cfg.render.step_size} leaves fewer than 2 samples on a ray through "
+                             f"the scene's box (longest side {self.model.extent:g}{' in NDC' if self.scene.ndc else ''}):"
+                             f" give a step well below {0.5 * self.model.extent:g} (the shipped configs: 0.005-0.01)")
+        if min(split.height, split.width) < 16:
+            log.warning("the training images are %dx%d pixels (--downscale %g): too few to learn a scene from; give a "
+                        "smaller --downscale", split.width, split.height, cfg.data.downscale)
+        if self.model.kinematic is not None and split.times.unique().numel() < 2:
+            log.warning("all %d training frames are at time %g: there is no motion for the kinematic field to learn "
+                        "(a dynamic scene needs frames at two times or more)", split.num_frames,
+                        float(split.times[0]))
+
     def _make_optimizer(self) -> torch.optim.Optimizer:
         # No weight decay on the kinematic head: its gradients are weak, and Adam's coupled L2 term alone
         # shrank its weights 270x on the demo scene (the field then output one constant velocity).

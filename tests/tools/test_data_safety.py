@@ -85,7 +85,11 @@ def test_an_out_path_that_is_a_file_is_one_error_line(tmp_path, trained_run, cap
 
 @pytest.mark.parametrize("option", [["--train_rays", "-1"], ["--train_min_rays", "0"], ["--render_step_size", "-0.1"],
                                     ["--render_chunk", "0"], ["--render_occupancy_resolution", "0"],
-                                    ["--dynamic_grid_n_levels", "0"]])
+                                    ["--dynamic_grid_n_levels", "0"], ["--kin_integrity_weight", "-1"],
+                                    ["--prior_flow_weight", "-0.5"], ["--train_lr_grid", "-0.01"],
+                                    ["--train_lr_final_ratio", "-1"], ["--train_lr_kinematic_factor", "0"],
+                                    ["--train_weight_decay_net", "-1"], ["--seed", "-1"],
+                                    ["--train_dynamic_ray_prior", "5"], ["--kinematic_order", "7"]])
 def test_out_of_range_sizes_stop_with_the_option_named(tmp_path, trained_run, capsys, option):
     assert _train(_scene_of(trained_run), tmp_path / "run", *option) == 2
     err = capsys.readouterr().err
@@ -221,3 +225,26 @@ def test_an_edited_run_config_is_named_not_silently_ignored(tmp_path, trained_ru
         loaded = load_run(run, device="cpu")
     assert loaded.cfg.render.step_size != 0.5  # the checkpoint's options are the model's
     assert "config.yaml differs from the options" in caplog.text and "render_step_size" in caplog.text
+
+
+def test_options_that_do_not_fit_together_or_with_the_scene(tmp_path, trained_run, capsys, caplog):
+    scene = _scene_of(trained_run)
+    assert _train(scene, tmp_path / "a", "--train_min_rays", "500", "--train_max_rays", "100") == 2
+    assert "error: --train_min_rays 500 is above --train_max_rays 100" in capsys.readouterr().err
+    assert _train(scene, tmp_path / "b", "--render_step_size", "10") == 2  # no sample in the 3-unit box
+    assert "--render_step_size 10.0 leaves fewer than 2 samples" in capsys.readouterr().err
+    with caplog.at_level("WARNING", logger="kinfield"):
+        assert _train(scene, tmp_path / "c", "--downscale", "1000", "--iters", "1") == 0
+    assert "the training images are 1x1 pixels (--downscale 1000)" in caplog.text
+
+
+def test_training_frames_all_at_one_time_are_warned_about(tmp_path, trained_run, caplog):
+    import shutil
+    scene = shutil.copytree(_scene_of(trained_run), tmp_path / "scene")
+    meta = json.loads((scene / "transforms_train.json").read_text())
+    for f in meta["frames"]:
+        f["time"] = 0.5
+    (scene / "transforms_train.json").write_text(json.dumps(meta))
+    with caplog.at_level("WARNING", logger="kinfield"):
+        assert _train(scene, tmp_path / "run", "--iters", "1") == 0
+    assert "training frames are at time 0.5: there is no motion for the kinematic field to learn" in caplog.text
