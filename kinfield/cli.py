@@ -55,6 +55,7 @@ def main_train(argv: List[str]) -> int:
     from .data import DatasetError
     from .train import Trainer
     from .train.checkpoint import CheckpointError
+    from .train.trainer import NonFiniteLoss
 
     setup_logging()
     cfg = parse_train_args(argv)
@@ -69,6 +70,9 @@ def main_train(argv: List[str]) -> int:
         return 130
     except CheckpointError as exc:
         return _error(exc)
+    except NonFiniteLoss as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print(json.dumps(result, indent=2))
     return 0
 

@@ -78,7 +78,15 @@ def build_model(cfg: Config, scene_aabb: torch.Tensor, frame_dt: float, ndc=None
 
 
 class NonFiniteLoss(RuntimeError):
-    pass
+    """The loss was not finite for 10 steps in a row; the message names the terms and the options to lower."""
+
+
+def _weight_option(cfg: Config, term: str) -> str:
+    """The option of loss term ``term``'s weight (``kin_<term>_weight``, ``prior_<term>_weight``; ``warp_photo``:
+    ``kin_photo_weight``), or ``""`` (``rgb``)."""
+    flat = to_flat_dict(cfg)
+    names = (f"kin_{term}_weight", f"prior_{term}_weight", f"kin_{term.removeprefix('warp_')}_weight")
+    return next((key for key in names if key in flat), "")
 
 
 # options a resume is expected to change: where and how long it runs, what it logs and scores, and the learning
@@ -400,9 +408,17 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             self.n_bad_steps += 1
             if self.n_bad_steps >= 10:
-                raise NonFiniteLoss(f"the loss was not finite for 10 steps in a row (last step {step}); "
-                                    f"the last good checkpoint is in {self.run_dir / 'ckpts'}: lower the learning "
-                                    f"rates (--train_lr_grid/--train_lr_net) and resume")
+                weight = {t.name: t.weight_at(step) for t in self.terms}  # (a finite value times its weight may overflow)
+                culprits = [k.split("/", 1)[1] for k, v in logs.items() if k.startswith("loss/")
+                            and not abs(v * weight.get(k.split("/", 1)[1], 1.0)) < torch.finfo(loss.dtype).max]
+                weights = ", ".join(f"--{_weight_option(self.cfg, name)}" for name in culprits
+                                    if _weight_option(self.cfg, name))
+                raise NonFiniteLoss(f"the loss was not finite for 10 steps in a row (last step {step}"
+                                    + (f"; not finite: {', '.join(culprits)}" if culprits else "")
+                                    + f"); the last good checkpoint is in {self.run_dir / 'ckpts'}: lower the learning "
+                                    f"rates (--train_lr_grid/--train_lr_net)"
+                                    + (f" or the weight of those terms ({weights})" if weights else "")
+                                    + ", then resume (the same command)")
             return {"skipped_nonfinite": 1.0}
         self.n_bad_steps = 0
         self.optimizer.step()

@@ -48,3 +48,16 @@ def test_nonfinite_loss_skips_the_update_then_stops_with_the_checkpoint_folder(t
         tr.train_step()
     with pytest.raises(NonFiniteLoss, match="ckpts"):
         tr.train_step()
+
+
+def test_a_weight_that_overflows_the_loss_is_named_and_the_tool_exits_without_a_traceback(tmp_path, capsys):
+    from kinfield.cli import main_train
+
+    scene = write_scene(PRESETS["tiny"], tmp_path / "scene")
+    code = main_train([str(scene), str(REPO / "configs" / "debug.yaml"), "--out", str(tmp_path / "run"), "--device",
+                       "cpu", "--train_eval_split", "", "--train_rays", "64", "--train_min_rays", "64",
+                       "--train_target_samples", "0", "--iters", "12", "--kin_start", "0",
+                       "--kin_photo_weight", "1e300"])  # finite as an option, infinite in the float32 loss
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert "not finite: warp_photo)" in err and "or the weight of those terms (--kin_photo_weight)" in err
