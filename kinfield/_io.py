@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Iterator, List, Tuple, Union
 
 
 def _remove(path: Path) -> None:
@@ -57,3 +58,22 @@ def set_aside(path: Union[str, Path], tag: str) -> Path:
         aside, n = path.with_name(f"{path.name}.{tag}.{n}"), n + 1
     os.replace(path, aside)
     return aside
+
+
+def metrics_rows(path) -> Tuple[List[Tuple[int, dict]], List[int]]:
+    """The rows of a ``metrics.jsonl``: ``([(line number, row dict with an int "step"), ...], [bad line numbers])``.
+    A line that is not a JSON object with a step (a run killed while writing, a hand edit, bytes that are not
+    UTF-8) is a bad line, never an error: the log is read to plot and to resume, and neither should fail on it."""
+    rows, bad = [], []
+    text = Path(path).read_bytes().decode("utf-8", errors="replace")
+    for i, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            row["step"] = int(row["step"])
+        except (ValueError, KeyError, TypeError, IndexError):
+            bad.append(i)
+            continue
+        rows.append((i, row))
+    return rows, bad

@@ -14,13 +14,14 @@ files the other tools write:
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
+
+from ._io import metrics_rows
 
 log = logging.getLogger("kinfield")
 
@@ -49,18 +50,12 @@ def read_training_log(path) -> Dict[str, np.ndarray]:
     if not path.is_file():
         raise PlotError(f"no training log {path}: is {path.parent} a run folder (the --out of tools/train.py)?")
     rows: Dict[int, dict] = {}
-    bad = 0
-    for i, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            step = int(row.pop("step"))
-        except (ValueError, KeyError, TypeError, AttributeError):
-            bad += 1
-            if bad == 1:
-                log.warning("%s line %d is not a JSON object with a step: skipped (a run killed while writing?)", path, i)
-            continue
+    found, bad = metrics_rows(path)
+    if bad:
+        log.warning("%s line %d%s is not a JSON object with a step: skipped (a run killed while writing?)", path,
+                    bad[0], f" (and {len(bad) - 1} more)" if len(bad) > 1 else "")
+    for _, row in found:
+        step = row.pop("step")
         row.pop("train_time_s", None)  # (the closing line of a training session)
         if row:
             rows.setdefault(step, {}).update(row)  # a step's rows merge, the later line's values winning
@@ -95,7 +90,7 @@ def smooth(values: np.ndarray, weight: float) -> np.ndarray:
 
 def _read_csv(path: Path) -> Dict[str, np.ndarray]:
     """Numeric columns of a CSV with a header row (text columns dropped)."""
-    with path.open(newline="") as f:
+    with path.open(newline="", errors="replace") as f:  # (bytes that are not UTF-8 read as U+FFFD: not numbers)
         rows = list(csv.DictReader(f))
     if not rows:
         raise PlotError(f"{path} has no data rows")

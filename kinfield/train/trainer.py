@@ -14,7 +14,7 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
-from .._io import set_aside
+from .._io import metrics_rows, set_aside
 from ..config import Config, DataConfig, save_config, to_flat_dict
 from ..data import RayBatcher, Scene, load_scene
 from ..fields import KinematicField
@@ -560,17 +560,16 @@ class Trainer:
         return None
 
     def _wall_time_so_far(self) -> float:
+        """The training time the log records up to this run's step (its last ``time_s`` there; unreadable rows
+        skipped)."""
         p = self.run_dir / "metrics.jsonl"
         if not p.is_file():
             return 0.0
-        import json
-
         last = 0.0
-        for line in p.read_text().splitlines():
+        for _, row in metrics_rows(p)[0]:
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
+                if row["step"] <= self.step and "time_s" in row:
+                    last = float(row["time_s"])
+            except (TypeError, ValueError):
                 continue
-            if row.get("step", 0) <= self.step and "time_s" in row:
-                last = float(row["time_s"])
         return last

@@ -248,3 +248,17 @@ def test_training_frames_all_at_one_time_are_warned_about(tmp_path, trained_run,
     with caplog.at_level("WARNING", logger="kinfield"):
         assert _train(scene, tmp_path / "run", "--iters", "1") == 0
     assert "training frames are at time 0.5: there is no motion for the kinematic field to learn" in caplog.text
+
+
+def test_a_damaged_training_log_neither_stops_a_resume_nor_a_plot(tmp_path, trained_run, capsys):
+    import shutil
+
+    from kinfield.plots import read_training_log
+    run = shutil.copytree(trained_run, tmp_path / "run")
+    with open(run / "metrics.jsonl", "ab") as f:
+        f.write(b'[1, 2]\n"text"\n\xff\xfe\x00garbage\n{"step": "x"}\n')  # a hand edit, bytes that are not UTF-8
+    (run / "metrics_test.csv").write_bytes(b"\xff\xfe\x00\x01")
+    cols = read_training_log(run / "metrics.jsonl")  # the good rows, the bad ones skipped
+    assert cols["step"][-1] == 4
+    assert _train(_scene_of(trained_run), run, "--iters", "6") == 0  # resumes from step 4
+    assert "Traceback" not in capsys.readouterr().err and list_checkpoints(run)[-1].name == "ckpt_0000006.pt"

@@ -120,6 +120,10 @@ def test_bad_runs_get_a_clear_error(tmp_path, capsys):
     assert "no track is finite" in capsys.readouterr().err
     assert main_plot([str(run), "--tracks", str(tmp_path / "missing.npz")]) == 2
     assert "export_trajectories" in capsys.readouterr().err
+    (run / "metrics_test.csv").write_bytes(b"\xff\xfe\x00\x01")  # not UTF-8: one figure's clear error, not a traceback
+    assert main_plot([str(run)]) == 2
+    out, err = capsys.readouterr()
+    assert "metrics_test.csv has no data rows" in err and "training.png" in out
 
 
 def test_without_matplotlib_one_clear_error(tmp_path, capsys, monkeypatch):
