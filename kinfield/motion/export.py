@@ -70,6 +70,9 @@ def load_motion_gt(path) -> Dict[str, np.ndarray]:
     finite: the scores of a NaN would be written as null. Tracks may hold NaN, where a point left the scene)."""
     data = load_motion_npz(path, ("times", "query_time", "query_points", "positions", "velocity", "acceleration",
                                   "jerk"), GT_FIX)
+    if "untrained_orders" in data:  # (what compute_trajectories writes: a run's own predictions would score perfectly)
+        raise MotionFileError(f"{path}: a trajectory file exported from a run (tools/export_trajectories.py), not a "
+                              f"scene's ground truth; fix: {GT_FIX}")
     for key, values in data.items():
         if values.dtype.kind in "fc" and not np.isfinite(values).all():
             raise MotionFileError(f"{path}: {key} holds {int((~np.isfinite(values)).sum())} NaN or infinite values; "

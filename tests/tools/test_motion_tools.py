@@ -134,8 +134,13 @@ def _motion_files(tmp_path, gt_path):
     (tmp_path / "garbage.npz").write_bytes(b"\x80\x04 not an archive at all" * 8)
     np.savez(tmp_path / "no_keys.npz", **{k: v for k, v in gt.items() if k not in ("times", "jerk")})
     np.savez(tmp_path / "short.npz", **{**gt, "positions": gt["positions"][:-1]})
+    # the run's own exported tracks hold the same arrays: they would score the field against itself
+    np.savez(tmp_path / "tracks.npz", **{k: gt[k] for k in ("times", "query_time", "query_points", "positions",
+                                                             "velocity", "acceleration", "jerk")},
+             untrained_orders=np.array([], dtype=str))
     return [(tmp_path / "garbage.npz", "not an npz archive"), (tmp_path / "no_keys.npz", "missing times, jerk"),
-            (tmp_path / "short.npz", "positions has shape"), (tmp_path / "absent.npz", "no such file")]
+            (tmp_path / "short.npz", "positions has shape"), (tmp_path / "absent.npz", "no such file"),
+            (tmp_path / "tracks.npz", "a trajectory file exported from a run")]
 
 
 def test_a_bad_ground_truth_file_is_reported_before_integrating(trained_run, tmp_path, capsys, monkeypatch):
@@ -165,7 +170,7 @@ def test_a_missing_ground_truth_of_the_runs_own_scene_is_not_blamed_on_gt(traine
 
 def test_a_bad_tracks_file_is_reported_before_rendering(trained_run, tmp_path, capsys, monkeypatch):
     _forbid(monkeypatch, kinfield.render.video, "render_frames")
-    files = _motion_files(tmp_path, trained_run.parent / "scene" / "motion_gt.npz")
+    files = _motion_files(tmp_path, trained_run.parent / "scene" / "motion_gt.npz")[:4]  # (a tracks file is fine here)
     np.savez(tmp_path / "no_positions.npz", times=np.zeros(3))
     for path, problem in files[:1] + files[2:] + [(tmp_path / "no_positions.npz", "missing positions")]:
         assert main_render([str(trained_run), "--path", "orbit", "--frames", "1", "--device", "cpu",
