@@ -383,7 +383,8 @@ def main_export(argv: List[str]) -> int:
 
     from .data import DatasetError
     from .motion import compute_trajectories, parse_times, read_points, sample_dynamic_points, write_trajectories
-    from .motion.export import ORDER_NAMES, TRAJECTORY_FORMATS, outside_scene_box, trajectory_target
+    from .motion.export import (ORDER_NAMES, TRAJECTORY_FORMATS, is_trajectory_file, outside_scene_box,
+                                 trajectory_target)
 
     setup_logging()
     p = argparse.ArgumentParser(
@@ -420,6 +421,9 @@ def main_export(argv: List[str]) -> int:
         return _error(f"--out {folder} is a folder; give a file name (e.g. {folder / ('tracks.' + fmt)})")
     if out.exists() and not args.overwrite:
         return _error(f"{out} already written by an earlier export; pass --overwrite to replace it, or another --out")
+    if out.exists() and not is_trajectory_file(out, fmt):
+        return _error(f"{out} is not a {fmt} trajectory file of an earlier export, and --overwrite replaces only those: "
+                      f"choose another --out (the file is left as it is)")
     run, code = _open_run(args, "there is no motion to export; train the run with --kin_enabled true")
     if run is None:
         return code

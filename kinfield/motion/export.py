@@ -230,6 +230,25 @@ def _write_trajectory_file(traj: Dict[str, np.ndarray], path: Path, fmt: str) ->
         path.write_text("\n".join(lines) + "\n")
 
 
+def is_trajectory_file(path, fmt: str) -> bool:
+    """Whether the file at ``path`` is one :func:`write_trajectories` wrote in ``fmt`` (what ``--overwrite`` of the
+    export may replace: not a checkpoint, a metrics file or anything else given as ``--out`` by mistake)."""
+    path = Path(path)
+    try:
+        if fmt == "npz":
+            with np.load(path, allow_pickle=False) as z:
+                return {"positions", "untrained_orders"} <= set(z.files)
+        with open(path, "rb") as f:
+            head = f.read(4096).decode("utf-8", errors="replace")
+    except Exception:  # (unreadable, or not an archive)
+        return False
+    if fmt == "json":
+        return head.startswith('{"times": [')
+    if fmt == "csv":
+        return head.startswith("time,track,x,y,z,")
+    return head.startswith("ply\n") and "property int track" in head
+
+
 def outside_scene_box(model: SceneModel, points) -> np.ndarray:
     """``[N]`` bool: which world ``points [N, 3]`` lie outside the box the run's fields were trained in (where the
     kinematic field has seen no data; mapped to NDC first on forward-facing runs)."""

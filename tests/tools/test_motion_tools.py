@@ -234,3 +234,23 @@ def test_points_outside_the_scene_box_are_named(trained_run, tmp_path, capsys):
     path.write_text("0 0 0\n1.5 -1.5 0\n")  # inside (the faces included): no note
     assert _export(trained_run, "--points", path, "--out", tmp_path / "u.npz") == 0
     assert "outside" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fmt", ["npz", "json", "csv", "ply"])
+def test_export_overwrite_replaces_only_an_earlier_export(trained_run, tmp_path, points, capsys, fmt):
+    out = tmp_path / f"tracks.{fmt}"
+    assert _export(trained_run, "--points", points, "--out", out) == 0  # an earlier export: replaced
+    assert _export(trained_run, "--points", points, "--out", out, "--overwrite", "--times", "0.3,0.7") == 0
+    for name, content in (("ckpt_0000004.pt", b"PK\x03\x04 a checkpoint"), ("metrics.json", b'{"test": {}}')):
+        other = tmp_path / name  # someone's file given as --out by mistake
+        other.write_bytes(content)
+        code = _export(trained_run, "--points", points, "--out", other, "--format", fmt, "--overwrite")
+        if fmt == "npz":  # (numpy writes NAME.npz: the file itself is not the target)
+            assert code == 0 and (tmp_path / f"{name}.npz").is_file()
+        else:
+            assert code == 2 and "--overwrite replaces only those" in capsys.readouterr().err
+        assert other.read_bytes() == content
+    if fmt == "npz":  # an npz that is not an export
+        np.savez(tmp_path / "mine.npz", positions=np.zeros((1, 1, 3)))
+        assert _export(trained_run, "--points", points, "--out", tmp_path / "mine.npz", "--overwrite") == 2
+        assert "--overwrite replaces only those" in capsys.readouterr().err
