@@ -326,9 +326,18 @@ class Trainer:
             path = ckpts[-1]
         else:
             path = Path(mode)
+            if path.is_dir():
+                raise CheckpointError(f"--resume {mode} is a folder; pass one of its checkpoint files "
+                                      f"(ckpt_XXXXXXX.pt), or --resume auto (the latest in --out)")
             if not path.is_file():
                 raise CheckpointError(f"--resume {mode}: no such checkpoint file; pass an existing ckpt_XXXXXXX.pt, "
                                       f"or --resume auto (the latest in --out) or none")
+            own = path.resolve().parent == ckpt_dir(self.run_dir).resolve()
+            if not own and (ckpts or earlier_rows):  # another run's checkpoint: its continuation needs a folder of its own
+                held = f"checkpoints up to step {checkpoint_step(ckpts[-1])}" if ckpts else f"the metrics of {metrics}"
+                raise CheckpointError(f"--resume {path} is another run's checkpoint, and {self.run_dir} holds a run of "
+                                      f"its own ({held}): continuing it there would prune that run's checkpoints and "
+                                      f"mix the logs; resume it into an empty --out")
         state = load_checkpoint(path, map_location=self.device)
         later = [p for p in ckpts if checkpoint_step(p) >= int(state["step"]) and not p.samefile(path)]
         if later:  # they would be resumed by the next --resume auto instead, or pruned
