@@ -180,3 +180,36 @@ def scene_mismatch(own: dict, saved: dict) -> str:
                      if a[what] is not None and b[what] is not None
                      and not torch.allclose(a[what].cpu().double(), b[what].cpu().double(), rtol=rtol.get(what, 1e-3),
                                             atol=1e-6))
+
+
+def scene_signature(split, background: torch.Tensor) -> dict:
+    """What identifies the scene a run trains on, whatever ``--downscale`` and ``--background``: its training frames'
+    ``times [N]`` and camera ``poses [N, 3, 4]``, and each frame as an 8x8 thumbnail ``[N, 3, 8, 8]`` (area means)
+    with the background taken out (premultiplied where the images have alpha). Stored in checkpoints."""
+    thumbs = []
+    for i in range(0, split.num_frames, 16):  # (in slices: a float copy of a whole full-resolution split is large)
+        images = split.images[i: i + 16].float().cpu()
+        if split.alphas is not None:
+            images = images - (1.0 - split.alphas[i: i + 16].float().cpu())[..., None] * background.float().cpu()
+        thumbs.append(torch.nn.functional.adaptive_avg_pool2d(images.permute(0, 3, 1, 2), 8))
+    return {"times": split.times.float().cpu().clone(), "poses": split.poses[:, :3, :4].float().cpu().clone(),
+            "thumbnails": torch.cat(thumbs)}
+
+
+def signature_mismatch(own: dict, saved: dict) -> str:
+    """How two :func:`scene_signature` differ (``""``: the same scene): the frame count, times, poses (to 0.1 % of
+    the cameras' spread) or the frames' thumbnails (a value by more than 0.1: area means at another ``--downscale``
+    agree to ~1e-7, two synthetic presets from the same cameras differ by 0.5)."""
+    n_own, n_saved = own["times"].shape[0], saved["times"].shape[0]
+    if n_own != n_saved:
+        return f"{n_saved} training frames -> {n_own}"
+    if not torch.allclose(own["times"], saved["times"], atol=1e-5):
+        return "the training frames' times differ"
+    spread = float((saved["poses"][:, :, 3].max(0).values - saved["poses"][:, :, 3].min(0).values).norm()) or 1.0
+    if not torch.allclose(own["poses"], saved["poses"], atol=1e-3 * max(spread, 1.0)):
+        return "the training cameras differ"
+    colour = (own["thumbnails"] - saved["thumbnails"]).abs().amax(dim=(1, 2, 3))
+    if colour.max() > 0.1:
+        return (f"the training images differ: {int((colour > 0.1).sum())} of {n_own} frames, by up to "
+                f"{float(colour.max()):.2f} in an 8x8 thumbnail")
+    return ""

@@ -25,7 +25,8 @@ from ..nn import MLP
 from ..render import SceneModel
 from ..render.composite import dynamic_probability
 from .checkpoint import (CheckpointError, checkpoint_step, ckpt_dir, latest_checkpoint, list_checkpoints,
-                         load_checkpoint, model_mismatch, run_lock, save_checkpoint, scene_mismatch)
+                         load_checkpoint, model_mismatch, run_lock, save_checkpoint, scene_mismatch, scene_signature,
+                         signature_mismatch)
 from .evaluate import evaluate_split, quick_scores
 from .logger import EMA, MetricsLogger, progress_bar
 
@@ -168,6 +169,7 @@ class Trainer:
         self.background = self.scene.background.to(torch.float32).to(self.device)  # what the images sit on
         self.model = build_model(cfg, self.scene.aabb, self.scene.frame_dt, self.scene.ndc).to(self.device)
         self._check_scene_fits()
+        self.scene_signature = scene_signature(self.train_split, self.scene.background)  # (checkpoints carry it)
         self.batcher = RayBatcher(self.train_split, self.device, self.gen)
         if cfg.train.dynamic_ray_fraction > 0:
             self.batcher.enable_importance(cfg.train.dynamic_ray_prior)
@@ -256,6 +258,7 @@ class Trainer:
                     # on a GPU the marching jitter, occupancy draws, backgrounds and warp hops come from its generator
                     **({"cuda": torch.cuda.get_rng_state(self.device)} if self.device.type == "cuda" else {})},
             "dynamic_map": None if self.batcher.importance is None else self.batcher.importance.clone(),
+            "scene_signature": self.scene_signature,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -355,9 +358,22 @@ class Trainer:
             raise CheckpointError(f"{path} was trained on another scene, {saved_scene or '(not recorded)'} "
                                   f"({differs}): train {scene or 'this scene'} into another --out, or resume it with "
                                   f"its own scene")
-        if saved_scene and scene and Path(saved_scene).resolve() != Path(scene).resolve():
-            log.warning("%s was trained on %s, this run names %s (same box and frame spacing): resuming it",
-                        path, saved_scene, scene)
+        moved = bool(saved_scene and scene and Path(saved_scene).resolve() != Path(scene).resolve())
+        if "scene_signature" in state:
+            differs = signature_mismatch(self.scene_signature, state["scene_signature"])
+            if differs:  # (same box and frame spacing: two D-NeRF scenes of 150 frames, two synthetic presets)
+                raise CheckpointError(f"{path} was trained on another scene, {saved_scene or '(not recorded)'} "
+                                      f"({differs}): train {scene or 'this scene'} into another --out, or resume it "
+                                      f"with its own scene")
+            if moved:
+                log.info("%s was trained on %s: the same scene as %s (its frames, cameras and images)", path,
+                         saved_scene, scene)
+        elif moved and Path(saved_scene).exists():  # a checkpoint from before the signature: only the path tells
+            raise CheckpointError(f"{path} was trained on {saved_scene}, which is still there, and this run names "
+                                  f"{scene}: train {scene} into another --out, or resume with {saved_scene}")
+        elif moved:
+            log.warning("%s was trained on %s, which is gone; this run names %s (same box and frame spacing): "
+                        "resuming it as the same scene moved", path, saved_scene, scene)
         changed = changed_options(state.get("config", {}), to_flat_dict(self.cfg))
         if changed:  # legitimate (a new weight, a longer schedule) or a slip: either way the user should see it
             log.warning("%s was trained with other options; resuming with this run's: %s", path, changed)

@@ -246,6 +246,30 @@ def test_resuming_a_run_of_another_scene_is_refused_naming_its_scene(tiny_scene,
     assert scene_mismatch(ndc, {"space.ndc": torch.zeros(4)}).startswith("NDC map [0.0, 0.0, 0.0] -> [1.5625")
 
 
+def test_a_scene_with_the_same_box_cameras_and_times_but_other_content_is_refused(tiny_scene, whole, tmp_path, caplog):
+    """Two scenes from the same cameras and times (two synthetic presets with one seed; D-NeRF scenes of 150 frames
+    share box and frame spacing) differ in their images: the checkpoints' scene signature tells them apart, while
+    the same scene copied elsewhere and read at another --downscale resumes."""
+    other = write_scene(dataclasses.replace(PRESETS["tiny"], preset="spin"), tmp_path / "spin")
+    out = shutil.copytree(whole, tmp_path / "run")
+    before = files(out)
+    with pytest.raises(CheckpointError) as err:
+        Trainer(make_cfg(other, out, 6)).fit()
+    assert f"was trained on another scene, {tiny_scene} (the training images differ: " in str(err.value)
+    assert files(out) == before
+    copy = shutil.copytree(tiny_scene, tmp_path / "copy")
+    with caplog.at_level("INFO", logger="kinfield"):
+        assert Trainer(make_cfg(copy, out, 6, "--downscale", "2")).maybe_resume()
+    assert f"the same scene as {copy}" in caplog.text
+    # a checkpoint from before the signature: the path decides (refused while the scene it names is still there)
+    for ckpt in list_checkpoints(out):
+        state = torch.load(ckpt, weights_only=False)
+        del state["scene_signature"]
+        torch.save(state, ckpt)
+    with pytest.raises(CheckpointError, match=f"which is still there, and this run names {other}"):
+        Trainer(make_cfg(other, out, 6)).maybe_resume()
+
+
 def test_resume_from_a_missing_file_is_a_clear_error_and_leaves_no_run_folder(tiny_scene, tmp_path, capsys):
     missing = tmp_path / "elsewhere" / "ckpt_0000002.pt"
     assert main_train(train_argv(tiny_scene, tmp_path / "run", "--resume", str(missing))) == 2
@@ -258,3 +282,15 @@ def test_a_metrics_row_cut_off_by_a_kill_does_not_swallow_the_next_row(tmp_path)
     (tmp_path / "metrics.jsonl").write_text('{"step": 2, "loss": 0.5}\n{"step": 4, "lo')
     MetricsLogger(tmp_path, tensorboard=False).log(4, {"loss": 0.25})
     assert read_metrics(tmp_path) == [{"step": 2, "loss": 0.5}, {"step": 4, "loss": 0.25}]
+
+
+def test_resuming_another_runs_checkpoint_into_a_folder_with_a_run_is_refused(tiny_scene, whole, tmp_path, capsys):
+    out = shutil.copytree(whole, tmp_path / "run")
+    other = shutil.copytree(whole, tmp_path / "other")
+    before = files(out)
+    assert main_train(train_argv(tiny_scene, out, "--iters", "6", "--resume",
+                                 str(other / "ckpts" / "ckpt_0000004.pt"))) == 2
+    err = capsys.readouterr().err
+    assert "is another run's checkpoint" in err and "checkpoints up to step 4" in err and files(out) == before
+    assert main_train(train_argv(tiny_scene, out, "--resume", str(other / "ckpts"))) == 2
+    assert "is a folder" in capsys.readouterr().err
