@@ -360,9 +360,18 @@ def main_eval(argv: List[str]) -> int:
     try:
         scene = _load_run_scene(run.cfg, args.scene, args.downscale, [args.split])
         scene.split(args.split)  # fails early (KeyError) when the split is absent
+        if args.scene and run.scene_signature is not None:  # the scores go into the run's metrics.json as its own
+            from .train.checkpoint import scene_signature, signature_mismatch
+
+            given = _load_run_scene(run.cfg, args.scene, args.downscale, ["train"])
+            differs = signature_mismatch(scene_signature(given.split("train"), given.background), run.scene_signature)
+            if differs:
+                return _error(f"--scene {args.scene} is not the scene {run.run_dir} was trained on ({differs}): its "
+                              f"scores would be written into {run.run_dir / 'metrics.json'} as the run's; evaluate "
+                              f"the run on its own scene (leave --scene out, or give a copy of it)")
     except (DatasetError, KeyError) as exc:
         return _error(exc)
-    extra = {"step": run.step, "checkpoint": str(run.checkpoint)}
+    extra = {"step": run.step, "checkpoint": str(run.checkpoint), "scene": str(args.scene or run.cfg.data.scene)}
     use_lpips = not args.no_lpips
     prev = read_metrics(run.run_dir).get(args.split)
     if isinstance(prev, dict) and prev.get("step") == run.step and "train_time_s" in prev:

@@ -25,6 +25,7 @@ class LoadedRun:
     step: int
     checkpoint: Path
     run_dir: Path
+    scene_signature: Optional[dict] = None  # of the scene it was trained on (checkpoint.scene_signature), if recorded
 
 
 def load_run(run_dir, device: str = "auto", checkpoint: Optional[str] = None) -> LoadedRun:
@@ -52,6 +53,10 @@ def load_run(run_dir, device: str = "auto", checkpoint: Optional[str] = None) ->
         if differs:  # (training rewrites config.yaml at each start, so: an edit, or an older --checkpoint)
             log.warning("%s differs from the options %s was trained with (%s): the checkpoint's are used (pass "
                         "--scene / --downscale to the tools to read the scene otherwise)", own_cfg, path.name, differs)
+    home = path.resolve().parent
+    if checkpoint and home.name == "ckpts" and home != (run_dir / "ckpts").resolve() and (home.parent / "config.yaml").is_file():
+        raise CheckpointError(f"{path} is a checkpoint of another run, {home.parent}: its results would be written into "
+                              f"the wrong run ({run_dir}); pass its own run folder ({home.parent}) with --checkpoint")
     if checkpoint and "config" in state:  # results go into run_dir: the checkpoint must be its
         own_scene = own.get("scene")
         saved_scene = state["config"].get("scene")
@@ -83,4 +88,5 @@ def load_run(run_dir, device: str = "auto", checkpoint: Optional[str] = None) ->
                               f"of this run (--checkpoint), or restore the run's config.yaml")
     model.load_state_dict(state["model"])
     model.eval()
-    return LoadedRun(cfg=cfg, model=model, step=int(state["step"]), checkpoint=path, run_dir=run_dir)
+    return LoadedRun(cfg=cfg, model=model, step=int(state["step"]), checkpoint=path, run_dir=run_dir,
+                     scene_signature=state.get("scene_signature"))

@@ -262,3 +262,20 @@ def test_a_damaged_training_log_neither_stops_a_resume_nor_a_plot(tmp_path, trai
     assert cols["step"][-1] == 4
     assert _train(_scene_of(trained_run), run, "--iters", "6") == 0  # resumes from step 4
     assert "Traceback" not in capsys.readouterr().err and list_checkpoints(run)[-1].name == "ckpt_0000006.pt"
+
+
+def test_eval_scores_a_run_only_on_its_own_scene(tmp_path, trained_run, capsys):
+    import dataclasses
+    import shutil
+
+    run = shutil.copytree(trained_run, tmp_path / "run")
+    other = write_scene(dataclasses.replace(PRESETS["tiny"], preset="spin"), tmp_path / "spin")  # same cameras
+    assert main_eval([str(run), "--scene", str(other), "--no-lpips", "--device", "cpu", "--no-progress"]) == 2
+    assert "is not the scene" in capsys.readouterr().err and not (run / "metrics.json").exists()
+    copy = shutil.copytree(_scene_of(trained_run), tmp_path / "copy")
+    assert main_eval([str(run), "--scene", str(copy), "--no-lpips", "--device", "cpu", "--no-progress"]) == 0
+    assert json.loads((run / "metrics.json").read_text())["test"]["scene"] == str(copy)
+    sibling = shutil.copytree(trained_run, tmp_path / "sibling")  # another run's checkpoint: not scored as this one's
+    assert main_eval([str(run), "--checkpoint", str(list_checkpoints(sibling)[-1]), "--no-lpips", "--device",
+                      "cpu"]) == 2
+    assert f"is a checkpoint of another run, {sibling}" in capsys.readouterr().err
