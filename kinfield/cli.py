@@ -58,7 +58,15 @@ def main_train(argv: List[str]) -> int:
     from .train.trainer import NonFiniteLoss
 
     setup_logging()
-    cfg = parse_train_args(argv)
+    try:
+        cfg = parse_train_args(argv)
+    except SystemExit as exc:  # (argparse's own errors have printed themselves and carry a number)
+        if isinstance(exc.code, str) and exc.code.startswith("usage:"):
+            print(exc.code, file=sys.stderr)
+            return 2
+        if isinstance(exc.code, str):
+            return _error(exc.code)
+        return exc.code or 0
     _terminate_like_ctrl_c()
     try:
         trainer = Trainer(cfg)
@@ -91,6 +99,8 @@ def _load_run_scene(cfg, scene_arg, downscale_arg, splits):
     path = scene_arg or cfg.data.scene
     if not path:
         raise DatasetError("<run config>", "the run's config names no scene", "pass --scene PATH")
+    if not scene_arg and not Path(path).exists():
+        raise DatasetError(path, "the run's scene is not there (moved or deleted?)", "pass --scene with where it is now")
     scene = load_configured_scene(cfg.data, path, downscale_arg, tuple(splits))
     if str(path).lower().endswith(".npz"):
         have = sorted(scene.splits)
@@ -572,6 +582,8 @@ def main_demo(argv: List[str]) -> int:
     args, extra = p.parse_known_args(argv)
     device = ["--device", args.device]
     extra = device + extra  # (any other option goes to tools/train.py)
+    if not Path(args.config).is_file():  # (before the scene is made)
+        return _error(f"--config {args.config}: no such file (the shipped ones are in configs/)")
     try:
         scene = ensure_scene(args.scene, PRESETS["demo"])
     except FileExistsError as exc:

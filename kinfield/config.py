@@ -112,7 +112,10 @@ def _parse_bool(s: str) -> bool:
 def _parse_float(s) -> float:
     """A float option: a finite number (a NaN or infinite value, e.g. YAML's ``.nan``, is an error here rather than
     NaNs later in training)."""
-    v = float(s)
+    try:
+        v = float(s)
+    except (TypeError, ValueError):
+        raise configargparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
     if not math.isfinite(v):
         raise configargparse.ArgumentTypeError(f"expected a finite number, got {s!r}")
     return v
@@ -256,6 +259,11 @@ def check_config_file(path) -> List[str]:
             raise SystemExit(f"config file {path}: unknown option {key!r}{hint}; python tools/train.py --help lists them")
         if value is None:
             raise SystemExit(f"config file {path}: {key} has no value; give one, or delete the line to keep the default")
+        tp = types[key]
+        is_list = typing.get_origin(tp) in (tuple, list, Sequence, typing.Sequence) or tp in (tuple, list)
+        if isinstance(value, (list, dict)) and not is_list:
+            one = value[0] if isinstance(value, list) and len(value) == 1 else "VALUE"
+            raise SystemExit(f"config file {path}: {key} takes one value, got {value!r}; write {key}: {one}")
         if types[key] is str and isinstance(value, bool):
             raise SystemExit(f"config file {path}: {key}: YAML reads the bare word as the boolean {value}; quote the "
                              f"text (\"{'yes' if value else 'no'}\") or give '' for none")
@@ -303,7 +311,9 @@ def parse_train_args(argv: List[str]) -> Config:
                          "  SCENE: a D-NeRF scene folder or .npz file; CONFIG: a YAML file from configs/")
     scene, cfg_file = argv[0], argv[1]
     if not Path(cfg_file).is_file():
-        raise SystemExit(f"config file not found: {cfg_file} (the shipped ones are in configs/)")
+        swapped = Path(scene).suffix in (".yaml", ".yml") and Path(scene).is_file()
+        raise SystemExit(f"config file not found: {cfg_file} (the shipped ones are in configs/)"
+                         + ("; the arguments are SCENE CONFIG, in that order" if swapped else ""))
     from_file = check_config_file(cfg_file)
     parser = _train_parser()
     given = {a[2:].split("=")[0] for a in argv[2:] if a.startswith("--")}

@@ -239,3 +239,22 @@ def test_option_errors_are_short_and_point_at_the_fix(tmp_path, capsys):
         parse_train_args(["scene", str(cfg), "--iters", "3", "--train_ray", "5", "--bogus"])
     err = capsys.readouterr().err
     assert "--train_ray (did you mean --train_rays?)" in err and "--bogus (" not in err
+
+
+def test_config_values_of_the_wrong_kind_name_the_line_and_the_fix(tmp_path, capsys):
+    from kinfield.cli import main_train
+
+    listed = tmp_path / "listed.yaml"
+    listed.write_text("train_eval_split: [test]\n")
+    with pytest.raises(SystemExit) as exc:
+        parse_train_args(["scene", str(listed)])
+    assert str(exc.value.code) == f"config file {listed}: train_eval_split takes one value, got ['test']; write " \
+                                  f"train_eval_split: test"
+    word = tmp_path / "word.yaml"
+    word.write_text("background: white\n")
+    assert main_train(["scene", str(word)]) == 2
+    err = capsys.readouterr().err
+    assert "--background: expected a number, got 'white'" in err and "fix its background line" in err
+    assert main_train([str(word), str(tmp_path)]) == 2  # SCENE and CONFIG swapped
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: config file not found: {tmp_path}") and "arguments are SCENE CONFIG" in err

@@ -75,7 +75,7 @@ def check_downscale(downscale, where: PathLike) -> Union[int, float]:
         raise DatasetError(
             where,
             f"downscale must be a number >= 1, got {downscale!r}",
-            "pass downscale=1 for full resolution, or an integer / float factor >= 1 (e.g. 2, 4, 8, 2.5)",
+            "give --downscale 1 for full resolution, or a factor >= 1 such as 2, 4, 8 or 2.5 (downscale=... in Python)",
         )
     d = float(downscale)
     return int(d) if d.is_integer() else d
@@ -91,7 +91,8 @@ def check_background(background, where: PathLike) -> torch.Tensor:
         raise DatasetError(
             where,
             f"background must be 3 finite numbers in [0, 1], got {background!r}",
-            "pass e.g. background=(1.0, 1.0, 1.0) for white or (0.0, 0.0, 0.0) for black",
+            "give --background 1 1 1 for white or --background 0 0 0 for black (background=(1.0, 1.0, 1.0) in Python; "
+            "a config file: background: [1.0, 1.0, 1.0])",
         )
     return torch.tensor(bg, dtype=torch.float32)
 
@@ -398,14 +399,18 @@ def _resolve_image(root: Path, file_path: str, json_path: Path, what: str) -> Pa
     if base.suffix.lower() in _IMAGE_EXTS:
         candidates = [base]
     else:
-        candidates = [base.with_name(base.name + ext) for ext in _IMAGE_EXTS] + [base]
+        candidates = [base.with_name(base.name + ext) for ext in _IMAGE_EXTS + tuple(e.upper() for e in _IMAGE_EXTS)]
+        candidates.append(base)
     for c in candidates:
         if c.is_file():
             return c
     tried = ", ".join(str(c) for c in candidates)
+    wanted = {c.name.lower() for c in candidates}
+    near = sorted(p.name for p in base.parent.iterdir() if p.name.lower() in wanted) if base.parent.is_dir() else []
+    case = f"; {base.parent / near[0]} is there, with other letter case" if near else ""
     raise DatasetError(
         json_path,
-        f"{what}: image for file_path {file_path!r} not found (looked for: {tried})",
+        f"{what}: image for file_path {file_path!r} not found (looked for: {tried}{case})",
         "put the image at that path (file_path is relative to the scene folder; '.png' is added when "
         "it has no extension) or correct file_path",
     )
@@ -535,6 +540,12 @@ def load_dnerf(
         jp = root / f"transforms_{name}.json"
         if jp.exists():
             specs[name] = _parse_transforms(jp, name, root)
+            shared = sorted({Path(p).resolve() for p in specs[name].image_paths}
+                            & {Path(p).resolve() for p in train_spec.image_paths})
+            if shared:  # (the .npz reader refuses this; a copied JSON is the usual cause)
+                log.warning("%s lists %d of its %d images that transforms_train.json lists too (e.g. %s): scores on "
+                            "the %s split are not held out", jp, len(shared), len(specs[name].image_paths), shared[0],
+                            name)
 
     bg = bg_t.numpy().astype(np.float32)
     jobs = [(name, i, p) for name, s in specs.items() for i, p in enumerate(s.image_paths)]

@@ -202,7 +202,14 @@ def _read_priors(root: Path, n: int, size: Tuple[int, int], orig_size: Tuple[int
                                "provide one mask per frame (or remove the folder)")
         # a pixel with any motion in it after downscaling is dynamic (METHOD 5: > 1e-3), so that the static terms
         # (pre-training, the static masked loss) never see a partly moving pixel
-        masks = [_resize(read_image(p)[..., :1], size, "area")[..., 0] > 1e-3 for p in files]
+        masks = []
+        for p in files:
+            m = read_image(p)[..., :1]
+            if _aspect_differs(m.shape, orig_size):
+                raise DatasetError(p, f"motion mask is {m.shape[1]}x{m.shape[0]}, the images are "
+                                      f"{orig_size[1]}x{orig_size[0]}",
+                                   "store one mask per frame at the images' aspect ratio (or remove the folder)")
+            masks.append(_resize(m, size, "area")[..., 0] > 1e-3)
         extras["motion_mask"] = torch.from_numpy(np.stack(masks).astype(np.float32))
     flow_dir = root / "flow_i1"
     if flow_dir.is_dir():
@@ -251,9 +258,13 @@ def _read_sparse_depth(root: Path, n: int, size: Tuple[int, int], orig_size: Tup
         wt = _check_array(z.get("weight", np.ones_like(d)), (len(d),), p, "'weight'", fix)
         if (wt < 0).any():
             raise DatasetError(p, f"'weight' has negative values (min {wt.min():.3g})", fix)
+        inside = (uv[:, 0] >= 0) & (uv[:, 0] < orig_size[1]) & (uv[:, 1] >= 0) & (uv[:, 1] < orig_size[0])
+        if (~inside).mean() > 0.05:  # (a few at the border are rounding; more: pixels of another image size)
+            raise DatasetError(p, f"{int((~inside).sum())} of its {len(uv)} 'uv' lie outside the "
+                                  f"{orig_size[1]}x{orig_size[0]} images", fix + "; 'uv' in pixels of these images")
         col = np.clip((uv[:, 0] * sx).astype(int), 0, w - 1)
         row = np.clip((uv[:, 1] * sy).astype(int), 0, h - 1)
-        ok = np.isfinite(d) & (d > 0)
+        ok = np.isfinite(d) & (d > 0) & inside
         depth[i, row[ok], col[ok]] = d[ok] * scale
         weight[i, row[ok], col[ok]] = wt[ok]
     return {"sparse_depth": torch.from_numpy(depth), "sparse_depth_weight": torch.from_numpy(weight)}

@@ -99,9 +99,17 @@ def read_points(path) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"points file not found: {path} (give an N x 3 .npy or .txt file)")
     try:
-        pts = np.load(path) if path.suffix == ".npy" else np.loadtxt(path, delimiter=None if "," not in path.read_text()[:200] else ",", ndmin=2)
+        if path.suffix == ".npy":
+            pts = np.load(path, allow_pickle=False)
+        else:
+            text = path.read_bytes().decode("utf-8")  # (an .npz or other binary file: a clear error below)
+            if not text.strip():
+                raise ValueError("the file is empty")
+            pts = np.loadtxt(text.splitlines(), delimiter="," if "," in text[:200] else None, ndmin=2)
     except Exception as exc:
-        raise ValueError(f"cannot read points from {path}: {exc} (expected N x 3 numbers)") from exc
+        what = "not a text file" if isinstance(exc, UnicodeDecodeError) else str(exc).splitlines()[0]
+        raise ValueError(f"cannot read points from {path}: {what} (expected an N x 3 .npy, or a text file of N "
+                         f"lines of 3 numbers)") from exc
     pts = np.asarray(pts, dtype=np.float64)
     if pts.ndim != 2 or pts.shape[1] != 3 or pts.shape[0] == 0:
         raise ValueError(f"{path} holds an array of shape {pts.shape}; expected N x 3 points (N >= 1)")
@@ -120,13 +128,16 @@ def parse_times(spec: str, scene: Optional[Scene], query_time: float = 0.5) -> n
     if spec.isdigit():
         n = int(spec)
         if n < 1:
-            raise ValueError("--times N needs N >= 1 (N = 1: the query time --time alone)")
+            raise ValueError("--times N needs N >= 1 (N = 1: the query time --time alone); for the time 0 write "
+                             "--times 0.0")
         return np.linspace(0.0, 1.0, n) if n > 1 else np.array([float(query_time)])
     try:
         times = np.array([float(v) for v in spec.split(",") if v.strip()], dtype=np.float64)
     except ValueError as exc:
         raise ValueError(f"--times {spec!r}: expected 'train', a count, or comma separated times") from exc
-    if times.size == 0 or not np.all((times >= 0) & (times <= 1)):
+    if times.size == 0:
+        raise ValueError(f"--times {spec!r}: no time given; expected 'train', a count, or comma separated times")
+    if not np.all((times >= 0) & (times <= 1)):
         raise ValueError(f"--times {spec!r}: times must be in [0, 1]")
     return times
 

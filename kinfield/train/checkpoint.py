@@ -124,6 +124,9 @@ def latest_checkpoint(run_dir) -> Optional[Path]:
 def load_checkpoint(path, map_location="cpu") -> dict:
     """Load a checkpoint file, with a clear error when it is not one of ours."""
     path = Path(path)
+    if path.is_dir():
+        raise FileNotFoundError(f"checkpoint {path} is a folder: pass one of its ckpt_XXXXXXX.pt files (the tools "
+                                f"take the run's latest when --checkpoint is left out)")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:

@@ -286,3 +286,19 @@ def test_mixed_rgb_and_rgba_images_are_named(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="kinfield"):
         load_dnerf(tmp_path)
     assert "alpha channel" not in caplog.text
+
+
+def test_a_test_split_listing_training_images_is_named(tmp_path, caplog):
+    make_scene(tmp_path, n=3)
+    (tmp_path / "transforms_test.json").write_text((tmp_path / "transforms_train.json").read_text())  # copied
+    with caplog.at_level("WARNING", logger="kinfield"):
+        load_dnerf(tmp_path, splits=("train", "test"))
+    assert "transforms_test.json lists 3 of its 3 images that transforms_train.json lists too" in caplog.text
+
+
+def test_image_files_with_uppercase_extensions_load_and_other_case_is_named(tmp_path):
+    make_scene(tmp_path, n=2)
+    (tmp_path / "train" / "r_001.png").rename(tmp_path / "train" / "r_001.PNG")
+    assert load_dnerf(tmp_path).split("train").num_frames == 2  # file_path without extension: .PNG found too
+    (tmp_path / "train" / "r_001.PNG").rename(tmp_path / "train" / "R_001.png")
+    raises(lambda: load_dnerf(tmp_path), "r_001", "R_001.png is there, with other letter case")

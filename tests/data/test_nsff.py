@@ -1,6 +1,7 @@
 """The NSFF / forward-facing reader: synthetic rig scenes, Balloon1, and bad input."""
 from pathlib import Path
 
+import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
@@ -124,6 +125,11 @@ DAMAGE = {  # name: (damage the copied scene d, the file the error must name, wo
     "disp_garbage": (lambda d: _disp(d, b"garbage"), "disp/000.npy", "cannot read disparity map"),
     "disp_nan": (lambda d: _disp(d, np.full((24, 24), np.nan)), "disp/000.npy", "NaN"),
     "disp_aspect": (lambda d: _disp(d, np.ones((24, 48))), "disp/000.npy", "48x24"),
+    # a mask of another aspect ratio is refused, not stretched (a flow is resampled with its vectors scaled per axis)
+    "mask_aspect": (lambda d: iio.imwrite(sorted((d / "motion_masks").iterdir())[0], np.zeros((10, 50), np.uint8)),
+                    "motion_masks/000.png", "motion mask is 50x10, the images are 24x24"),
+    "sparse_uv_outside": (lambda d: _npz(d / SPARSE, uv=np.load(d / SPARSE)["uv"] * 4), SPARSE,
+                          "'uv' lie outside the 24x24 images"),
 }
 
 
