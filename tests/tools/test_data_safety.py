@@ -279,3 +279,33 @@ def test_eval_scores_a_run_only_on_its_own_scene(tmp_path, trained_run, capsys):
     assert main_eval([str(run), "--checkpoint", str(list_checkpoints(sibling)[-1]), "--no-lpips", "--device",
                       "cpu"]) == 2
     assert f"is a checkpoint of another run, {sibling}" in capsys.readouterr().err
+
+
+def test_small_input_slips_get_errors_that_name_the_fix(tmp_path, trained_run, capsys):
+    import shutil
+
+    from kinfield.cli import main_demo, main_render
+    from kinfield.motion.export import parse_times, read_points
+    from kinfield.train.checkpoint import load_checkpoint
+
+    with pytest.raises(FileNotFoundError, match="is a folder: pass one of its ckpt_XXXXXXX.pt files"):
+        load_checkpoint(trained_run / "ckpts")
+    with pytest.raises(ValueError, match="for the time 0 write --times 0.0"):
+        parse_times("0", None)
+    with pytest.raises(ValueError, match="no time given"):
+        parse_times(" , ", None)
+    (tmp_path / "empty.txt").write_text("")
+    np.savez(tmp_path / "points.npz", p=np.zeros((2, 3)))
+    for name, words in (("empty.txt", "the file is empty"), ("points.npz", "not a text file")):
+        with pytest.raises(ValueError, match=words):
+            read_points(tmp_path / name)
+    # a run whose scene folder was moved away: --scene is the fix
+    scene = shutil.copytree(_scene_of(trained_run), tmp_path / "scene")
+    run = tmp_path / "run"
+    assert _train(scene, run) == 0
+    scene.rename(tmp_path / "moved")
+    assert main_render([str(run), "--frames", "1", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "the run's scene is not there (moved or deleted?)" in err and "pass --scene" in err
+    assert main_demo(["--config", str(tmp_path / "nope.yaml"), "--scene", str(tmp_path / "demo")]) == 2
+    assert "--config" in capsys.readouterr().err and not (tmp_path / "demo").exists()  # checked before the scene
