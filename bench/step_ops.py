@@ -41,8 +41,9 @@ SYNC_OPS = {"aten._local_scalar_dense", "aten.nonzero", "aten.masked_select", "a
             "aten.unique", "aten._unique2", "aten.unique_consecutive", "aten.bincount", "aten.histc"}
 
 # the batcher's importance map lives on the CPU in every run (one byte per training pixel, beside the batch
-# generator): its data-dependent reads are counted in this phase but not as host syncs, since a GPU run does not wait
-# on them (its one device-to-host copy of the step's values comes after the step's read-back of the logged scalars)
+# generator): its data-dependent reads are counted in this phase but not as host syncs of the step, since they read
+# CPU tensors; the one device-to-host copy of the step's values comes after the step's read-back of the logged
+# scalars and after the optimizer's launches, so a GPU runs Adam meanwhile (Trainer._update_map)
 CPU_PHASE = "importance map (CPU)"
 
 # not tagged as views by aten, but they launch no kernel either

@@ -72,7 +72,7 @@ def metrics_rows(path) -> Tuple[List[Tuple[int, dict]], List[int]]:
         try:
             row = json.loads(line)
             row["step"] = int(row["step"])
-        except (ValueError, KeyError, TypeError, IndexError):
+        except (ValueError, KeyError, TypeError, IndexError, OverflowError):  # (OverflowError: a step of 1e999)
             bad.append(i)
             continue
         rows.append((i, row))

@@ -367,21 +367,27 @@ def main_eval(argv: List[str]) -> int:
     run, code = _open_run(args)
     if run is None:
         return code
-    try:
-        scene = _load_run_scene(run.cfg, args.scene, args.downscale, [args.split])
-        scene.split(args.split)  # fails early (KeyError) when the split is absent
-        if args.scene and run.scene_signature is not None:  # the scores go into the run's metrics.json as its own
-            from .train.checkpoint import scene_signature, signature_mismatch
+    from pathlib import Path
 
-            given = _load_run_scene(run.cfg, args.scene, args.downscale, ["train"])
-            differs = signature_mismatch(scene_signature(given.split("train"), given.background), run.scene_signature)
-            if differs:
-                return _error(f"--scene {args.scene} is not the scene {run.run_dir} was trained on ({differs}): its "
-                              f"scores would be written into {run.run_dir / 'metrics.json'} as the run's; evaluate "
-                              f"the run on its own scene (leave --scene out, or give a copy of it)")
+    scene_path = Path(args.scene or run.cfg.data.scene).absolute()
+    # another scene's scores would go into the run's metrics.json as its own: a --scene elsewhere is compared with the
+    # scene the checkpoint was trained on (its signature)
+    check = bool(args.scene and run.scene_signature is not None
+                 and scene_path.resolve() != Path(run.cfg.data.scene).resolve())
+    try:
+        scene = _load_run_scene(run.cfg, args.scene, args.downscale, [args.split] + (["train"] if check else []))
+        scene.split(args.split)  # fails early (KeyError) when the split is absent
     except (DatasetError, KeyError) as exc:
         return _error(exc)
-    extra = {"step": run.step, "checkpoint": str(run.checkpoint), "scene": str(args.scene or run.cfg.data.scene)}
+    if check:
+        from .train.checkpoint import scene_signature, signature_mismatch
+
+        differs = signature_mismatch(scene_signature(scene.split("train"), scene.background), run.scene_signature)
+        if differs:
+            return _error(f"--scene {args.scene} is not the scene {run.run_dir} was trained on ({differs}): its "
+                          f"scores would be written into {run.run_dir / 'metrics.json'} as the run's; evaluate "
+                          f"the run on its own scene (leave --scene out, or give a copy of it)")
+    extra = {"step": run.step, "checkpoint": str(run.checkpoint), "scene": str(scene_path)}
     use_lpips = not args.no_lpips
     prev = read_metrics(run.run_dir).get(args.split)
     if isinstance(prev, dict) and prev.get("step") == run.step and "train_time_s" in prev:

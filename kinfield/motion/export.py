@@ -246,9 +246,9 @@ def is_trajectory_file(path, fmt: str) -> bool:
     export may replace: not a checkpoint, a metrics file or anything else given as ``--out`` by mistake)."""
     path = Path(path)
     try:
-        if fmt == "npz":
+        if fmt == "npz":  # (a ground-truth file has these arrays too, and object ids)
             with np.load(path, allow_pickle=False) as z:
-                return {"positions", "untrained_orders"} <= set(z.files)
+                return {"times", "positions", "query_points"} <= set(z.files) and "object_id" not in z.files
         with open(path, "rb") as f:
             head = f.read(4096).decode("utf-8", errors="replace")
     except Exception:  # (unreadable, or not an archive)

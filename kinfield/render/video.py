@@ -229,6 +229,7 @@ def frames_memory(n_frames: int, height: int, width: int, outputs: Sequence[str]
     """Bytes :func:`render_frames` and :func:`write_video` hold for ``n_frames`` frames of ``outputs`` (every frame is
     kept until the path is done: depth and vector videos take one colour scale over all of them): the uint8 frames, the
     float depth / opacity and vector planes, and the writer's one contiguous copy of a video."""
+    outputs = list(dict.fromkeys(outputs))  # (render_frames renders a repeated output once)
     pixels = int(n_frames) * int(height) * int(width)
     per_pixel = 3 * len(outputs) + 3  # the frames, and the copy of one video being written
     per_pixel += 8 if "depth" in outputs else 0  # float32 depth + opacity before colouring

@@ -137,7 +137,8 @@ def load_checkpoint(path, map_location="cpu") -> dict:
                           and checkpoint_step(p) < checkpoint_step(path)), key=checkpoint_step) \
             if _NAME.search(path.name) else []
         fix = (f"its folder has an earlier checkpoint, {earlier[-1]}: move {path.name} out of {path.parent} (keep it "
-               f"until the run is fine) and run the command again to use that one" if earlier
+               f"until the run is fine) and run the command again to use that one (where the command names this "
+               f"file, name the earlier one)" if earlier
                else "pass another checkpoint, or train again")
         raise CheckpointError(f"cannot read checkpoint {path}: the file is damaged or not a torch checkpoint (a copy cut "
                               f"short?; {what}); {fix}") from exc
@@ -185,24 +186,41 @@ def scene_mismatch(own: dict, saved: dict) -> str:
                                             atol=1e-6))
 
 
+THUMBNAIL = 8  # side of the frames' thumbnails in a scene signature
+THUMBNAIL_TOLERANCE = 0.15  # the largest thumbnail difference of one scene read at two --downscale factors (~0.1)
+
+
+def _area_weights(n_in: int, n_out: int) -> torch.Tensor:
+    """``[n_out, n_in]``: row ``i`` averages the input cells ``[i n_in / n_out, (i + 1) n_in / n_out)`` by their exact
+    overlaps (fractional cells included), so that thumbnails of one image at two sizes are the same area means."""
+    edges = torch.arange(n_out + 1, dtype=torch.float64) * (n_in / n_out)
+    cells = torch.arange(n_in, dtype=torch.float64)
+    overlap = (torch.minimum(edges[1:, None], cells[None] + 1) - torch.maximum(edges[:-1, None], cells[None])).clamp_min(0)
+    return (overlap / overlap.sum(1, keepdim=True)).float()
+
+
 def scene_signature(split, background: torch.Tensor) -> dict:
     """What identifies the scene a run trains on, whatever ``--downscale`` and ``--background``: its training frames'
-    ``times [N]`` and camera ``poses [N, 3, 4]``, and each frame as an 8x8 thumbnail ``[N, 3, 8, 8]`` (area means)
-    with the background taken out (premultiplied where the images have alpha). Stored in checkpoints."""
+    ``times [N]`` and camera ``poses [N, 3, 4]``, and each frame as a THUMBNAIL x THUMBNAIL image of exact area means
+    ``[N, 3, 8, 8]`` with the background taken out (premultiplied where the images have alpha). CPU tensors; stored
+    in checkpoints."""
+    rows, cols = _area_weights(split.height, THUMBNAIL), _area_weights(split.width, THUMBNAIL)
     thumbs = []
     for i in range(0, split.num_frames, 16):  # (in slices: a float copy of a whole full-resolution split is large)
         images = split.images[i: i + 16].float().cpu()
         if split.alphas is not None:
             images = images - (1.0 - split.alphas[i: i + 16].float().cpu())[..., None] * background.float().cpu()
-        thumbs.append(torch.nn.functional.adaptive_avg_pool2d(images.permute(0, 3, 1, 2), 8))
+        thumbs.append(torch.einsum("oh,nhwc,pw->ncop", rows, images, cols))
     return {"times": split.times.float().cpu().clone(), "poses": split.poses[:, :3, :4].float().cpu().clone(),
             "thumbnails": torch.cat(thumbs)}
 
 
-def signature_mismatch(own: dict, saved: dict) -> str:
+def signature_mismatch(own: dict, saved: dict, images: bool = True) -> str:
     """How two :func:`scene_signature` differ (``""``: the same scene): the frame count, times, poses (to 0.1 % of
-    the cameras' spread) or the frames' thumbnails (a value by more than 0.1: area means at another ``--downscale``
-    agree to ~1e-7, two synthetic presets from the same cameras differ by 0.5)."""
+    the cameras' spread) or, with ``images``, the frames' thumbnails (by more than THUMBNAIL_TOLERANCE: one scene at
+    two ``--downscale`` factors differs by up to ~0.1 where the factor does not divide the image, two synthetic
+    presets from the same cameras by 0.5). Either may come from a checkpoint loaded onto a GPU."""
+    own, saved = ({k: v.detach().cpu().float() for k, v in d.items()} for d in (own, saved))
     n_own, n_saved = own["times"].shape[0], saved["times"].shape[0]
     if n_own != n_saved:
         return f"{n_saved} training frames -> {n_own}"
@@ -211,8 +229,10 @@ def signature_mismatch(own: dict, saved: dict) -> str:
     spread = float((saved["poses"][:, :, 3].max(0).values - saved["poses"][:, :, 3].min(0).values).norm()) or 1.0
     if not torch.allclose(own["poses"], saved["poses"], atol=1e-3 * max(spread, 1.0)):
         return "the training cameras differ"
+    if not images:
+        return ""
     colour = (own["thumbnails"] - saved["thumbnails"]).abs().amax(dim=(1, 2, 3))
-    if colour.max() > 0.1:
-        return (f"the training images differ: {int((colour > 0.1).sum())} of {n_own} frames, by up to "
-                f"{float(colour.max()):.2f} in an 8x8 thumbnail")
+    if colour.max() > THUMBNAIL_TOLERANCE:
+        return (f"the training images differ: {int((colour > THUMBNAIL_TOLERANCE).sum())} of {n_own} frames, by up "
+                f"to {float(colour.max()):.2f} in a {THUMBNAIL}x{THUMBNAIL} thumbnail")
     return ""

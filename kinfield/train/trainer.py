@@ -133,9 +133,11 @@ def check_options(cfg: Config) -> None:
     for key, value in to_flat_dict(cfg).items():
         if key.endswith("_weight") and not value >= 0:
             raise ValueError(f"--{key} must be >= 0 (0 turns the term off; a negative weight maximises it), got {value}")
-    for option in ("lr_grid", "lr_net", "lr_static_factor", "lr_kinematic_factor", "lr_final_ratio"):
-        if not getattr(t, option) > 0:
-            raise ValueError(f"--train_{option} must be > 0, got {getattr(t, option)}")
+    for option in ("lr_grid", "lr_net", "lr_static_factor", "lr_kinematic_factor"):  # (0 freezes those parameters)
+        if not getattr(t, option) >= 0:
+            raise ValueError(f"--train_{option} must be >= 0 (0 freezes those parameters), got {getattr(t, option)}")
+    if not t.lr_final_ratio > 0:
+        raise ValueError(f"--train_lr_final_ratio must be > 0 (the rates decay to this fraction), got {t.lr_final_ratio}")
     if not t.weight_decay_net >= 0:
         raise ValueError(f"--train_weight_decay_net must be >= 0, got {t.weight_decay_net}")
     for option in ("dynamic_ray_fraction", "dynamic_ray_prior"):
@@ -340,7 +342,8 @@ class Trainer:
                 held = f"checkpoints up to step {checkpoint_step(ckpts[-1])}" if ckpts else f"the metrics of {metrics}"
                 raise CheckpointError(f"--resume {path} is another run's checkpoint, and {self.run_dir} holds a run of "
                                       f"its own ({held}): continuing it there would prune that run's checkpoints and "
-                                      f"mix the logs; resume it into an empty --out")
+                                      f"mix the logs; resume it into an empty --out (or, if that run is this "
+                                      f"command's own, interrupted, continue it with --resume auto)")
         state = load_checkpoint(path, map_location=self.device)
         later = [p for p in ckpts if checkpoint_step(p) >= int(state["step"]) and not p.samefile(path)]
         if later:  # they would be resumed by the next --resume auto instead, or pruned
@@ -353,21 +356,23 @@ class Trainer:
                 f"{path} holds a model built with other options than this run's ({differs}); train into another "
                 f"--out, or run with the options it was trained with (its run folder's config.yaml)")
         saved_scene, scene = state.get("config", {}).get("scene", ""), self.cfg.data.scene
-        differs = scene_mismatch(self.model.state_dict(), state["model"])
+        moved = bool(saved_scene and scene and Path(saved_scene).resolve() != Path(scene).resolve())
+        # the box, frame spacing and NDC map; then the signature (same box and spacing: two D-NeRF scenes of 150
+        # frames, two synthetic presets), its images only for a scene at another path (at the same path, a new
+        # --downscale may move small thumbnails)
+        differs = scene_mismatch(self.model.state_dict(), state["model"]) or (
+            signature_mismatch(self.scene_signature, state["scene_signature"], images=moved)
+            if "scene_signature" in state else "")
+        if differs and not moved and saved_scene:
+            raise CheckpointError(f"{path} was trained on {saved_scene} as it was then, and the scene there has changed "
+                                  f"since ({differs}): train it into another --out, or restore the scene")
         if differs:
             raise CheckpointError(f"{path} was trained on another scene, {saved_scene or '(not recorded)'} "
                                   f"({differs}): train {scene or 'this scene'} into another --out, or resume it with "
                                   f"its own scene")
-        moved = bool(saved_scene and scene and Path(saved_scene).resolve() != Path(scene).resolve())
-        if "scene_signature" in state:
-            differs = signature_mismatch(self.scene_signature, state["scene_signature"])
-            if differs:  # (same box and frame spacing: two D-NeRF scenes of 150 frames, two synthetic presets)
-                raise CheckpointError(f"{path} was trained on another scene, {saved_scene or '(not recorded)'} "
-                                      f"({differs}): train {scene or 'this scene'} into another --out, or resume it "
-                                      f"with its own scene")
-            if moved:
-                log.info("%s was trained on %s: the same scene as %s (its frames, cameras and images)", path,
-                         saved_scene, scene)
+        if moved and "scene_signature" in state:
+            log.info("%s was trained on %s: the same scene as %s (its frames, cameras and images)", path,
+                     saved_scene, scene)
         elif moved and Path(saved_scene).exists():  # a checkpoint from before the signature: only the path tells
             raise CheckpointError(f"{path} was trained on {saved_scene}, which is still there, and this run names "
                                   f"{scene}: train {scene} into another --out, or resume with {saved_scene}")
@@ -427,9 +432,8 @@ class Trainer:
         # every logged scalar (and the finiteness check) in one device-to-host copy: on a GPU each separate
         # read is a host sync that stalls the launch queue
         logs = read_scalars({"loss": loss, "psnr": psnr_from_mse(mse), **term_logs})
-        if map_update is not None:  # (the map lives on the CPU: read after the step's one host sync above, not in the
-            self.batcher.update_importance(*map_update)  # middle of the step, where a GPU would idle on it)
         if not math.isfinite(logs["loss"]):  # the step is dropped: no parameter or schedule update
+            self._update_map(map_update)
             self.optimizer.zero_grad(set_to_none=True)
             self.n_bad_steps += 1
             if self.n_bad_steps >= 10:
@@ -448,6 +452,7 @@ class Trainer:
         self.n_bad_steps = 0
         self.optimizer.step()
         self.scheduler.step()
+        self._update_map(map_update)  # (on a GPU: CPU work while Adam's kernels run)
         n_samples = render["samples"].ray_ids.shape[0]
         t = self.cfg.train
         if t.target_samples > 0:
@@ -457,6 +462,13 @@ class Trainer:
         logs.update({"rays": float(batch["rgb"].shape[0]), "samples": float(n_samples),
                      "lr": self.optimizer.param_groups[0]["lr"]})
         return logs
+
+    def _update_map(self, update) -> None:
+        """Record a step's ``(pixels, values)`` in the importance map. The map lives on the CPU (one byte per training
+        pixel), so this copies the values to the host: done after the step's one read-back of its logged scalars and
+        after the optimizer's launches, never between the forward and the backward pass, where a GPU would idle."""
+        if update is not None:
+            self.batcher.update_importance(*update)
 
     def _motion_map(self, step: int) -> bool:
         """Whether this step's importance map records motion (``--train_dynamic_ray_map motion``, from kin_start on)."""

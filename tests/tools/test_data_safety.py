@@ -87,7 +87,7 @@ def test_an_out_path_that_is_a_file_is_one_error_line(tmp_path, trained_run, cap
                                     ["--render_chunk", "0"], ["--render_occupancy_resolution", "0"],
                                     ["--dynamic_grid_n_levels", "0"], ["--kin_integrity_weight", "-1"],
                                     ["--prior_flow_weight", "-0.5"], ["--train_lr_grid", "-0.01"],
-                                    ["--train_lr_final_ratio", "-1"], ["--train_lr_kinematic_factor", "0"],
+                                    ["--train_lr_final_ratio", "-1"], ["--train_lr_kinematic_factor", "-0.5"],
                                     ["--train_weight_decay_net", "-1"], ["--seed", "-1"],
                                     ["--train_dynamic_ray_prior", "5"], ["--kinematic_order", "7"]])
 def test_out_of_range_sizes_stop_with_the_option_named(tmp_path, trained_run, capsys, option):
@@ -236,6 +236,7 @@ def test_options_that_do_not_fit_together_or_with_the_scene(tmp_path, trained_ru
     with caplog.at_level("WARNING", logger="kinfield"):
         assert _train(scene, tmp_path / "c", "--downscale", "1000", "--iters", "1") == 0
     assert "the training images are 1x1 pixels (--downscale 1000)" in caplog.text
+    assert _train(scene, tmp_path / "d", "--train_lr_kinematic_factor", "0", "--iters", "1") == 0  # a frozen field
 
 
 def test_training_frames_all_at_one_time_are_warned_about(tmp_path, trained_run, caplog):
@@ -256,7 +257,7 @@ def test_a_damaged_training_log_neither_stops_a_resume_nor_a_plot(tmp_path, trai
     from kinfield.plots import read_training_log
     run = shutil.copytree(trained_run, tmp_path / "run")
     with open(run / "metrics.jsonl", "ab") as f:
-        f.write(b'[1, 2]\n"text"\n\xff\xfe\x00garbage\n{"step": "x"}\n')  # a hand edit, bytes that are not UTF-8
+        f.write(b'[1, 2]\n"text"\n\xff\xfe\x00garbage\n{"step": "x"}\n{"step": 1e999}\n')  # edits, non-UTF-8 bytes
     (run / "metrics_test.csv").write_bytes(b"\xff\xfe\x00\x01")
     cols = read_training_log(run / "metrics.jsonl")  # the good rows, the bad ones skipped
     assert cols["step"][-1] == 4

@@ -320,3 +320,29 @@ def test_motion_gate_is_switched_on_at_kin_gate_start_and_resumes_in_that_state(
     assert resumed.maybe_resume() and resumed.model.kinematic.gate(x, t).eq(1).all()
     steps(resumed, 1)  # step 2 switches it on
     assert resumed.model.kinematic.gate(x, t).lt(1).all()
+
+
+def test_the_probability_map_holds_each_steps_values_after_the_step(tiny_scene, tmp_path, monkeypatch):
+    """``--train_dynamic_ray_map probability``: after a step (its map update comes after the optimizer's, off the
+    forward-backward path), each batch pixel holds that step's dynamic probability; a step dropped for a non-finite
+    loss records them too."""
+    import kinfield.train.trainer as trainer_module
+    from kinfield.losses import Term
+
+    tr = Trainer(make_cfg(tiny_scene, tmp_path, 1, "--train_dynamic_ray_fraction", "0.5", "--kin_enabled", "false"))
+    seen = {}
+    real = trainer_module.dynamic_probability
+    monkeypatch.setattr(trainer_module, "dynamic_probability", lambda samples: seen.setdefault("p", real(samples)))
+    real_sample = tr.batcher.sample
+    tr.batcher.sample = lambda *a: seen.setdefault("batch", real_sample(*a))
+    for poison in (False, True):
+        seen.clear()
+        if poison:
+            tr.terms.append(Term("poison", lambda ctx: torch.tensor(float("nan"))))
+        out = tr.train_step()
+        assert ("skipped_nonfinite" in out) == poison
+        flat, p = seen["batch"]["flat"], seen["p"]
+        pixels, counts = torch.unique(flat, return_counts=True)
+        once = torch.isin(flat, pixels[counts == 1])  # (a pixel drawn twice keeps one of its values)
+        assert int(once.sum()) > 10
+        assert torch.equal(tr.batcher.importance[flat[once]], torch.round(p[once].clamp(0, 1) * 255).to(torch.uint8))

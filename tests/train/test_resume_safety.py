@@ -234,7 +234,7 @@ def test_resuming_a_run_of_another_scene_is_refused_naming_its_scene(tiny_scene,
     cfg = make_cfg(other, out, 4)
     scene = load_configured_scene(cfg.data)
     moved = dataclasses.replace(scene, aabb=scene.aabb * 2)  # another box
-    with pytest.raises(CheckpointError, match=r"another scene.*\(box \[-1\.5.* -> \[-3\.0"):
+    with pytest.raises(CheckpointError, match=r"the scene there has changed since \(box \[-1\.5.* -> \[-3\.0"):
         Trainer(cfg, scene=moved).maybe_resume()
     # NDC: its map, not the image size (which follows --downscale), is the scene's
     ndc = {"space.ndc": torch.tensor([100.0, 64.0, 48.0, 1.0])}
@@ -294,3 +294,26 @@ def test_resuming_another_runs_checkpoint_into_a_folder_with_a_run_is_refused(ti
     assert "is another run's checkpoint" in err and "checkpoints up to step 4" in err and files(out) == before
     assert main_train(train_argv(tiny_scene, out, "--resume", str(other / "ckpts"))) == 2
     assert "is a folder" in capsys.readouterr().err
+
+
+def test_the_scene_signature_of_one_scene_at_other_downscales_agrees():
+    """Thumbnails are exact area means, so the demo scene read at factors that do not divide its 64 pixels still
+    matches itself (within the tolerance), while its times, cameras and image count are compared exactly."""
+    from kinfield.data import load_scene
+    from kinfield.train.checkpoint import THUMBNAIL_TOLERANCE, scene_signature, signature_mismatch
+
+    def signature(downscale):
+        scene = load_scene(REPO / "assets" / "demo_scene", downscale=downscale, splits=("train",))
+        return scene_signature(scene.split("train"), scene.background)
+
+    full = signature(1)
+    for downscale in (1.5, 2, 3):
+        other = signature(downscale)
+        assert signature_mismatch(full, other) == "", downscale
+        assert float((full["thumbnails"] - other["thumbnails"]).abs().max()) < THUMBNAIL_TOLERANCE
+    assert signature_mismatch(full, {**full, "thumbnails": full["thumbnails"].double() + 0.2}).startswith(
+        "the training images differ: 40 of 40 frames")  # (any dtype or device: compared on the CPU in float32)
+    assert signature_mismatch(full, {**full, "thumbnails": full["thumbnails"] + 0.2}, images=False) == ""
+    moved = {**full, "poses": full["poses"].clone()}
+    moved["poses"][3, 0, 3] += 0.5
+    assert signature_mismatch(full, moved) == "the training cameras differ"
