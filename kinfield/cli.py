@@ -382,7 +382,7 @@ def main_eval(argv: List[str]) -> int:
     if check:
         from .train.checkpoint import scene_signature, signature_mismatch
 
-        differs = signature_mismatch(scene_signature(scene.split("train"), scene.background), run.scene_signature)
+        differs = signature_mismatch(scene_signature(scene.split("train")), run.scene_signature)
         if differs:
             return _error(f"--scene {args.scene} is not the scene {run.run_dir} was trained on ({differs}): its "
                           f"scores would be written into {run.run_dir / 'metrics.json'} as the run's; evaluate "

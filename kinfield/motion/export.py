@@ -271,18 +271,34 @@ def outside_scene_box(model: SceneModel, points) -> np.ndarray:
     return (~inside).cpu().numpy()
 
 
-def _layout_mismatch(gt_dir: Path, scene_dir: Path) -> str:
-    """How the moving objects of the synthetic scene in ``gt_dir`` differ from those of ``scene_dir`` (both
-    ``scene_meta.json``: the layout its preset names; cameras, image sizes and seeds do not change the motion);
-    ``""`` when they agree or either folder is not a synthetic scene."""
+def _object_mismatch(gt_path: Path, scene_dir: Path) -> str:
+    """Without scene_meta.json (a GT file copied out of its scene): the moving objects ``gt_path`` and the run's
+    scene's ``motion_gt.npz`` name (``object_names``), when both files are there and name them; ``""`` otherwise."""
+    names = []
+    for path in (gt_path, scene_dir / "motion_gt.npz"):
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                names.append(sorted(str(v) for v in z["object_names"]) if "object_names" in z.files else None)
+        except (OSError, ValueError):
+            return ""
+    if None in names or names[0] == names[1]:
+        return ""
+    return f"it names the moving objects {names[0]}, the run's scene {scene_dir}: {names[1]}"
+
+
+def _layout_mismatch(gt_path: Path, scene_dir: Path) -> str:
+    """How the moving objects of the ground truth ``gt_path`` differ from those of the run's ``scene_dir``: by the
+    layouts the two folders' ``scene_meta.json`` presets name (cameras, image sizes and seeds do not change the
+    motion), else by the objects the two ground-truth files name; ``""`` when they agree or nothing tells."""
     from ..data.synthetic import _LAYOUT_OF_PRESET, spec_of_scene
 
+    gt_dir = gt_path.parent
     if gt_dir.resolve() == scene_dir.resolve():
         return ""
     try:
         gt_spec, run_spec = spec_of_scene(gt_dir), spec_of_scene(scene_dir)
     except (ValueError, OSError, KeyError, TypeError):  # (not synthetic scenes, or their scene_meta.json unreadable)
-        return ""
+        return _object_mismatch(gt_path, scene_dir)
     layouts = [_LAYOUT_OF_PRESET.get(p, p) for p in (gt_spec.preset, run_spec.preset)]
     if layouts[0] == layouts[1]:
         return ""
@@ -312,7 +328,7 @@ def score_against_ground_truth(model: SceneModel, gt_path, substeps: int = 4, cu
         raise MotionFileError(f"{gt_path}: the run is forward-facing (NDC), so its ground truth is mapped into the "
                               f"training frame with the scene's poses_bounds.npy, which {scene_dir} lacks; fix: keep "
                               f"motion_gt.npz in its scene folder, or the run's scene where its config says")
-    other = _layout_mismatch(Path(gt_path).parent, scene_dir)
+    other = _layout_mismatch(Path(gt_path), scene_dir)
     if other:
         raise MotionFileError(f"{gt_path} is the ground truth of another scene than the run's ({other}); fix: pass the "
                               f"motion_gt.npz of {scene_dir}, or leave --gt out")

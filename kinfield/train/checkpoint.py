@@ -186,53 +186,44 @@ def scene_mismatch(own: dict, saved: dict) -> str:
                                             atol=1e-6))
 
 
-THUMBNAIL = 8  # side of the frames' thumbnails in a scene signature
-THUMBNAIL_TOLERANCE = 0.15  # the largest thumbnail difference of one scene read at two --downscale factors (~0.1)
+def _files_digest(paths) -> Optional[str]:
+    """SHA-1 over the bytes of the image files behind a split's ``paths`` (in order; ``file#i`` entries name their
+    file once), or ``None`` where they are not all files (a scene rendered in memory)."""
+    import hashlib
+
+    files = list(dict.fromkeys(str(p).split("#", 1)[0] for p in paths))
+    if not files or not all(os.path.isfile(f) for f in files):
+        return None
+    digest = hashlib.sha1()
+    for f in files:
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
-def _area_weights(n_in: int, n_out: int) -> torch.Tensor:
-    """``[n_out, n_in]``: row ``i`` averages the input cells ``[i n_in / n_out, (i + 1) n_in / n_out)`` by their exact
-    overlaps (fractional cells included), so that thumbnails of one image at two sizes are the same area means."""
-    edges = torch.arange(n_out + 1, dtype=torch.float64) * (n_in / n_out)
-    cells = torch.arange(n_in, dtype=torch.float64)
-    overlap = (torch.minimum(edges[1:, None], cells[None] + 1) - torch.maximum(edges[:-1, None], cells[None])).clamp_min(0)
-    return (overlap / overlap.sum(1, keepdim=True)).float()
-
-
-def scene_signature(split, background: torch.Tensor) -> dict:
-    """What identifies the scene a run trains on, whatever ``--downscale`` and ``--background``: its training frames'
-    ``times [N]`` and camera ``poses [N, 3, 4]``, and each frame as a THUMBNAIL x THUMBNAIL image of exact area means
-    ``[N, 3, 8, 8]`` with the background taken out (premultiplied where the images have alpha). CPU tensors; stored
-    in checkpoints."""
-    rows, cols = _area_weights(split.height, THUMBNAIL), _area_weights(split.width, THUMBNAIL)
-    thumbs = []
-    for i in range(0, split.num_frames, 16):  # (in slices: a float copy of a whole full-resolution split is large)
-        images = split.images[i: i + 16].float().cpu()
-        if split.alphas is not None:
-            images = images - (1.0 - split.alphas[i: i + 16].float().cpu())[..., None] * background.float().cpu()
-        thumbs.append(torch.einsum("oh,nhwc,pw->ncop", rows, images, cols))
+def scene_signature(split) -> dict:
+    """What identifies the scene a run trains on, whatever ``--downscale``, ``--background`` or the folder it is read
+    from: its training frames' ``times [N]``, camera ``poses [N, 3, 4]`` (CPU tensors) and a SHA-1 of their image
+    files' bytes (``None`` for a scene rendered in memory). Stored in checkpoints."""
     return {"times": split.times.float().cpu().clone(), "poses": split.poses[:, :3, :4].float().cpu().clone(),
-            "thumbnails": torch.cat(thumbs)}
+            "files": _files_digest(split.paths)}
 
 
-def signature_mismatch(own: dict, saved: dict, images: bool = True) -> str:
+def signature_mismatch(own: dict, saved: dict) -> str:
     """How two :func:`scene_signature` differ (``""``: the same scene): the frame count, times, poses (to 0.1 % of
-    the cameras' spread) or, with ``images``, the frames' thumbnails (by more than THUMBNAIL_TOLERANCE: one scene at
-    two ``--downscale`` factors differs by up to ~0.1 where the factor does not divide the image, two synthetic
-    presets from the same cameras by 0.5). Either may come from a checkpoint loaded onto a GPU."""
-    own, saved = ({k: v.detach().cpu().float() for k, v in d.items()} for d in (own, saved))
-    n_own, n_saved = own["times"].shape[0], saved["times"].shape[0]
+    the cameras' spread) or the image files' contents (when both record them). Either may come from a checkpoint
+    loaded onto a GPU: compared on the CPU."""
+    own_t, saved_t = ({k: d[k].detach().cpu().float() for k in ("times", "poses")} for d in (own, saved))
+    n_own, n_saved = own_t["times"].shape[0], saved_t["times"].shape[0]
     if n_own != n_saved:
         return f"{n_saved} training frames -> {n_own}"
-    if not torch.allclose(own["times"], saved["times"], atol=1e-5):
+    if not torch.allclose(own_t["times"], saved_t["times"], atol=1e-5):
         return "the training frames' times differ"
-    spread = float((saved["poses"][:, :, 3].max(0).values - saved["poses"][:, :, 3].min(0).values).norm()) or 1.0
-    if not torch.allclose(own["poses"], saved["poses"], atol=1e-3 * max(spread, 1.0)):
+    poses = saved_t["poses"]
+    spread = float((poses[:, :, 3].max(0).values - poses[:, :, 3].min(0).values).norm()) or 1.0
+    if not torch.allclose(own_t["poses"], poses, atol=1e-3 * max(spread, 1.0)):
         return "the training cameras differ"
-    if not images:
-        return ""
-    colour = (own["thumbnails"] - saved["thumbnails"]).abs().amax(dim=(1, 2, 3))
-    if colour.max() > THUMBNAIL_TOLERANCE:
-        return (f"the training images differ: {int((colour > THUMBNAIL_TOLERANCE).sum())} of {n_own} frames, by up "
-                f"to {float(colour.max()):.2f} in a {THUMBNAIL}x{THUMBNAIL} thumbnail")
+    if own.get("files") and saved.get("files") and own["files"] != saved["files"]:
+        return "the training image files hold other bytes"
     return ""

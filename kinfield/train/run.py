@@ -57,7 +57,8 @@ def load_run(run_dir, device: str = "auto", checkpoint: Optional[str] = None) ->
     if checkpoint and home.name == "ckpts" and home != (run_dir / "ckpts").resolve() and (home.parent / "config.yaml").is_file():
         raise CheckpointError(f"{path} is a checkpoint of another run, {home.parent}: its results would be written into "
                               f"the wrong run ({run_dir}); pass its own run folder ({home.parent}) with --checkpoint")
-    if checkpoint and "config" in state:  # results go into run_dir: the checkpoint must be its
+    own_ckpt = home == (run_dir / "ckpts").resolve()  # (an older one of the run may name the scene's earlier path)
+    if checkpoint and not own_ckpt and "config" in state:  # results go into run_dir: the checkpoint must be its
         own_scene = own.get("scene")
         saved_scene = state["config"].get("scene")
         if own_scene and saved_scene and Path(own_scene).resolve() != Path(saved_scene).resolve():

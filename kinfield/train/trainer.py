@@ -133,6 +133,10 @@ def check_options(cfg: Config) -> None:
     for key, value in to_flat_dict(cfg).items():
         if key.endswith("_weight") and not value >= 0:
             raise ValueError(f"--{key} must be >= 0 (0 turns the term off; a negative weight maximises it), got {value}")
+        if key.endswith("_scale") and not value >= 0:  # (gradient, time and motion scales; per-level scales below)
+            raise ValueError(f"--{key} must be >= 0, got {value}")
+        if key.endswith("per_level_scale") and not value >= 1:
+            raise ValueError(f"--{key} must be >= 1 (each level at least as fine as the last), got {value}")
     for option in ("lr_grid", "lr_net", "lr_static_factor", "lr_kinematic_factor"):  # (0 freezes those parameters)
         if not getattr(t, option) >= 0:
             raise ValueError(f"--train_{option} must be >= 0 (0 freezes those parameters), got {getattr(t, option)}")
@@ -171,7 +175,7 @@ class Trainer:
         self.background = self.scene.background.to(torch.float32).to(self.device)  # what the images sit on
         self.model = build_model(cfg, self.scene.aabb, self.scene.frame_dt, self.scene.ndc).to(self.device)
         self._check_scene_fits()
-        self.scene_signature = scene_signature(self.train_split, self.scene.background)  # (checkpoints carry it)
+        self.scene_signature = scene_signature(self.train_split)  # (checkpoints carry it)
         self.batcher = RayBatcher(self.train_split, self.device, self.gen)
         if cfg.train.dynamic_ray_fraction > 0:
             self.batcher.enable_importance(cfg.train.dynamic_ray_prior)
@@ -205,10 +209,12 @@ class Trainer:
         (no sample would be taken); images shrunk to a few pixels, or training frames all at one time (nothing for
         the kinematic field to learn) are warned about."""
         cfg, split = self.cfg, self.train_split
-        if cfg.render.step_size > 0.5 * self.model.extent:
-            raise ValueError(f"--render_step_size {cfg.render.step_size} leaves fewer than 2 samples on a ray through "
-                             f"the scene's box (longest side {self.model.extent:g}{' in NDC' if self.scene.ndc else ''}):"
-                             f" give a step well below {0.5 * self.model.extent:g} (the shipped configs: 0.005-0.01)")
+        box = self.model.aabb.cpu()
+        shortest = float((box[3:] - box[:3]).min())  # (NDC: rays cross the depth range, 2 units)
+        if cfg.render.step_size > 0.5 * shortest:
+            raise ValueError(f"--render_step_size {cfg.render.step_size} leaves fewer than 2 samples on a ray across "
+                             f"the scene's box (shortest side {shortest:g}{' in NDC' if self.scene.ndc else ''}): give "
+                             f"a step well below {0.5 * shortest:g} (the shipped configs: 0.005 to 0.05)")
         if min(split.height, split.width) < 16:
             log.warning("the training images are %dx%d pixels (--downscale %g): too few to learn a scene from; give a "
                         "smaller --downscale", split.width, split.height, cfg.data.downscale)
@@ -358,11 +364,9 @@ class Trainer:
         saved_scene, scene = state.get("config", {}).get("scene", ""), self.cfg.data.scene
         moved = bool(saved_scene and scene and Path(saved_scene).resolve() != Path(scene).resolve())
         # the box, frame spacing and NDC map; then the signature (same box and spacing: two D-NeRF scenes of 150
-        # frames, two synthetic presets), its images only for a scene at another path (at the same path, a new
-        # --downscale may move small thumbnails)
+        # frames, two synthetic presets from one seed; a scene regenerated in place)
         differs = scene_mismatch(self.model.state_dict(), state["model"]) or (
-            signature_mismatch(self.scene_signature, state["scene_signature"], images=moved)
-            if "scene_signature" in state else "")
+            signature_mismatch(self.scene_signature, state["scene_signature"]) if "scene_signature" in state else "")
         if differs and not moved and saved_scene:
             raise CheckpointError(f"{path} was trained on {saved_scene} as it was then, and the scene there has changed "
                                   f"since ({differs}): train it into another --out, or restore the scene")
@@ -371,7 +375,7 @@ class Trainer:
                                   f"({differs}): train {scene or 'this scene'} into another --out, or resume it with "
                                   f"its own scene")
         if moved and "scene_signature" in state:
-            log.info("%s was trained on %s: the same scene as %s (its frames, cameras and images)", path,
+            log.info("%s was trained on %s: the same scene as %s (its frames, cameras and image files)", path,
                      saved_scene, scene)
         elif moved and Path(saved_scene).exists():  # a checkpoint from before the signature: only the path tells
             raise CheckpointError(f"{path} was trained on {saved_scene}, which is still there, and this run names "

@@ -89,7 +89,9 @@ def test_an_out_path_that_is_a_file_is_one_error_line(tmp_path, trained_run, cap
                                     ["--prior_flow_weight", "-0.5"], ["--train_lr_grid", "-0.01"],
                                     ["--train_lr_final_ratio", "-1"], ["--train_lr_kinematic_factor", "-0.5"],
                                     ["--train_weight_decay_net", "-1"], ["--seed", "-1"],
-                                    ["--train_dynamic_ray_prior", "5"], ["--kinematic_order", "7"]])
+                                    ["--train_dynamic_ray_prior", "5"], ["--kinematic_order", "7"],
+                                    ["--kinematic_time_scale", "-1"], ["--kin_derivative_grad_scale", "-0.1"],
+                                    ["--static_grid_per_level_scale", "0.9"]])
 def test_out_of_range_sizes_stop_with_the_option_named(tmp_path, trained_run, capsys, option):
     assert _train(_scene_of(trained_run), tmp_path / "run", *option) == 2
     err = capsys.readouterr().err
@@ -310,3 +312,13 @@ def test_small_input_slips_get_errors_that_name_the_fix(tmp_path, trained_run, c
     assert "the run's scene is not there (moved or deleted?)" in err and "pass --scene" in err
     assert main_demo(["--config", str(tmp_path / "nope.yaml"), "--scene", str(tmp_path / "demo")]) == 2
     assert "--config" in capsys.readouterr().err and not (tmp_path / "demo").exists()  # checked before the scene
+
+
+def test_a_runs_own_older_checkpoint_opens_after_a_resume_on_its_moved_scene(tmp_path, trained_run, capsys):
+    import shutil
+
+    run = shutil.copytree(trained_run, tmp_path / "run")
+    older = list_checkpoints(run)[-1]
+    moved = shutil.copytree(_scene_of(trained_run), tmp_path / "moved")
+    assert _train(moved, run, "--iters", "6") == 0  # resumed on the same scene at its new path
+    assert main_eval([str(run), "--checkpoint", str(older), "--no-lpips", "--device", "cpu", "--no-progress"]) == 0

@@ -254,3 +254,18 @@ def test_export_overwrite_replaces_only_an_earlier_export(trained_run, tmp_path,
         np.savez(tmp_path / "mine.npz", positions=np.zeros((1, 1, 3)))
         assert _export(trained_run, "--points", points, "--out", tmp_path / "mine.npz", "--overwrite") == 2
         assert "--overwrite replaces only those" in capsys.readouterr().err
+
+
+def test_a_ground_truth_copied_out_of_its_scene_is_checked_by_its_objects(trained_run, tmp_path, capsys, monkeypatch):
+    import dataclasses
+
+    from kinfield.data.synthetic import PRESETS, write_scene
+
+    spin = write_scene(dataclasses.replace(PRESETS["spin"], resolution=8, n_train=2, n_val=0, n_test=0,
+                                           supersample=1, n_dense_times=0), tmp_path / "spin")
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    shutil.copy(spin / "motion_gt.npz", loose / "spin_gt.npz")  # no scene_meta.json beside it
+    _forbid(monkeypatch, kinfield.motion.export, "compute_trajectories")
+    assert main_eval_motion([str(trained_run), "--device", "cpu", "--gt", str(loose / "spin_gt.npz")]) == 2
+    assert "it names the moving objects" in capsys.readouterr().err

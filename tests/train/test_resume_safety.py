@@ -255,7 +255,7 @@ def test_a_scene_with_the_same_box_cameras_and_times_but_other_content_is_refuse
     before = files(out)
     with pytest.raises(CheckpointError) as err:
         Trainer(make_cfg(other, out, 6)).fit()
-    assert f"was trained on another scene, {tiny_scene} (the training images differ: " in str(err.value)
+    assert f"was trained on another scene, {tiny_scene} (the training image files hold other bytes)" in str(err.value)
     assert files(out) == before
     copy = shutil.copytree(tiny_scene, tmp_path / "copy")
     with caplog.at_level("INFO", logger="kinfield"):
@@ -296,24 +296,33 @@ def test_resuming_another_runs_checkpoint_into_a_folder_with_a_run_is_refused(ti
     assert "is a folder" in capsys.readouterr().err
 
 
-def test_the_scene_signature_of_one_scene_at_other_downscales_agrees():
-    """Thumbnails are exact area means, so the demo scene read at factors that do not divide its 64 pixels still
-    matches itself (within the tolerance), while its times, cameras and image count are compared exactly."""
+def test_the_scene_signature_is_the_scene_whatever_the_downscale_or_folder(tmp_path):
+    """Times, cameras and the image files' bytes: the same at any --downscale and in a copy of the folder; a frame
+    re-saved with other content, or a moved camera, is another scene."""
     from kinfield.data import load_scene
-    from kinfield.train.checkpoint import THUMBNAIL_TOLERANCE, scene_signature, signature_mismatch
+    from kinfield.train.checkpoint import scene_signature, signature_mismatch
 
-    def signature(downscale):
-        scene = load_scene(REPO / "assets" / "demo_scene", downscale=downscale, splits=("train",))
-        return scene_signature(scene.split("train"), scene.background)
+    def signature(path, downscale=1):
+        return scene_signature(load_scene(path, downscale=downscale, splits=("train",)).split("train"))
 
-    full = signature(1)
+    full = signature(REPO / "assets" / "demo_scene")
+    assert full["files"] is not None
+    copy = shutil.copytree(REPO / "assets" / "demo_scene", tmp_path / "copy")
     for downscale in (1.5, 2, 3):
-        other = signature(downscale)
-        assert signature_mismatch(full, other) == "", downscale
-        assert float((full["thumbnails"] - other["thumbnails"]).abs().max()) < THUMBNAIL_TOLERANCE
-    assert signature_mismatch(full, {**full, "thumbnails": full["thumbnails"].double() + 0.2}).startswith(
-        "the training images differ: 40 of 40 frames")  # (any dtype or device: compared on the CPU in float32)
-    assert signature_mismatch(full, {**full, "thumbnails": full["thumbnails"] + 0.2}, images=False) == ""
-    moved = {**full, "poses": full["poses"].clone()}
+        assert signature_mismatch(full, signature(copy, downscale)) == "", downscale
+    frame = copy / "train" / "r_003.png"
+    import imageio.v3 as iio
+    iio.imwrite(frame, iio.imread(frame)[::-1])  # one frame with other content
+    assert signature_mismatch(full, signature(copy)) == "the training image files hold other bytes"
+    moved = {**full, "poses": full["poses"].clone().double()}  # (any dtype or device: compared on the CPU)
     moved["poses"][3, 0, 3] += 0.5
     assert signature_mismatch(full, moved) == "the training cameras differ"
+    assert signature_mismatch(full, {**full, "files": None}) == ""  # a scene rendered in memory: no files to compare
+
+def test_a_scene_regenerated_in_place_with_other_content_is_refused(tiny_scene, whole, tmp_path):
+    scene = shutil.copytree(tiny_scene, tmp_path / "scene")
+    out = tmp_path / "run"
+    Trainer(make_cfg(scene, out, 2)).fit()
+    write_scene(dataclasses.replace(PRESETS["tiny"], preset="spin"), scene, overwrite=True)  # same cameras and times
+    with pytest.raises(CheckpointError, match="the scene there has changed since \\(the training image files hold"):
+        Trainer(make_cfg(scene, out, 4)).maybe_resume()
