@@ -109,9 +109,9 @@ def changed_options(saved: Dict, now: Dict, limit: int = 8) -> str:
 
 def check_options(cfg: Config) -> None:
     """Refuse, naming the option, the values a training cannot mean (before the scene is read): sizes and step counts
-    below their minimum, a negative loss weight (it would maximise its term), learning rates and their factors
-    that are not > 0 (a negative one climbs the loss; a negative ``--train_lr_final_ratio`` made the rates complex),
-    fractions outside [0, 1]. Raises ValueError."""
+    below their minimum, a negative loss weight (it would maximise its term) or gradient / time scale, a negative
+    learning rate or factor (it climbs the loss; 0 freezes those parameters), a ``--train_lr_final_ratio`` not > 0
+    (a negative one made the rates complex), fractions outside [0, 1]. Raises ValueError."""
     t, r = cfg.train, cfg.render
     for option, unit in (("log_every", "steps"), ("save_every", "steps"), ("rays", "rays"), ("min_rays", "rays"),
                          ("max_rays", "rays")):
