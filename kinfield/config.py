@@ -234,8 +234,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def check_config_file(path) -> List[str]:
     """Refuse, naming ``path``, the key and the fix, what configargparse would take silently or report without the
     file: YAML errors, a key given twice, an unknown key (with the closest option), a key with no value (it would
-    keep the default), and a YAML boolean where an option takes text (``split: no`` reads as ``False``).
-    Raises SystemExit."""
+    keep the default), a YAML boolean where an option takes text (``split: no`` reads as ``False``), a list where an
+    option takes one value, and bytes that are not UTF-8. Returns the options the file sets. Raises SystemExit."""
     import difflib
 
     try:
