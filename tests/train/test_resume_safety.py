@@ -296,7 +296,7 @@ def test_resuming_another_runs_checkpoint_into_a_folder_with_a_run_is_refused(ti
     assert "is a folder" in capsys.readouterr().err
 
 
-def test_the_scene_signature_is_the_scene_whatever_the_downscale_or_folder(tmp_path):
+def test_the_scene_signature_is_the_scene_whatever_the_downscale_or_folder(tiny_scene, tmp_path):
     """Times, cameras and the image files' bytes: the same at any --downscale and in a copy of the folder; a frame
     re-saved with other content, or a moved camera, is another scene."""
     from kinfield.data import load_scene
@@ -305,12 +305,12 @@ def test_the_scene_signature_is_the_scene_whatever_the_downscale_or_folder(tmp_p
     def signature(path, downscale=1):
         return scene_signature(load_scene(path, downscale=downscale, splits=("train",)).split("train"))
 
-    full = signature(REPO / "assets" / "demo_scene")
+    full = signature(tiny_scene)
     assert full["files"] is not None
-    copy = shutil.copytree(REPO / "assets" / "demo_scene", tmp_path / "copy")
+    copy = shutil.copytree(tiny_scene, tmp_path / "copy")
     for downscale in (1.5, 2, 3):
         assert signature_mismatch(full, signature(copy, downscale)) == "", downscale
-    frame = copy / "train" / "r_003.png"
+    frame = copy / "train" / "r_001.png"
     import imageio.v3 as iio
     iio.imwrite(frame, iio.imread(frame)[::-1])  # one frame with other content
     assert signature_mismatch(full, signature(copy)) == "the training image files hold other bytes"
