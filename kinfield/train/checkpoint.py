@@ -105,10 +105,14 @@ def save_checkpoint(run_dir, step: int, state: dict, keep: int = 3) -> Path:
 
 def list_checkpoints(run_dir):
     """Checkpoint files of a run, oldest first."""
-    d = ckpt_dir(run_dir)
-    if not d.is_dir():
+    return _checkpoints_in(ckpt_dir(run_dir))
+
+
+def _checkpoints_in(folder: Path):
+    """The ``ckpt_XXXXXXX.pt`` files in ``folder``, oldest first (none when it is not a folder)."""
+    if not folder.is_dir():
         return []
-    return sorted((p for p in d.iterdir() if _NAME.search(p.name)), key=checkpoint_step)
+    return sorted((p for p in folder.iterdir() if _NAME.search(p.name)), key=checkpoint_step)
 
 
 def checkpoint_step(path) -> int:
@@ -133,8 +137,7 @@ def load_checkpoint(path, map_location="cpu") -> dict:
         state = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as exc:  # (a copy cut short, another program's file: torch's zip reader says little more)
         what = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        earlier = sorted((p for p in path.parent.glob("ckpt_*.pt") if _NAME.search(p.name)
-                          and checkpoint_step(p) < checkpoint_step(path)), key=checkpoint_step) \
+        earlier = [p for p in _checkpoints_in(path.parent) if checkpoint_step(p) < checkpoint_step(path)] \
             if _NAME.search(path.name) else []
         fix = (f"its folder has an earlier checkpoint, {earlier[-1]}: move {path.name} out of {path.parent} (keep it "
                f"until the run is fine) and run the command again to use that one (where the command names this "
@@ -221,7 +224,7 @@ def signature_mismatch(own: dict, saved: dict) -> str:
     if not torch.allclose(own_t["times"], saved_t["times"], atol=1e-5):
         return "the training frames' times differ"
     poses = saved_t["poses"]
-    spread = float((poses[:, :, 3].max(0).values - poses[:, :, 3].min(0).values).norm()) or 1.0
+    spread = float((poses[:, :, 3].max(0).values - poses[:, :, 3].min(0).values).norm())
     if not torch.allclose(own_t["poses"], poses, atol=1e-3 * max(spread, 1.0)):
         return "the training cameras differ"
     if own.get("files") and saved.get("files") and own["files"] != saved["files"]:

@@ -444,8 +444,7 @@ class Trainer:
                 weight = {t.name: t.weight_at(step) for t in self.terms}  # (a finite value times its weight may overflow)
                 culprits = [k.split("/", 1)[1] for k, v in logs.items() if k.startswith("loss/")
                             and not abs(v * weight.get(k.split("/", 1)[1], 1.0)) < torch.finfo(loss.dtype).max]
-                weights = ", ".join(f"--{_weight_option(self.cfg, name)}" for name in culprits
-                                    if _weight_option(self.cfg, name))
+                weights = ", ".join(f"--{o}" for o in (_weight_option(self.cfg, name) for name in culprits) if o)
                 raise NonFiniteLoss(f"the loss was not finite for 10 steps in a row (last step {step}"
                                     + (f"; not finite: {', '.join(culprits)}" if culprits else "")
                                     + f"); the last good checkpoint is in {self.run_dir / 'ckpts'}: lower the learning "
