@@ -237,19 +237,58 @@ def frames_memory(n_frames: int, height: int, width: int, outputs: Sequence[str]
     return pixels * per_pixel
 
 
-def available_memory() -> Optional[int]:
+def available_memory(cgroup_root: Union[str, Path] = "/sys/fs/cgroup") -> Optional[int]:
     """Bytes of memory available to this process now: Linux's ``MemAvailable`` (free memory and reclaimable cache),
-    else the free pages; ``None`` where the system says neither."""
+    else the free pages, lowered to the headroom of the process's memory cgroup where one sets a limit (a container's
+    limit, which ``MemAvailable`` does not see); ``None`` where the system says neither."""
+    free = None
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
+                free = int(line.split()[1]) * 1024
+                break
     except (OSError, ValueError, IndexError):
         pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
-    except (AttributeError, ValueError, OSError):
-        return None
+    if free is None:
+        try:
+            free = int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+        except (AttributeError, ValueError, OSError):
+            pass
+    headroom = cgroup_headroom(cgroup_root)
+    if headroom is None:
+        return free
+    return headroom if free is None else min(free, headroom)
+
+
+def cgroup_headroom(root: Union[str, Path] = "/sys/fs/cgroup") -> Optional[int]:
+    """Bytes the memory cgroup mounted at ``root`` still allows (its limit less its usage, the reclaimable inactive
+    page cache counted as free), for cgroup v2 (``memory.max``) or v1 (``memory/memory.limit_in_bytes``); ``None``
+    without a readable limit or with none set."""
+    root = Path(root)
+    for limit_file, usage_file, stat_file, cache_key in (
+            (root / "memory.max", root / "memory.current", root / "memory.stat", "inactive_file"),
+            (root / "memory" / "memory.limit_in_bytes", root / "memory" / "memory.usage_in_bytes",
+             root / "memory" / "memory.stat", "total_inactive_file")):
+        try:
+            limit_text = limit_file.read_text().strip()
+            if limit_text == "max":
+                return None
+            limit, usage = int(limit_text), int(usage_file.read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if limit >= 1 << 60:  # v1 writes "no limit" as a page-rounded 2^63 - 1
+            return None
+        reclaimable = 0
+        try:
+            for line in stat_file.read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == cache_key:
+                    reclaimable = int(value)
+                    break
+        except (OSError, ValueError):
+            pass
+        return max(0, limit - usage + reclaimable)
+    return None
 
 
 def render_frames(model, poses: torch.Tensor, times: torch.Tensor, intrinsics: torch.Tensor, height: int, width: int,

@@ -302,3 +302,24 @@ def test_a_render_that_would_not_fit_in_memory_stops_before_rendering(trained_ru
     code = main_render([str(trained_run), "--frames", "1000000", "--device", "cpu", "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 2 and "1000000 frames of" in err and "render at most about" in err and not out.exists()
+
+
+@pytest.mark.parametrize("layout", ["v2", "v1"])
+def test_the_memory_check_sees_a_cgroup_limit(tmp_path, layout):
+    """A container's memory limit (which /proc/meminfo does not show) lowers the memory a render may use."""
+    gib = 2**30
+    if layout == "v2":
+        files = {"memory.max": f"{2 * gib}\n", "memory.current": f"{gib}\n", "memory.stat": f"anon 5\ninactive_file {gib // 4}\n"}
+    else:
+        files = {"memory/memory.limit_in_bytes": f"{2 * gib}\n", "memory/memory.usage_in_bytes": f"{gib}\n",
+                 "memory/memory.stat": f"cache 7\ntotal_inactive_file {gib // 4}\n"}
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert video.cgroup_headroom(tmp_path) == gib + gib // 4  # limit - usage + reclaimable cache
+    assert video.available_memory(tmp_path) <= gib + gib // 4
+    # no limit set: the cgroup does not lower what the system reports
+    (tmp_path / ("memory.max" if layout == "v2" else "memory/memory.limit_in_bytes")).write_text(
+        "max\n" if layout == "v2" else "9223372036854771712\n")
+    assert video.cgroup_headroom(tmp_path) is None
+    assert video.cgroup_headroom(tmp_path / "absent") is None
