@@ -190,15 +190,12 @@ def _view_error(view: int, split) -> str:
 
 
 def _render_parser():
-    import argparse
-
+    from .config import ToolParser
     from .render.video import VIDEO_OUTPUTS
 
-    p = argparse.ArgumentParser(
+    p = ToolParser(
         prog="tools/render.py",
-        description="Render videos of a trained run along a camera/time path (one video per output).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+        description="Render videos of a trained run along a camera/time path (one video per output).")
     p.add_argument("run_dir", help="run folder (the --out of tools/train.py)")
     p.add_argument("--overlay-tracks", default=None,
                    help="trajectory npz from tools/export_trajectories.py drawn over the rgb frames")
@@ -344,16 +341,14 @@ def main_render(argv: List[str]) -> int:
 @_user_errors
 def main_eval(argv: List[str]) -> int:
     """``tools/eval.py``: re-render and score a split of a run (``evaluate_split``); prints the summary JSON."""
-    import argparse
-
+    from .config import ToolParser
     from .data import DatasetError
     from .train.evaluate import evaluate_split, read_metrics
 
     setup_logging()
-    p = argparse.ArgumentParser(prog="tools/eval.py",
+    p = ToolParser(prog="tools/eval.py",
                                 description="Re-render a split of a trained run and score it (PSNR, SSIM, LPIPS). "
-                                            "Writes RUN_DIR/metrics.json, RUN_DIR/metrics_<split>.csv and renders.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                            "Writes RUN_DIR/metrics.json, RUN_DIR/metrics_<split>.csv and renders.")
     p.add_argument("run_dir", help="run folder (the --out of tools/train.py)")
     p.add_argument("--split", default="test")
     p.add_argument("--scene", default=None, help="scene folder / .npz (default: the run config's scene)")
@@ -401,22 +396,21 @@ def main_eval(argv: List[str]) -> int:
 @_user_errors
 def main_export(argv: List[str]) -> int:
     """``tools/export_trajectories.py``: 3-D tracks through the kinematic field of a run."""
-    import argparse
     from pathlib import Path
 
     import numpy as np
 
+    from .config import ToolParser
     from .data import DatasetError
     from .motion import compute_trajectories, parse_times, read_points, sample_dynamic_points, write_trajectories
     from .motion.export import (ORDER_NAMES, TRAJECTORY_FORMATS, is_trajectory_file, outside_scene_box,
                                  trajectory_target)
 
     setup_logging()
-    p = argparse.ArgumentParser(
+    p = ToolParser(
         prog="tools/export_trajectories.py",
         description="Integrate points through a run's kinematic field (RK4, forward and backward from --time) and "
-                    "write positions, velocity, acceleration and jerk per time (world units per unit dataset time).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "write positions, velocity, acceleration and jerk per time (world units per unit dataset time).")
     p.add_argument("run_dir", help="run folder (the --out of tools/train.py)")
     p.add_argument("--points", default=None, help="N x 3 world points at --time (.npy or .txt); default: sample "
                                                   "visible dynamic points from a rendered depth")
@@ -488,15 +482,15 @@ def main_export(argv: List[str]) -> int:
 @_user_errors
 def main_eval_motion(argv: List[str]) -> int:
     """``tools/eval_motion.py``: score a run's motion against a synthetic scene's exact ground truth."""
-    import argparse
     from pathlib import Path
 
+    from .config import ToolParser
     from .motion import score_against_ground_truth
     from .motion.export import ORDER_NAMES, MotionFileError
     from .train.evaluate import update_metrics
 
     setup_logging()
-    p = argparse.ArgumentParser(prog="tools/eval_motion.py",
+    p = ToolParser(prog="tools/eval_motion.py",
                                 description="Trajectory end-point error and v/a/j errors against motion_gt.npz; "
                                             "merged into RUN_DIR/metrics.json under 'motion'.")
     p.add_argument("run_dir")
@@ -541,12 +535,11 @@ def _write_columns(path, columns) -> None:
 @_user_errors
 def main_plot(argv: List[str]) -> int:
     """``tools/plot.py``: PNG figures of a run (training curves, test views, motion error, tracks)."""
-    import argparse
-
+    from .config import ToolParser
     from .plots import PlotError, plot_run
 
     setup_logging()
-    p = argparse.ArgumentParser(prog="tools/plot.py", description="Figures of a run folder into RUN_DIR/plots: "
+    p = ToolParser(prog="tools/plot.py", description="Figures of a run folder into RUN_DIR/plots: "
                                 "training.png (PSNR, loss terms, batch, learning rate / wall time), test_views.png, "
                                 "motion_epe.png (after tools/eval_motion.py), tracks.png (exported tracks).")
     p.add_argument("run_dir", help="run folder (the --out of tools/train.py)")
@@ -571,14 +564,14 @@ def main_plot(argv: List[str]) -> int:
 @_user_errors
 def main_demo(argv: List[str]) -> int:
     """``tools/demo.py``: synthetic demo scene -> training -> orbit video -> image and motion scores."""
-    import argparse
     from pathlib import Path
 
+    from .config import ToolParser
     from .data.synthetic import PRESETS, ensure_scene
 
     setup_logging()
     repo = Path(__file__).resolve().parents[1]
-    p = argparse.ArgumentParser(prog="tools/demo.py", description=main_demo.__doc__,
+    p = ToolParser(prog="tools/demo.py", description=main_demo.__doc__,
                                 epilog="Any other option (python tools/train.py --help) is passed to the training.")
     p.add_argument("--scene", default=str(repo / "assets" / "demo_scene"), help="where the demo scene is generated")
     p.add_argument("--config", default=str(repo / "configs" / "demo.yaml"))
@@ -627,15 +620,14 @@ def main_demo(argv: List[str]) -> int:
 def main_preprocess(argv: List[str]) -> int:
     """``tools/preprocess.py``: a video (or a folder of frames) -> the NSFF layout (frames, LLFF poses from
     pycolmap SfM, sparse depth, optical flow with forward-backward masks, motion masks)."""
-    import argparse
+    from .config import ToolParser
 
     setup_logging()
-    p = argparse.ArgumentParser(
+    p = ToolParser(
         prog="tools/preprocess.py",
         description="Turn a video file or a folder of frames into the NSFF layout: images/, poses_bounds.npy "
                     "(LLFF, from SfM with pycolmap), sparse/, sparse_depth/, flow_i1/ (OpenCV DIS flow, "
-                    "forward-backward masks), motion_masks/, preprocess.json.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "forward-backward masks), motion_masks/, preprocess.json.")
     p.add_argument("input", help="video file (mp4, mov, ...) or folder of frames in time order")
     p.add_argument("out_dir", help="output folder (must be empty unless --overwrite)")
     p.add_argument("--max-frames", type=int, default=None, help="keep at most this many frames (after --stride)")

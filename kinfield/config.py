@@ -8,6 +8,7 @@ defaults. Unknown keys, in a file or on the command line, are errors.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 import re
@@ -148,27 +149,58 @@ def _default(f):
     return f.default_factory()  # type: ignore[misc]
 
 
-class _OptionParser(configargparse.ArgumentParser):
-    """configargparse's parser whose errors end in one short usage line (the ~130 options are for ``--help``) and
-    name the closest option of a misspelt one, or the config file a bad value comes from."""
+class _ShortErrors:
+    """Parser errors that end in one short usage line (the options are for ``--help``) and name the closest option of
+    a misspelt one; mixed into an ``argparse.ArgumentParser`` (every tool) or a configargparse one (training)."""
 
-    config_file_keys: Tuple[str, Set[str]] = ("", set())  # (config file, the options only it gives)
-
-    def error(self, message):
+    def _error_message(self, message: str) -> str:
         import difflib
 
         if message.startswith("unrecognized arguments:"):
             known = [s for action in self._actions for s in action.option_strings if s.startswith("--")]
+            def closest(word):  # an option it begins (options are never abbreviated), else the nearest spelling
+                return ([k for k in known if k.startswith(word)] + difflib.get_close_matches(word, known, n=1,
+                                                                                              cutoff=0.75))[:1]
+
             hints = [f"{word} (did you mean {close[0]}?)" for word in message.split(":", 1)[1].split()
-                     if word.startswith("--")
-                     for close in [difflib.get_close_matches(word.split("=")[0], known, n=1, cutoff=0.75)] if close]
+                     if word.startswith("--") for close in [closest(word.split("=")[0])] if close]
             if hints:
                 message += "; " + ", ".join(hints)
+        return message
+
+    def error(self, message):
+        self.exit(2, f"usage: {self.format_usage().split(':', 1)[1].strip()}\n{self.prog}: error: "
+                     f"{self._error_message(message)}\n")
+
+
+class ToolParser(_ShortErrors, argparse.ArgumentParser):
+    """The parser of a tool (``tools/*.py``): defaults shown in ``--help``, no abbreviated options, and errors that end
+    in one usage line: the positional arguments, then ``[options]``."""
+
+    def __init__(self, prog: str, description: str, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(prog=prog, description=description, allow_abbrev=False, **kwargs)
+
+    def format_usage(self) -> str:
+        if self.usage is not None:
+            return super().format_usage()
+        positional = " ".join(a.metavar or a.dest.upper() for a in self._actions if not a.option_strings)
+        return f"usage: {self.prog} {positional} [options] (--help lists them)\n"
+
+
+class _OptionParser(_ShortErrors, configargparse.ArgumentParser):
+    """configargparse's parser of the training options, whose errors (:class:`_ShortErrors`) also name the config file
+    a bad value comes from."""
+
+    config_file_keys: Tuple[str, Set[str]] = ("", set())  # (config file, the options only it gives)
+
+    def _error_message(self, message: str) -> str:
+        message = super()._error_message(message)
         file, keys = self.config_file_keys
         bad = re.match(r"argument --(\w+)", message)
         if bad and bad.group(1) in keys:
             message += f" (from the config file {file}: fix its {bad.group(1)} line)"
-        self.exit(2, f"usage: {self.usage}\n{self.prog}: error: {message}\n")
+        return message
 
 
 def build_parser(description: str = "kinfield", usage: Optional[str] = None) -> configargparse.ArgumentParser:

@@ -258,3 +258,19 @@ def test_config_values_of_the_wrong_kind_name_the_line_and_the_fix(tmp_path, cap
     assert main_train([str(word), str(tmp_path)]) == 2  # SCENE and CONFIG swapped
     err = capsys.readouterr().err
     assert err.startswith(f"error: config file not found: {tmp_path}") and "arguments are SCENE CONFIG" in err
+
+
+@pytest.mark.parametrize("tool, option", [("render", "--no-progress"), ("eval", "--no-progress"), ("export", "--points"),
+                                          ("eval_motion", "--substeps"), ("plot", "--smoothing"),
+                                          ("preprocess", "--no-progress")])
+def test_every_tool_errs_in_one_usage_line_and_names_the_option_meant(tool, option, capsys):
+    from kinfield import cli
+
+    main = getattr(cli, f"main_{tool}")
+    positional = ["in", "out"] if tool == "preprocess" else ["run"]
+    with pytest.raises(SystemExit) as exc:
+        main(positional + [option[:-1], "--frobnicate"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and len(err.splitlines()) == 2, err  # not argparse's wrapped list of every option
+    assert err.startswith("usage: tools/") and "[options] (--help lists them)" in err.splitlines()[0]
+    assert f"{option[:-1]} (did you mean {option}?)" in err and "--frobnicate (" not in err

@@ -8,7 +8,6 @@ Examples::
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 import time
@@ -19,11 +18,12 @@ try:
 except ImportError:  # running from a source checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from kinfield.config import ToolParser  # noqa: E402
 from kinfield.data.synthetic import CAMERA_MODES, PRESETS, write_nsff_scene, write_scene  # noqa: E402
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = ToolParser("tools/make_scene.py", description=__doc__.splitlines()[0])
     ap.add_argument("out_dir", type=Path, help="output folder (must be empty unless --overwrite)")
     ap.add_argument("--preset", choices=sorted(PRESETS), default="demo")
     ap.add_argument("--seed", type=int, default=None, help="camera seed (default: the preset's)")
