@@ -9,8 +9,9 @@
 # beforehand, and the device call carries them (carry: [".whl", ".devdata"]). Logs and JSON go to $OUT (default
 # /tmp/kinfield_gpu), each stage's whole log too (what a time limit cuts off is still there).
 # Timing on an H100 (estimated): build test kernels step 4-7 min (one 600 s call); standup N about 20 s + 76 s * N of
-# a warm machine, so `build standup 4` right after (build is skipped when kinfield._C is there, and a fresh machine
-# needs it: without it standup would train on the PyTorch path). The exit status is 1 when a stage failed.
+# a warm machine, so `build standup N` right after, N = floor((budget_left_s - 80) / 76) from the first call's lease
+# (a machine idle for 30 s is given back: send it at once; build is skipped when kinfield._C is there, and a fresh
+# machine needs it: without it standup would train on the PyTorch path). The exit status is 1 when a stage failed.
 set -u -o pipefail
 export PYTHONUNBUFFERED=1
 export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0+PTX}"
@@ -34,6 +35,10 @@ fi
 # configargparse; the loaders numpy, imageio, Pillow, PyYAML; the build setuptools and nvcc; nerfacc's JIT build rich and ninja)
 $PY -c "import configargparse, numpy, imageio, PIL, yaml, tqdm, pytest, setuptools" \
   || { echo "a package kinfield needs is missing (above): run bench/gpu_prepare.sh here, carry .whl" >&2; exit 2; }
+# nerfacc's JIT build looks for a bare `nvcc`: an image with it only under CUDA_HOME would silently lose nerfacc
+for d in "${CUDA_HOME:-}" /usr/local/cuda; do
+  if ! command -v nvcc >/dev/null && [ -n "$d" ] && [ -x "$d/bin/nvcc" ]; then export PATH="$PATH:$d/bin"; fi
+done
 command -v nvcc >/dev/null || echo "=== nvcc not on PATH: the build will look for CUDA_HOME (torch.utils.cpp_extension)"
 if [[ " $stages " == *" step "* || " $stages " == *" standup "* ]] && [ ! -f "$STANDUP/transforms_train.json" ]; then
   echo "no D-NeRF standup at $STANDUP: run bench/gpu_prepare.sh here and carry .devdata (or set STANDUP)" >&2; exit 2
