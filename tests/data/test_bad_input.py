@@ -210,6 +210,7 @@ def test_npz_valid_small(tmp_path):
         ({"focal": None}, "focal"),
         ({"images": np.zeros((81, 4, 4), np.float32)}, "images"),
         ({"images": np.full((81, 4, 4, 3), np.nan, np.float32)}, "NaN"),
+        ({"images": np.full((81, 4, 4, 3), 255.0, np.float32)}, "expected [0, 1]"),  # 0..255 floats: not clipped to white
         ({"times": np.full(81, 2.0, np.float32)}, "times[0]"),
         ({"poses": np.zeros((81, 3, 4), np.float32)}, "poses"),
         ({"poses": np.zeros((81, 4, 4), np.float32)}, "last row"),

@@ -372,3 +372,65 @@ def test_flow_prior_moves_dynamic_samples_by_the_kinematic_field_and_projects_th
     want = sum(float((mask[k][:, None] * (true[k] - static[k]).abs()).mean()) for k in ("fwd", "bwd"))
     assert want > 0.5  # the motion shifts the pixels
     assert math.isclose(float(obj.flow_loss(ctx).detach()), want, rel_tol=1e-4)
+
+
+# --------------------------------------------------------------------------------------------------- the objective's glue
+def test_the_integrity_clamp_is_converted_to_each_orders_units(monkeypatch):
+    """--kin_integrity_clamp is in the reference's time units; t in [0, 1] makes its accelerations 4x and jerks 8x
+    larger, so the bounds passed on are 64 * 4 and 64 * 8."""
+    import kinfield.losses.kinematic as km
+
+    seen = []
+
+    def spy(*args):
+        seen.append(args[-1])
+        return km_integrity(*args)
+
+    km_integrity = km.integrity_residuals
+    monkeypatch.setattr(km, "integrity_residuals", spy)
+    physics(make_model(AnalyticKinematics()), integrity_clamp=64.0)
+    assert seen == [[256.0, 512.0]]
+    seen.clear()
+    physics(make_model(AnalyticKinematics()), integrity_clamp=0.0)  # 0: no clamp
+    assert seen == [None]
+
+
+def test_physics_points_are_only_taken_where_the_warped_density_passes_the_threshold():
+    """The ramp's density is below 6 in the whole box: a threshold of 10 leaves no physics point (every residual 0);
+    one of 0 takes them all."""
+    model = make_model(AnalyticKinematics(a_factor=1.3, strain=[[0.5, 0, 0], [0, 0, 0], [0, 0, 0]]))
+    for threshold, any_point in ((10.0, False), (0.0, True)):
+        obj = KinematicObjective(KinConfig(dyn_weight_threshold=1e-4, physics_sigma_threshold=threshold), model, DT)
+        torch.manual_seed(2)
+        res = obj.physics(step_context(model))
+        assert all((_f(res[k]) > 0) == any_point for k in ("integrity", "rigidity", "higher_order")), (threshold, res)
+
+
+class Blob(CarriedRamp):
+    """Dynamic density ``4 exp(-|x|^2)`` (``constant``: 4) inside the box, still."""
+
+    def __init__(self, constant=False):
+        super().__init__()
+        self.constant = constant
+
+    def density(self, x, t, keyframe_u=None, motion_grad=True):
+        sigma = torch.full_like(x[:, 0], 4.0) if self.constant else 4.0 * torch.exp(-(x * x).sum(-1))
+        return sigma * self.inside(x)
+
+
+@pytest.mark.parametrize("constant", [False, True])
+def test_the_normal_target_is_the_outward_density_gradient_direction_and_skips_flat_density(constant):
+    """Density 4 exp(-|x|^2): -grad sigma / |grad sigma| = x / |x|, so a regressor predicting x / |x| has a normal
+    loss near 0 (the prediction is read within one probe step of the point) and the inward -x / |x| one of about
+    4 mean(w_d). Where the density is flat (grad sigma = 0) there is no target: the loss is 0 whatever is predicted."""
+    model = make_model(AnalyticKinematics())
+    model.dynamic = Blob(constant)
+    model.normal_net = nn.Identity()  # (predict_normals is replaced below)
+    losses = {}
+    for sign in (1.0, -1.0):
+        model.predict_normals = lambda x, t, scale, sign=sign: sign * torch.nn.functional.normalize(x, dim=-1)
+        losses[sign] = _f(physics(model)["normal"])
+    if constant:
+        assert losses[1.0] == 0.0 and losses[-1.0] == 0.0
+    else:
+        assert losses[-1.0] > 1e-3 and losses[1.0] < 0.02 * losses[-1.0], losses

@@ -30,6 +30,9 @@ def test_term_window_and_total():
     assert float(total) == 2.0 and set(logs) == {"loss/a"}
     total, logs = total_loss(terms, {}, 15)
     assert float(total) == 3.5 and logs["loss/b"] == 3.0
+    assert set(total_loss(terms, {}, 19)[1]) == {"loss/a", "loss/b"}  # start <= step < end
+    assert set(total_loss(terms, {}, 20)[1]) == {"loss/a"}
+    assert set(total_loss(terms, {}, 10)[1]) == {"loss/a", "loss/b"}
     assert "off" not in calls  # a zero-weight term is never computed
     with pytest.raises(RuntimeError, match="no loss term"):
         total_loss([Term("b", value("b", 1.0), 1.0, start=10)], {}, 0)

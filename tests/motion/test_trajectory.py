@@ -44,6 +44,23 @@ def test_rk4_recovers_a_circular_path():
     assert (coarse - want).abs().max() > 1e-4
 
 
+def test_no_rk4_step_is_longer_than_max_step():
+    """A span of 0.15 with max_step 0.1 takes two steps of 0.075 (8 field reads), one of 0.1 one step; the span
+    back to an earlier time counts alike."""
+    steps = []
+
+    def vel(x, t):
+        steps.append(float(t[0]))
+        return torch.ones_like(x)
+
+    x0 = torch.zeros(1, 3, dtype=torch.float64)
+    pos = integrate(vel, x0, 0.5, torch.tensor([0.65, 0.35, 0.6], dtype=torch.float64), max_step=0.1)
+    # forward 0.5 -> 0.6 (one step), 0.6 -> 0.65 (one); backward 0.5 -> 0.35 (two)
+    assert len(steps) == 4 * 4
+    torch.testing.assert_close(pos[:, 0, 0], torch.tensor([0.15, -0.15, 0.1], dtype=torch.float64))
+    assert sorted(set(round(s, 6) for s in steps)) == [0.35, 0.3875, 0.425, 0.4625, 0.5, 0.55, 0.6, 0.625, 0.65]
+
+
 def test_kinematics_along_tracks_shapes():
     pos = torch.rand(4, 5, 3)
     times = torch.linspace(0, 1, 4)

@@ -318,6 +318,11 @@ def test_the_scene_signature_is_the_scene_whatever_the_downscale_or_folder(tiny_
     moved["poses"][3, 0, 3] += 0.5
     assert signature_mismatch(full, moved) == "the training cameras differ"
     assert signature_mismatch(full, {**full, "files": None}) == ""  # a scene rendered in memory: no files to compare
+    # D-NeRF times live in the JSON, not in the image files: times alone that differ are another scene too
+    assert signature_mismatch(full, {**full, "times": full["times"] + 0.01}) == "the training frames' times differ"
+    n = full["times"].shape[0]
+    assert signature_mismatch({**full, "times": full["times"][:-1]}, full) == f"{n} training frames -> {n - 1}"
+
 
 def test_a_scene_regenerated_in_place_with_other_content_is_refused(tiny_scene, whole, tmp_path):
     scene = shutil.copytree(tiny_scene, tmp_path / "scene")
