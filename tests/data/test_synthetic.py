@@ -449,7 +449,7 @@ def test_nsff_needs_forward_mode_and_cli(tmp_path):
     assert r.returncode == 0, r.stderr
     assert np.load(out / "rig_poses.npy").shape == (3, 3, 5) and not (out / "flow_i1").exists()
     assert iio.imread(out / "mv_images" / "00003" / "cam02.png").shape == (16, 16, 3)
-    r = subprocess.run(cmd[:4] + ["--preset", "demo", "--format", "nsff", "--camera-mode", "random"],
+    r = subprocess.run(cmd[:3] + ["--preset", "demo", "--format", "nsff", "--camera-mode", "random"],
                        capture_output=True, text=True, cwd=tmp_path, env=env)
     assert r.returncode == 2 and "forward" in r.stderr
 
