@@ -268,3 +268,14 @@ def test_synthetic_image_agrees_with_pixel_rays(tiny_scene):
         # the stored (supersampled) alpha is 1 inside and 0 well outside the covered pixels
         a = sp.alphas[i].reshape(-1).numpy()
         assert (a[hit] > 0).mean() > 0.95 and (a[~hit] < 1).mean() > 0.95
+
+
+def test_a_flow_mask_read_at_a_coarser_resolution_drops_every_pixel_with_a_masked_source(tmp_path):
+    """Flow stored at 4x6 with one masked pixel, read at downscale 2: the coarse pixel covering it is masked (the
+    area average of the mask must stay above 0.99), its neighbour is not."""
+    _write_nsff(tmp_path)
+    mask = np.ones((4, 6))
+    mask[0, 0] = 0
+    np.savez(tmp_path / "flow_i1" / "000_fwd.npz", flow=np.ones((4, 6, 2)), mask=mask)
+    m = load_scene(tmp_path, downscale=2).split("train").extras["flow_fwd_mask"][0]
+    assert m.shape == (2, 3) and float(m[0, 0]) == 0.0 and float(m[0, 1]) == 1.0 and float(m[1, 0]) == 1.0

@@ -465,3 +465,12 @@ def test_spec_of_scene_reads_the_written_spec_and_names_the_missing_file(tiny_di
     assert spec_of_scene(forward) == spec
     with pytest.raises(ValueError, match="forward-facing scenes train in a rescaled frame"):
         spec_of_scene(forward, world_frame=True)
+
+
+def test_val_and_test_times_sit_at_quarter_and_half_points_between_training_frames():
+    from kinfield.data.synthetic import split_times
+
+    st = split_times(5, 2, 2)  # training frames at 0, 0.25, 0.5, 0.75, 1
+    np.testing.assert_allclose(st["train"], [0.0, 0.25, 0.5, 0.75, 1.0])
+    np.testing.assert_allclose(st["val"], [0.3125, 0.8125])  # a quarter into intervals 1 and 3
+    np.testing.assert_allclose(st["test"], [0.375, 0.875])  # their midpoints

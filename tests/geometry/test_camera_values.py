@@ -159,6 +159,12 @@ def test_orbit_path_radius_elevation_azimuth_and_times():
     assert torch.allclose(cos_next, torch.zeros(4), atol=1e-5)
     assert torch.allclose(-poses[:, :3, 2], -rel / 2.0, atol=1e-5)
     assert torch.allclose(times, torch.tensor([0.0, 1.0 / 3.0, 2.0 / 3.0, 1.0]))
+    # counter-clockwise about +z from +x (azimuth 0), and from +y with a start azimuth of 90 degrees
+    flat, _ = orbit_path((0.0, 0.0, 0.0), 2.0, 0.0, 4)
+    torch.testing.assert_close(flat[:, :3, 3], torch.tensor([[2.0, 0, 0], [0, 2, 0], [-2, 0, 0], [0, -2, 0]]),
+                               atol=1e-5, rtol=0)
+    turned, _ = orbit_path((0.0, 0.0, 0.0), 2.0, 0.0, 4, start_azimuth_deg=90.0)
+    torch.testing.assert_close(turned[0, :3, 3], torch.tensor([0.0, 2.0, 0.0]), atol=1e-5, rtol=0)
 
 
 def _hand_pose(eye, x, y, z):

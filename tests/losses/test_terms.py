@@ -36,3 +36,15 @@ def test_term_window_and_total():
     assert "off" not in calls  # a zero-weight term is never computed
     with pytest.raises(RuntimeError, match="no loss term"):
         total_loss([Term("b", value("b", 1.0), 1.0, start=10)], {}, 0)
+
+
+def test_photometric_losses_are_their_formulas():
+    """mse 0.5^2; huber (delta 0.1) at an error of 0.3: 0.1 (0.3 - 0.05) = 0.025; charbonnier of no error: its eps."""
+    from kinfield.losses.photometric import charbonnier, rgb_loss
+
+    pred = torch.full((2, 3), 0.5)
+    assert float(rgb_loss(pred, torch.zeros(2, 3), "mse")) == pytest.approx(0.25, abs=1e-7)
+    assert float(rgb_loss(torch.full((2, 3), 0.3), torch.zeros(2, 3), "huber")) == pytest.approx(0.025, abs=1e-7)
+    assert float(rgb_loss(torch.full((2, 3), 0.05), torch.zeros(2, 3), "huber")) == pytest.approx(0.00125, abs=1e-8)
+    assert float(charbonnier(torch.zeros(1), torch.zeros(1))) == pytest.approx(1e-4, abs=1e-10)
+    assert float(charbonnier(torch.ones(1), torch.zeros(1))) == pytest.approx(1.0, abs=1e-7)

@@ -116,6 +116,11 @@ def test_write_trajectories_formats(tmp_path, fmt):
         np.testing.assert_array_equal(back["positions"], traj["positions"])
     if fmt == "csv":
         assert len(path.read_text().strip().splitlines()) == 1 + T * N
+        for i, k in enumerate(("positions", "velocity", "acceleration", "jerk")):
+            traj[k] = np.full((T, N, 3), float(i + 1), np.float32)
+        rows = write_trajectories(traj, tmp_path / "ordered.csv").read_text().splitlines()
+        assert rows[1] == "0.000000,0,1,1,1,2,2,2,3,3,3,4,4,4"  # time, point, then x y z of each order in turn
+        assert rows[0] == "time,track,x,y,z,vx,vy,vz,ax,ay,az,jx,jy,jz"
     if fmt == "ply":
         assert f"element vertex {T * N}" in path.read_text()
 
@@ -174,6 +179,10 @@ def test_ground_truth_scores_split_by_object_and_name_the_no_motion_baseline(tmp
     assert curves["epe_mover"].max() < 1e-5 and curves["epe_all"].mean() == pytest.approx(exact["epe_mean"], rel=1e-5)
     assert exact["epe_mean_mover"] < 1e-5 and exact["epe_zero_motion_still"] == 0.0
     assert exact["epe_mean_still"] == pytest.approx(np.abs(times - 0.5).mean() * np.linalg.norm(v0), rel=1e-4)
+    # at the time farthest from the query time (t = 0 and 1, half a unit away) the still object's track is off by
+    # |v0| / 2 = 0.35: the worst error, and a third of the mean over the three tracks there
+    assert exact["epe_max"] == pytest.approx(0.35, rel=1e-4)
+    assert exact["epe_final"] == pytest.approx(0.35 / 3, rel=1e-4)
     still = score_against_ground_truth(_UniformMotionModel([0.0, 0.0, 0.0]), tmp_path / "motion_gt.npz")
     assert still["epe_mean"] == pytest.approx(still["epe_zero_motion"], rel=1e-6)
     assert still["epe_mean_mover"] == pytest.approx(still["epe_zero_motion_mover"], rel=1e-6)

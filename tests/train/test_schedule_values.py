@@ -321,3 +321,23 @@ def test_metrics_logger_rows_and_cut_off_row(tmp_path):
     logger.close()
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [3, 5]
+
+
+def test_rays_are_drawn_from_the_motion_map_from_the_kinematic_start(tiny_scene, tmp_path):
+    """--train_dynamic_ray_fraction 0.5 of 64 rays: none before --kin_start (3), 32 from it on."""
+    trainer = Trainer(_cfg(tiny_scene, tmp_path, "--train_dynamic_ray_fraction", "0.5", "--kin_start", "3",
+                           "--train_rays", "64", "--train_min_rays", "64", "--train_max_rays", "64"))
+    assert trainer.n_rays == 64
+    assert [trainer._n_dynamic_rays(s) for s in (0, 2, 3, 10)] == [0, 0, 32, 32]
+
+
+def test_training_targets_are_recomposited_on_the_random_background(tiny_scene, tmp_path):
+    """A pixel stored as rgb = c a + (1 - a) scene_bg (alpha a) becomes c a + (1 - a) bg on the step's random bg."""
+    trainer = Trainer(_cfg(tiny_scene, tmp_path, "--data_random_background", "true"))
+    white = trainer.scene.background.to(torch.float32)
+    a = torch.tensor([0.5, 1.0, 0.0, 0.25])
+    c = torch.tensor([[0.4, 0.2, 0.8]] * 4)
+    batch = {"rgb": c * a[:, None] + (1 - a[:, None]) * white, "alpha": a}
+    target, bg = trainer.make_target(batch)
+    assert bg.shape == (4, 3) and not torch.allclose(bg, white.expand(4, 3))
+    torch.testing.assert_close(target, c * a[:, None] + (1 - a[:, None]) * bg)
