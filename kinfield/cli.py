@@ -102,14 +102,10 @@ def _load_run_scene(cfg, scene_arg, downscale_arg, splits):
     if not scene_arg and not Path(path).exists():
         raise DatasetError(path, "the run's scene is not there (moved or deleted?)", "pass --scene with where it is now")
     scene = load_configured_scene(cfg.data, path, downscale_arg, tuple(splits))
-    if str(path).lower().endswith(".npz"):
-        have = sorted(scene.splits)
-    else:
-        root = Path(path).parent if Path(path).is_file() else Path(path)
-        have = sorted(q.name[len("transforms_"):-len(".json")] for q in root.glob("transforms_*.json"))
-    for name in splits:
-        if name not in scene.splits:
-            raise KeyError(f"scene {str(path)!r} has no {name!r} split (it has: {', '.join(have) or 'none'})")
+    missing = [name for name in splits if name not in scene.splits]
+    if missing:  # (the splits the scene's loader finds, every one read: files of another layout may lie there)
+        have = sorted(load_configured_scene(cfg.data, path, downscale_arg).splits)
+        raise KeyError(f"scene {str(path)!r} has no {missing[0]!r} split (it has: {', '.join(have) or 'none'})")
     return scene
 
 

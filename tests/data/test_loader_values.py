@@ -279,3 +279,20 @@ def test_a_flow_mask_read_at_a_coarser_resolution_drops_every_pixel_with_a_maske
     np.savez(tmp_path / "flow_i1" / "000_fwd.npz", flow=np.ones((4, 6, 2)), mask=mask)
     m = load_scene(tmp_path, downscale=2).split("train").extras["flow_fwd_mask"][0]
     assert m.shape == (2, 3) and float(m[0, 0]) == 0.0 and float(m[0, 1]) == 1.0 and float(m[1, 0]) == 1.0
+
+
+def test_a_missing_split_is_named_with_the_splits_the_loader_finds(tmp_path):
+    """A forward-facing capture without held-out rig views has a train split only (its folder may hold other
+    layouts' files, e.g. transforms_*.json, which its loader ignores)."""
+    import shutil
+
+    from kinfield.cli import _load_run_scene
+    from kinfield.config import parse_args
+
+    _write_nsff(tmp_path)
+    shutil.rmtree(tmp_path / "mv_images")
+    (tmp_path / "rig_poses.npy").unlink()
+    (tmp_path / "transforms_test.json").write_text("{}")
+    cfg = parse_args(["--scene", str(tmp_path)])
+    with pytest.raises(KeyError, match=r"has no 'test' split \(it has: train\)"):
+        _load_run_scene(cfg, None, None, ["test"])
