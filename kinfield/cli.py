@@ -15,17 +15,18 @@ def setup_logging(verbose: bool = False) -> None:
                         stream=sys.stderr)
 
 
-def _terminate_like_ctrl_c() -> None:
-    """Make SIGTERM (``kill``, job schedulers) behave like Ctrl-C: the trainer saves a checkpoint first."""
+def _terminate_like_ctrl_c():
+    """Make SIGTERM (``kill``, job schedulers) behave like Ctrl-C: the trainer saves a checkpoint first. Returns the
+    handler it replaced (``None`` outside the main thread), for :func:`main_train` to put back."""
     import signal
 
     def handler(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
 
     try:
-        signal.signal(signal.SIGTERM, handler)
+        return signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not in the main thread
-        pass
+        return None
 
 
 def _user_errors(main):
@@ -39,6 +40,12 @@ def _user_errors(main):
         except KeyboardInterrupt:
             print("interrupted: earlier results are kept (outputs replace them only when complete)", file=sys.stderr)
             return 130
+        except ValueError as exc:
+            from .train.trainer import DeviceUnavailable
+
+            if isinstance(exc, DeviceUnavailable):
+                return _error(exc)
+            raise
         except OSError as exc:
             where = f": {exc.filename}" if exc.filename else ""
             fix = {errno.ENOSPC: "free disk space", errno.EROFS: "write to another folder (--out)",
@@ -52,10 +59,6 @@ def _user_errors(main):
 @_user_errors
 def main_train(argv: List[str]) -> int:
     from .config import parse_train_args
-    from .data import DatasetError
-    from .train import Trainer
-    from .train.checkpoint import CheckpointError
-    from .train.trainer import NonFiniteLoss
 
     setup_logging()
     try:
@@ -67,7 +70,23 @@ def main_train(argv: List[str]) -> int:
         if isinstance(exc.code, str):
             return _error(exc.code)
         return exc.code or 0
-    _terminate_like_ctrl_c()
+    previous = _terminate_like_ctrl_c()
+    try:
+        return _train(cfg)
+    finally:  # (a caller in the same process, e.g. the demo or a test runner, gets its own SIGTERM handling back)
+        if previous is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _train(cfg) -> int:
+    """Train ``cfg`` (``main_train`` after its options are read): prints the result summary; the exit code."""
+    from .data import DatasetError
+    from .train import Trainer
+    from .train.checkpoint import CheckpointError
+    from .train.trainer import NonFiniteLoss
+
     try:
         trainer = Trainer(cfg)
     except (DatasetError, ValueError) as exc:

@@ -1,9 +1,11 @@
 """Tests of the flat configuration (kinfield.config): shipped files, precedence, errors, round trip."""
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from kinfield.config import (
@@ -274,3 +276,16 @@ def test_every_tool_errs_in_one_usage_line_and_names_the_option_meant(tool, opti
     assert exc.value.code == 2 and len(err.splitlines()) == 2, err  # not argparse's wrapped list of every option
     assert err.startswith("usage: tools/") and "[options] (--help lists them)" in err.splitlines()[0]
     assert f"{option[:-1]} (did you mean {option}?)" in err and "--frobnicate (" not in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
+def test_a_device_the_machine_lacks_is_a_bad_input_error(tmp_path, capsys):
+    from kinfield.cli import main_train
+    from kinfield.data.synthetic import PRESETS, write_scene
+
+    scene = write_scene(PRESETS["tiny"], tmp_path / "scene")
+    before = signal.getsignal(signal.SIGTERM)
+    code = main_train([str(scene), str(Path(__file__).parents[1] / "configs" / "debug.yaml"), "--device", "cuda", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: --device cuda: no CUDA device") and "use --device cpu" in err
+    assert signal.getsignal(signal.SIGTERM) is before  # training's SIGTERM-as-Ctrl-C handler is put back

@@ -839,7 +839,7 @@ def write_scene(spec: SyntheticSceneSpec, out_dir: Union[str, Path], overwrite: 
         raise FileExistsError(f"{out} exists and is not a directory")
     occupied = out.is_dir() and any(out.iterdir())
     if occupied and not overwrite:
-        raise FileExistsError(f"{out} is not empty; pass overwrite=True (CLI: --overwrite) to replace its scene")
+        raise FileExistsError(f"{out} is not empty; pass --overwrite (overwrite=True in Python) to replace its scene")
     scene = build_scene(spec)  # (a bad spec stops here, before an earlier scene is removed)
     if occupied:
         for s in SPLITS:

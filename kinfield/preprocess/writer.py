@@ -96,7 +96,7 @@ def prepare_out_dir(out_dir: Union[str, Path], overwrite: bool = False) -> Path:
         raise FileExistsError(f"{out} exists and is not a directory")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
-            raise FileExistsError(f"{out} is not empty; pass overwrite=True (CLI: --overwrite) to replace its outputs")
+            raise FileExistsError(f"{out} is not empty; pass --overwrite (overwrite=True in Python) to replace its outputs")
         for name in OUTPUT_NAMES:
             p = out / name
             if p.is_dir():

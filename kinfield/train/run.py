@@ -39,7 +39,10 @@ def load_run(run_dir, device: str = "auto", checkpoint: Optional[str] = None) ->
         raise FileNotFoundError(f"run directory not found: {run_dir} (pass the --out folder of tools/train.py)")
     path = Path(checkpoint) if checkpoint else latest_checkpoint(run_dir)
     if path is None:
-        raise FileNotFoundError(f"no checkpoint in {run_dir / 'ckpts'}: train first (tools/train.py ... --out {run_dir})")
+        looks_like_scene = any((run_dir / n).exists() for n in ("transforms_train.json", "poses_bounds.npy"))
+        raise FileNotFoundError(f"{run_dir} is a scene folder, not a run: pass the --out folder of tools/train.py"
+                                if looks_like_scene else
+                                f"no checkpoint in {run_dir / 'ckpts'}: train first (tools/train.py ... --out {run_dir})")
     dev = resolve_device(device)
     state = load_checkpoint(path, map_location=dev)
     own_cfg = run_dir / "config.yaml"

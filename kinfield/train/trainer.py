@@ -33,11 +33,16 @@ from .logger import EMA, MetricsLogger, progress_bar
 log = logging.getLogger("kinfield")
 
 
+class DeviceUnavailable(ValueError):
+    """The requested device is not on this machine (the tools print it as a bad-input error, exit code 2)."""
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit(f"--device {name} requested but no CUDA device is available; use --device cpu")
+        raise DeviceUnavailable(f"--device {name}: no CUDA device is available here (torch {torch.__version__}, "
+                                f"CUDA build: {torch.version.cuda or 'no'}); use --device cpu (or auto)")
     return torch.device(name)
 
 
@@ -318,7 +323,7 @@ class Trainer:
         start_over = f"use another --out, or delete {ckpt_dir(self.run_dir)} and {metrics} to start over"
         results = self.run_dir / "metrics.json"
         if not ckpts and results.exists():  # an earlier run's scores (its checkpoints gone), or someone's file
-            raise CheckpointError(f"{results} holds results but {ckpt_dir(self.run_dir)} no checkpoint to resume: a new "
+            raise CheckpointError(f"{results} holds results but {ckpt_dir(self.run_dir)} holds no checkpoint to resume: a new "
                                   f"run would replace them; use another --out, or move {results} away to start over")
         if mode in ("none", ""):
             if ckpts:

@@ -322,3 +322,13 @@ def test_a_runs_own_older_checkpoint_opens_after_a_resume_on_its_moved_scene(tmp
     moved = shutil.copytree(_scene_of(trained_run), tmp_path / "moved")
     assert _train(moved, run, "--iters", "6") == 0  # resumed on the same scene at its new path
     assert main_eval([str(run), "--checkpoint", str(older), "--no-lpips", "--device", "cpu", "--no-progress"]) == 0
+
+
+def test_a_scene_folder_given_as_the_run_is_named_as_a_scene(tmp_path, capsys):
+    from kinfield.cli import main_eval
+    from kinfield.data.synthetic import PRESETS, write_scene
+
+    scene = write_scene(PRESETS["tiny"], tmp_path / "scene")
+    assert main_eval([str(scene), "--no-lpips"]) == 2
+    err = capsys.readouterr().err
+    assert "is a scene folder, not a run" in err and "--out" in err and "train first" not in err
