@@ -628,7 +628,26 @@ def main_demo(argv: List[str]) -> int:
             log.warning("some figures were not drawn (see above)")
     log.info("demo finished: videos in %s/videos, metrics in %s/metrics.json, figures in %s/plots", args.out,
              args.out, args.out)
+    _warn_if_cut_short(Path(args.out), log)
     return code
+
+
+def _warn_if_cut_short(run_dir, log) -> None:
+    """Repeat, as a run's last words, that its training stopped before its config's ``iters`` (the time cap)."""
+    import yaml
+
+    from .train.checkpoint import latest_checkpoint
+
+    try:
+        iters = int(yaml.safe_load((run_dir / "config.yaml").read_text())["iters"])
+        last = latest_checkpoint(run_dir)
+        step = int(last.stem.split("_")[-1]) if last else 0
+    except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError):
+        return
+    if step < iters:
+        log.warning("the training stopped at step %d of %d (--train_max_minutes, on a slower or busier machine than "
+                    "the README's): these scores and videos are of a shorter run than the README's figures. "
+                    "Continue it with the same command and a larger --train_max_minutes", step, iters)
 
 
 @_user_errors

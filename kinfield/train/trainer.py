@@ -510,6 +510,7 @@ class Trainer:
                         "so no metrics.json (pass one of those, or '' to say so)", cfg.train.eval_split,
                         ", ".join(sorted(self.scene.splits)))
         stopped_cleanly, previous_handlers = False, self._stop_after_step_on_signal()
+        cap_hit = False  # (this session reached --train_max_minutes)
         try:
             capped = cfg.train.max_minutes > 0 and wall_before > 60.0 * cfg.train.max_minutes
             if capped and self.step < cfg.train.iters:  # a rerun of a run the time cap stopped: nothing to train
@@ -542,10 +543,11 @@ class Trainer:
                 if self.step % cfg.train.save_every == 0:
                     self.save()
                 if stop:
-                    log.warning("stopping at step %d: --train_max_minutes %.1f reached", self.step, cfg.train.max_minutes)
+                    cap_hit = True
                     break
             if self._signal:  # a signal during a step, or during the last one's logging, validation or save
                 path = self.save()
+                bar.close()  # (before the message: it would otherwise land on the bar's line)
                 log.warning("interrupted at step %d; checkpoint saved to %s (run again to resume)", self.step, path)
                 stopped_cleanly = True
                 raise KeyboardInterrupt
@@ -560,6 +562,10 @@ class Trainer:
             for sig, handler in previous_handlers.items():
                 signal.signal(sig, signal.SIG_DFL if handler is None else handler)
         bar.close()
+        if cap_hit and self.step < cfg.train.iters:
+            log.warning("stopped at step %d of %d: --train_max_minutes %g reached. The run is shorter than its config "
+                        "asks, so its scores are not those of a full run; raise --train_max_minutes and run the same "
+                        "command again to continue from here", self.step, cfg.train.iters, cfg.train.max_minutes)
         train_time = wall_before + time.time() - t_start - val_seconds
         self.save()
         logger.log(self.step, {"train_time_s": train_time})

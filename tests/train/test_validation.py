@@ -98,10 +98,34 @@ def test_rerunning_a_run_the_time_cap_stopped_trains_no_further(scene, tmp_path,
     argv = ("--train_max_minutes", "0.1", "--iters", "50", "--train_log_every", "100")
     _trainer(scene, tmp_path / "run", *argv).fit()
     first = _rows(tmp_path / "run")
+    caplog.clear()
     with caplog.at_level("WARNING", logger="kinfield"):
         result = _trainer(scene, tmp_path / "run", *argv, "--resume", "auto").fit()
     assert result["step"] == max(first) < 50 and _rows(tmp_path / "run") == first
     assert "reached --train_max_minutes 0.1; not training further" in caplog.text
+    assert "stopped at step" not in caplog.text  # (said by the session that hit the cap, not again)
+
+
+def test_a_run_the_time_cap_cut_short_says_so_last(scene, tmp_path, monkeypatch, caplog):
+    """The cap's message comes after the progress bar is closed and names the steps left undone; the demo repeats
+    it as its last words (its scores would otherwise read as those of a full run)."""
+    import logging
+
+    from kinfield.cli import _warn_if_cut_short
+
+    _fake_clock(monkeypatch, per_reading=1.0, per_validation=0.0)
+    with caplog.at_level("WARNING", logger="kinfield"):
+        result = _trainer(scene, tmp_path / "run", "--train_max_minutes", "0.1", "--iters", "50").fit()
+    assert f"stopped at step {result['step']} of 50: --train_max_minutes 0.1 reached" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="kinfield"):
+        _warn_if_cut_short(tmp_path / "run", logging.getLogger("kinfield"))
+    assert f"stopped at step {result['step']} of 50" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="kinfield"):  # a run that trained all its steps: nothing said
+        _trainer(scene, tmp_path / "full", "--iters", "3").fit()
+        _warn_if_cut_short(tmp_path / "full", logging.getLogger("kinfield"))
+    assert "stopped at step" not in caplog.text
 
 
 def test_a_scene_without_a_val_split_validates_on_the_eval_split_or_says_why_not(scene, tmp_path, caplog):
