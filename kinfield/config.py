@@ -338,6 +338,11 @@ def parse_train_args(argv: List[str]) -> Config:
     if len(argv) >= 1 and argv[0] in ("-h", "--help"):
         _train_parser().print_help()
         raise SystemExit(0)
+    argv = list(argv)
+    if len(argv) >= 2 and not argv[0].startswith("-") and argv[1].startswith("--config="):  # (what --help lists)
+        argv[1:2] = [argv[1].split("=", 1)[1]]
+    elif len(argv) >= 3 and not argv[0].startswith("-") and argv[1] in ("-c", "--config"):
+        argv[1:3] = [argv[2]]
     if len(argv) < 2 or argv[0].startswith("-") or argv[1].startswith("-"):
         raise SystemExit("usage: python tools/train.py SCENE CONFIG [--option value ...]\n"
                          "  SCENE: a D-NeRF scene folder or .npz file; CONFIG: a YAML file from configs/")

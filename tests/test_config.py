@@ -289,3 +289,13 @@ def test_a_device_the_machine_lacks_is_a_bad_input_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: --device cuda: no CUDA device") and "use --device cpu" in err
     assert signal.getsignal(signal.SIGTERM) is before  # training's SIGTERM-as-Ctrl-C handler is put back
+
+
+
+def test_the_config_may_be_given_with_the_option_help_lists():
+    """``SCENE CONFIG``, ``SCENE -c CONFIG``, ``SCENE --config CONFIG`` and ``SCENE --config=CONFIG`` are the same."""
+    cfg_file = str(Path(__file__).parents[1] / "configs" / "debug.yaml")
+    plain = parse_train_args(["scene", cfg_file, "--iters", "7"])
+    assert plain.train.iters == 7
+    for form in (["-c", cfg_file], ["--config", cfg_file], [f"--config={cfg_file}"]):
+        assert parse_train_args(["scene", *form, "--iters", "7"]) == plain, form
