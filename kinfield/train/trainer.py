@@ -531,6 +531,9 @@ class Trainer:
                 if validate or stop or interrupted or self.step % cfg.train.log_every == 0 or \
                         self.step == cfg.train.iters:
                     logger.log(self.step, {**logs, "time_s": elapsed})
+                    if not cfg.train.progress and "psnr" in logs:  # (no bar: a line per logged step instead)
+                        log.info("step %d/%d: loss %.4f, PSNR %.2f, %d rays, %.0f s", self.step, cfg.train.iters,
+                                 logs["loss"], logs["psnr"], int(logs["rays"]), elapsed)
                 if validate:  # (its own row, after the step's: an interrupt here loses no training log)
                     t_val = time.time()
                     scores = quick_scores(self.model, self.scene, val_split, cfg.train.val_views)

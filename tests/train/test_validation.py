@@ -160,3 +160,14 @@ def test_scores_are_of_the_render_clamped_to_the_image_range():
             return {"rgb": torch.full((16, 16, 3), 1.2)}
 
     assert quick_scores(Overbright(), scene, "val", 1)["psnr"] == math.inf
+
+
+def test_without_a_progress_bar_each_logged_step_is_a_log_line(scene, tmp_path, caplog):
+    with caplog.at_level("INFO", logger="kinfield"):
+        _trainer(scene, tmp_path / "run", "--train_progress", "false").fit()  # 6 steps, logged every 4 and at the end
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step ") and "/6: loss" in r.getMessage()]
+    assert [line.split(":")[0] for line in lines] == ["step 4/6", "step 6/6"] and "PSNR" in lines[0]
+    caplog.clear()
+    with caplog.at_level("INFO", logger="kinfield"):
+        _trainer(scene, tmp_path / "bar", "--train_progress", "true").fit()
+    assert not any("/6: loss" in r.getMessage() for r in caplog.records)  # the bar shows them
