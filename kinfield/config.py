@@ -272,8 +272,9 @@ def check_config_file(path) -> List[str]:
 
     try:
         doc = yaml.load(Path(path).read_text(), Loader=_UniqueKeyLoader)
-    except yaml.YAMLError as exc:
-        raise SystemExit(f"config file {path}: {exc}") from None
+    except yaml.YAMLError as exc:  # (its marks name the text "<unicode string>": the file is named here instead)
+        where = str(exc).replace('in "<unicode string>", ', "")
+        raise SystemExit(f"config file {path}: {where}") from None
     except UnicodeDecodeError as exc:
         line = Path(path).read_bytes()[:exc.start].count(b"\n") + 1
         raise SystemExit(f"config file {path}: line {line} is not UTF-8 text (byte {exc.object[exc.start]:#04x}); save "
