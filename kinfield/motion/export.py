@@ -195,13 +195,16 @@ def compute_trajectories(model: SceneModel, points: np.ndarray, query_time: floa
 
 def trajectory_target(path, fmt: Optional[str] = None) -> Tuple[Path, str]:
     """``(file, format)`` a trajectory write produces: ``fmt``, else the suffix, else npz; an npz file always ends
-    in ``.npz`` (numpy appends it). Raises ValueError for a format not in :data:`TRAJECTORY_FORMATS`."""
+    in ``.npz`` (numpy appends it), and a file whose suffix names another format gets ``fmt``'s appended too. Raises ValueError for a format not in :data:`TRAJECTORY_FORMATS`."""
     path = Path(path)
     fmt = (fmt or path.suffix.lstrip(".") or "npz").lower()
     if fmt not in TRAJECTORY_FORMATS:
         raise ValueError(f"{path}: unknown trajectory format {fmt!r}; fix: give the file a .npz, .ply, .json or "
                          f".csv suffix, or pass --format {'|'.join(TRAJECTORY_FORMATS)}")
-    return (path if fmt != "npz" or path.suffix == ".npz" else Path(f"{path}.npz")), fmt
+    named = path.suffix.lstrip(".").lower()
+    if fmt == "npz" and path.suffix != ".npz" or (named in TRAJECTORY_FORMATS and named != fmt):
+        path = Path(f"{path}.{fmt}")  # (numpy's rule for npz, and no x.csv holding PLY)
+    return path, fmt
 
 
 def write_trajectories(traj: Dict[str, np.ndarray], path, fmt: Optional[str] = None) -> Path:

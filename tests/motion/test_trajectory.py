@@ -131,6 +131,8 @@ def test_the_trajectory_file_is_named_as_written_and_its_format_checked_first(tm
     assert trajectory_target(tmp_path / "tracks") == (tmp_path / "tracks.npz", "npz")  # numpy appends .npz
     assert trajectory_target(tmp_path / "x.json", "npz") == (tmp_path / "x.json.npz", "npz")
     assert trajectory_target(tmp_path / "x.PLY") == (tmp_path / "x.PLY", "ply")
+    assert trajectory_target(tmp_path / "x.csv", "ply") == (tmp_path / "x.csv.ply", "ply")  # no CSV file holding PLY
+    assert trajectory_target(tmp_path / "x.data", "ply") == (tmp_path / "x.data", "ply")
     with pytest.raises(ValueError, match=r"'txt'.*--format"):
         trajectory_target(tmp_path / "tracks.txt")
     traj = {"times": np.zeros(1, np.float32), "positions": np.zeros((1, 1, 3), np.float32)}
