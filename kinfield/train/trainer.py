@@ -242,12 +242,12 @@ class Trainer:
                 (grids if is_grid else nets).append(p)
         t = self.cfg.train
         f, fk = t.lr_static_factor, t.lr_kinematic_factor
-        groups = [{"params": grids, "lr": t.lr_grid, "weight_decay": 0.0},
-                  {"params": nets, "lr": t.lr_net, "weight_decay": t.weight_decay_net},
-                  {"params": kin_nets, "lr": t.lr_net * fk, "weight_decay": 0.0},
-                  {"params": static_grids, "lr": t.lr_grid * f, "weight_decay": 0.0},
-                  {"params": static_nets, "lr": t.lr_net * f, "weight_decay": t.weight_decay_net},
-                  {"params": kin_grids, "lr": t.lr_grid * fk, "weight_decay": 0.0}]
+        groups = [{"name": "dynamic grid", "params": grids, "lr": t.lr_grid, "weight_decay": 0.0},
+                  {"name": "dynamic nets", "params": nets, "lr": t.lr_net, "weight_decay": t.weight_decay_net},
+                  {"name": "kinematic nets", "params": kin_nets, "lr": t.lr_net * fk, "weight_decay": 0.0},
+                  {"name": "static grid", "params": static_grids, "lr": t.lr_grid * f, "weight_decay": 0.0},
+                  {"name": "static nets", "params": static_nets, "lr": t.lr_net * f, "weight_decay": t.weight_decay_net},
+                  {"name": "kinematic grid", "params": kin_grids, "lr": t.lr_grid * fk, "weight_decay": 0.0}]
         groups = [g for g in groups if g["params"]]
         try:  # the fused kernel is ~6x faster than the default on CPU for multi-million-entry tables
             return torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15, fused=True)
@@ -278,6 +278,7 @@ class Trainer:
         """Restore a checkpoint's state; the learning rates and weight decay stay this run's options."""
         self.model.load_state_dict(state["model"])
         options = [(g["initial_lr"], g["weight_decay"]) for g in self.optimizer.param_groups]
+        names = [g["name"] for g in self.optimizer.param_groups]  # (a checkpoint's groups may be unnamed)
         try:
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
@@ -286,13 +287,14 @@ class Trainer:
             self.scheduler.last_epoch = int(state["step"])
         groups = self.optimizer.param_groups  # (loading replaced them)
         saved = [(g["initial_lr"], g["weight_decay"]) for g in groups]
-        if saved != options:
-            log.info("learning rate / weight decay of each parameter group from the options: %s (the checkpoint's: %s)",
-                     *(", ".join(f"{lr:g}/{decay:g}" for lr, decay in pairs) for pairs in (options, saved)))
+        changed = [f"{name} {lr:g} / {decay:g} (checkpoint: {lr_s:g} / {decay_s:g})"
+                   for name, (lr, decay), (lr_s, decay_s) in zip(names, options, saved) if (lr, decay) != (lr_s, decay_s)]
+        if changed:
+            log.info("learning rate / weight decay from the options, not the checkpoint: %s", "; ".join(changed))
         epoch = self.scheduler.last_epoch  # the learning rates of this step (as the scheduler computes them)
         self.scheduler.base_lrs = [lr for lr, _ in options]
-        for group, (lr, decay), factor in zip(groups, options, self.scheduler.lr_lambdas):
-            group.update(initial_lr=lr, weight_decay=decay, lr=lr * factor(epoch))
+        for group, name, (lr, decay), factor in zip(groups, names, options, self.scheduler.lr_lambdas):
+            group.update(name=name, initial_lr=lr, weight_decay=decay, lr=lr * factor(epoch))
         self.scheduler._last_lr = [g["lr"] for g in groups]
         self.n_rays = state.get("n_rays", self.n_rays)
         saved_map = state.get("dynamic_map")

@@ -341,3 +341,15 @@ def test_training_targets_are_recomposited_on_the_random_background(tiny_scene, 
     target, bg = trainer.make_target(batch)
     assert bg.shape == (4, 3) and not torch.allclose(bg, white.expand(4, 3))
     torch.testing.assert_close(target, c * a[:, None] + (1 - a[:, None]) * bg)
+
+
+def test_a_resume_with_other_learning_rates_names_the_groups_that_changed(tiny_scene, tmp_path, caplog):
+    base = _cfg(tiny_scene, tmp_path, "--iters", "2", "--train_lr_grid", "0.01")
+    Trainer(base).fit()
+    resumed = Trainer(_cfg(tiny_scene, tmp_path, "--iters", "4", "--train_lr_grid", "0.03", "--resume", "auto"))
+    with caplog.at_level("INFO", logger="kinfield"):
+        resumed.maybe_resume()
+    line = next(r.getMessage() for r in caplog.records if "not the checkpoint" in r.getMessage())
+    assert "dynamic grid 0.03 / 0 (checkpoint: 0.01 / 0)" in line and "nets" not in line  # the nets kept theirs
+    assert {g["name"] for g in resumed.optimizer.param_groups} >= {"dynamic grid", "dynamic nets", "kinematic grid"}
+    assert next(g for g in resumed.optimizer.param_groups if g["name"] == "dynamic grid")["initial_lr"] == 0.03
