@@ -36,7 +36,8 @@ class SfMError(PreprocessError):
     FIX = ("try more frames (--max-frames, a lower --stride), slower / smoother camera motion with more "
            "sideways translation (not only rotation), a higher resolution (a larger --resize-long-side / --width, up to the source's: "
            "frames are never upscaled), a scene with "
-           "more static texture, or --camera-model SIMPLE_PINHOLE / SIMPLE_RADIAL")
+           "more static texture, or --camera-model SIMPLE_RADIAL (a lens with visible distortion; the default is "
+           "SIMPLE_PINHOLE)")
 
     def __init__(self, path, problem: str, fix: str = "", registered: int = -1, total: int = -1):
         self.registered = int(registered)
