@@ -589,8 +589,8 @@ def main_demo(argv: List[str]) -> int:
     p = ToolParser(prog="tools/demo.py", description=main_demo.__doc__,
                                 epilog="Any other option (python tools/train.py --help) is passed to the training.")
     p.add_argument("--scene", default=str(repo / "assets" / "demo_scene"), help="where the demo scene is generated")
-    p.add_argument("--config", default=str(repo / "configs" / "demo.yaml"))
-    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--config", default=str(repo / "configs" / "demo.yaml"), help="training config (YAML)")
+    p.add_argument("--out", default="runs/demo", help="run folder: checkpoints, videos, metrics, tracks, figures")
     p.add_argument("--device", default="auto", type=_device,
                    help="cpu, cuda, cuda:N or auto: for training and every step after it")
     args, extra = p.parse_known_args(argv)
