@@ -362,8 +362,8 @@ def main_eval(argv: List[str]) -> int:
 
     setup_logging()
     p = ToolParser(prog="tools/eval.py",
-                                description="Re-render a split of a trained run and score it (PSNR, SSIM, LPIPS). "
-                                            "Writes RUN_DIR/metrics.json, RUN_DIR/metrics_<split>.csv and renders.")
+                   description="Re-render a split of a trained run and score it (PSNR, SSIM, LPIPS). "
+                               "Writes RUN_DIR/metrics.json, RUN_DIR/metrics_<split>.csv and renders.")
     p.add_argument("run_dir", help="run folder (the --out of tools/train.py)")
     p.add_argument("--split", default="test")
     p.add_argument("--scene", default=None, help="scene folder / .npz (default: the run config's scene)")
@@ -506,8 +506,8 @@ def main_eval_motion(argv: List[str]) -> int:
 
     setup_logging()
     p = ToolParser(prog="tools/eval_motion.py",
-                                description="Trajectory end-point error and v/a/j errors against motion_gt.npz; "
-                                            "merged into RUN_DIR/metrics.json under 'motion'.")
+                   description="Trajectory end-point error and v/a/j errors against motion_gt.npz; "
+                               "merged into RUN_DIR/metrics.json under 'motion'.")
     p.add_argument("run_dir")
     p.add_argument("--gt", default=None, help="motion_gt.npz (default: <the run's scene>/motion_gt.npz)")
     p.add_argument("--substeps", type=int, default=4, help="RK4 steps per frame interval")
@@ -555,8 +555,8 @@ def main_plot(argv: List[str]) -> int:
 
     setup_logging()
     p = ToolParser(prog="tools/plot.py", description="Figures of a run folder into RUN_DIR/plots: "
-                                "training.png (PSNR, loss terms, batch, learning rate / wall time), test_views.png, "
-                                "motion_epe.png (after tools/eval_motion.py), tracks.png (exported tracks).")
+                   "training.png (PSNR, loss terms, batch, learning rate / wall time), test_views.png, "
+                   "motion_epe.png (after tools/eval_motion.py), tracks.png (exported tracks).")
     p.add_argument("run_dir", help="run folder (the --out of tools/train.py)")
     p.add_argument("--out", default=None, help="output folder (default: RUN_DIR/plots)")
     p.add_argument("--tracks", default=None, help="tracks .npz from tools/export_trajectories.py "
@@ -587,7 +587,7 @@ def main_demo(argv: List[str]) -> int:
     setup_logging()
     repo = Path(__file__).resolve().parents[1]
     p = ToolParser(prog="tools/demo.py", description=main_demo.__doc__,
-                                epilog="Any other option (python tools/train.py --help) is passed to the training.")
+                   epilog="Any other option (python tools/train.py --help) is passed to the training.")
     p.add_argument("--scene", default=str(repo / "assets" / "demo_scene"), help="where the demo scene is generated")
     p.add_argument("--config", default=str(repo / "configs" / "demo.yaml"), help="training config (YAML)")
     p.add_argument("--out", default="runs/demo", help="run folder: checkpoints, videos, metrics, tracks, figures")

@@ -195,7 +195,8 @@ def compute_trajectories(model: SceneModel, points: np.ndarray, query_time: floa
 
 def trajectory_target(path, fmt: Optional[str] = None) -> Tuple[Path, str]:
     """``(file, format)`` a trajectory write produces: ``fmt``, else the suffix, else npz; an npz file always ends
-    in ``.npz`` (numpy appends it), and a file whose suffix names another format gets ``fmt``'s appended too. Raises ValueError for a format not in :data:`TRAJECTORY_FORMATS`."""
+    in ``.npz`` (numpy appends it), and a file whose suffix names another format gets ``fmt``'s appended too.
+    Raises ValueError for a format not in :data:`TRAJECTORY_FORMATS`."""
     path = Path(path)
     fmt = (fmt or path.suffix.lstrip(".") or "npz").lower()
     if fmt not in TRAJECTORY_FORMATS:
