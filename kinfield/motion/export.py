@@ -222,7 +222,10 @@ def _write_trajectory_file(traj: Dict[str, np.ndarray], path: Path, fmt: str) ->
     T, N, _ = traj["positions"].shape
     if fmt == "npz":
         np.savez_compressed(path, **traj)
-    elif fmt == "json":
+        return
+    # (text formats: + 0.0 writes IEEE negative zeros, e.g. a still point's velocity times a negative step, as 0)
+    traj = {k: v + 0.0 if isinstance(v, np.ndarray) and v.dtype.kind == "f" else v for k, v in traj.items()}
+    if fmt == "json":
         path.write_text(json.dumps({k: (v.tolist() if isinstance(v, np.ndarray) else float(v)) for k, v in traj.items()}))
     elif fmt == "csv":
         rows = ["time,track,x,y,z,vx,vy,vz,ax,ay,az,jx,jy,jz"]

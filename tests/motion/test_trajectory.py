@@ -121,6 +121,10 @@ def test_write_trajectories_formats(tmp_path, fmt):
         rows = write_trajectories(traj, tmp_path / "ordered.csv").read_text().splitlines()
         assert rows[1] == "0.000000,0,1,1,1,2,2,2,3,3,3,4,4,4"  # time, point, then x y z of each order in turn
         assert rows[0] == "time,track,x,y,z,vx,vy,vz,ax,ay,az,jx,jy,jz"
+        traj["velocity"] = np.full((T, N, 3), -0.0, np.float32)  # e.g. a still point's velocity times -tau
+        for ext in ("csv", "json"):
+            text = write_trajectories(traj, tmp_path / f"zeros.{ext}").read_text()
+            assert "-0," not in text and "-0.0" not in text, ext
     if fmt == "ply":
         assert f"element vertex {T * N}" in path.read_text()
 
