@@ -135,8 +135,8 @@ def test_a_resume_takes_the_learning_rates_and_weight_decay_of_the_options(tiny_
     options = [(g["lr"], g["weight_decay"]) for g in tr._make_optimizer().param_groups]
     with caplog.at_level("INFO", logger="kinfield"):
         tr.fit()
-    assert "from the options: 0.003/0, 0.004/0.001," in caplog.text and "(the checkpoint's: 0.01/0, 0.01/1e-06," \
-        in caplog.text
+    assert "from the options, not the checkpoint: dynamic grid 0.003 / 0 (checkpoint: 0.01 / 0); dynamic nets 0.004 / " \
+        "0.001 (checkpoint: 0.01 / 1e-06);" in caplog.text
     assert tr.scheduler.base_lrs == [lr for lr, _ in options]
     for group, (lr, decay) in zip(tr.optimizer.param_groups, options):
         assert (group["initial_lr"], group["weight_decay"], group["lr"]) == (lr, decay, lr * tr._lr_factor(4))
