@@ -636,12 +636,12 @@ def _warn_if_cut_short(run_dir, log) -> None:
     """Repeat, as a run's last words, that its training stopped before its config's ``iters`` (the time cap)."""
     import yaml
 
-    from .train.checkpoint import latest_checkpoint
+    from .train.checkpoint import checkpoint_step, latest_checkpoint
 
     try:
         iters = int(yaml.safe_load((run_dir / "config.yaml").read_text())["iters"])
         last = latest_checkpoint(run_dir)
-        step = int(last.stem.split("_")[-1]) if last else 0
+        step = checkpoint_step(last) if last else 0
     except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError):
         return
     if step < iters:

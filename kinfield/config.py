@@ -169,8 +169,7 @@ class _ShortErrors:
         return message
 
     def error(self, message):
-        self.exit(2, f"usage: {self.format_usage().split(':', 1)[1].strip()}\n{self.prog}: error: "
-                     f"{self._error_message(message)}\n")
+        self.exit(2, f"{self.format_usage()}{self.prog}: error: {self._error_message(message)}\n")
 
 
 class ToolParser(_ShortErrors, argparse.ArgumentParser):

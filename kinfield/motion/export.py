@@ -203,7 +203,7 @@ def trajectory_target(path, fmt: Optional[str] = None) -> Tuple[Path, str]:
         raise ValueError(f"{path}: unknown trajectory format {fmt!r}; fix: give the file a .npz, .ply, .json or "
                          f".csv suffix, or pass --format {'|'.join(TRAJECTORY_FORMATS)}")
     named = path.suffix.lstrip(".").lower()
-    if fmt == "npz" and path.suffix != ".npz" or (named in TRAJECTORY_FORMATS and named != fmt):
+    if (fmt == "npz" and path.suffix != ".npz") or (named in TRAJECTORY_FORMATS and named != fmt):
         path = Path(f"{path}.{fmt}")  # (numpy's rule for npz, and no x.csv holding PLY)
     return path, fmt
 

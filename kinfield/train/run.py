@@ -12,7 +12,7 @@ import yaml
 
 from ..config import Config, from_flat_dict
 from ..render import SceneModel
-from .checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, model_mismatch
+from .checkpoint import CheckpointError, ckpt_dir, latest_checkpoint, load_checkpoint, model_mismatch
 from .trainer import build_model, changed_options, resolve_device
 
 log = logging.getLogger("kinfield")
@@ -57,10 +57,10 @@ def load_run(run_dir, device: str = "auto", checkpoint: Optional[str] = None) ->
             log.warning("%s differs from the options %s was trained with (%s): the checkpoint's are used (pass "
                         "--scene / --downscale to the tools to read the scene otherwise)", own_cfg, path.name, differs)
     home = path.resolve().parent
-    if checkpoint and home.name == "ckpts" and home != (run_dir / "ckpts").resolve() and (home.parent / "config.yaml").is_file():
+    own_ckpt = home == ckpt_dir(run_dir).resolve()  # (an older one of the run may name the scene's earlier path)
+    if checkpoint and home.name == "ckpts" and not own_ckpt and (home.parent / "config.yaml").is_file():
         raise CheckpointError(f"{path} is a checkpoint of another run, {home.parent}: its results would be written into "
                               f"the wrong run ({run_dir}); pass its own run folder ({home.parent}) with --checkpoint")
-    own_ckpt = home == (run_dir / "ckpts").resolve()  # (an older one of the run may name the scene's earlier path)
     if checkpoint and not own_ckpt and "config" in state:  # results go into run_dir: the checkpoint must be its
         own_scene = own.get("scene")
         saved_scene = state["config"].get("scene")
