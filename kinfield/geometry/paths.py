@@ -169,6 +169,25 @@ def path_defaults(poses: torch.Tensor) -> Dict[str, object]:
             "up": up.to(torch.float32)}
 
 
+def _median_view(origins: torch.Tensor, target: torch.Tensor, defaults: Dict[str, object],
+                 distance: float) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Eye ``[3]``, unit forward ``[3]`` and unit up ``[3]`` of a view of ``target`` from ``distance`` at the
+    median elevation of ``defaults`` (:func:`path_defaults`), at the azimuth of the mean camera offset (of the
+    first camera ``origins[0]`` when the offsets cancel, as in a capture all round)."""
+    up_w = defaults["up"].to(_F64)
+    rel = origins - target
+    horiz = rel.mean(0) - (rel.mean(0) @ up_w) * up_w
+    if float(horiz.norm()) < 0.25 * float((rel - (rel @ up_w)[:, None] * up_w).norm(dim=-1).median()):
+        horiz = rel[0] - (rel[0] @ up_w) * up_w
+    h = _normalize(horiz) if float(horiz.norm()) > 1e-9 else _perpendicular(up_w)
+    el = math.radians(float(defaults["elevation_deg"]))
+    eye = target + distance * (math.cos(el) * h + math.sin(el) * up_w)
+    fwd = _normalize(target - eye)
+    up = up_w - (up_w @ fwd) * fwd
+    up = _normalize(up) if float(up.norm()) > 1e-6 else _perpendicular(fwd)
+    return eye, fwd, up
+
+
 def spiral_path(ref_poses: torch.Tensor, n_frames: int, n_rotations: float = 2, radius_scale: float = 0.5,
                 z_rate: float = 0.5) -> CameraPath:
     """LLFF-style spiral around the mean reference camera, looking at a focus point ahead of it.
@@ -179,9 +198,12 @@ def spiral_path(ref_poses: torch.Tensor, n_frames: int, n_rotations: float = 2, 
     -r_z sin(z_rate a))`` with ``a = 2 pi n_rotations k / F`` and ``r`` the 90th percentile of the
     reference offsets in the mean camera frame times ``radius_scale``.
 
-    For inward-facing 360-degree captures the mean centre can lie close to (or past) the focus
-    point; then the mean camera is moved back along the axis to the median camera distance so the
-    spiral still frames the scene (use :func:`orbit_path` for a full 360 tour).
+    For inward-facing 360-degree captures (viewing axes that fan out, or a mean centre close to or past the
+    focus point) the mean viewing axis points down (the horizontal parts cancel), so the spiral is built about a
+    *median training view* instead: the :func:`path_defaults` centre seen from its median camera
+    distance and elevation, at the azimuth of the mean camera offset (of the first camera when the
+    capture goes all round), with radii ``radius_scale * (0.5, 0.3, 0.2)`` times that distance (the
+    reference offsets there span the whole capture). Use :func:`orbit_path` for a full 360 tour.
 
     Returns:
         ``(poses [F, 4, 4], times [F])`` with times sweeping 0 -> 1.
@@ -195,6 +217,7 @@ def spiral_path(ref_poses: torch.Tensor, n_frames: int, n_rotations: float = 2, 
     origins = ref[:, :3, 3]
     mean_c = origins.mean(0)
     fwd = -ref[:, :3, 2].mean(0)
+    spread = float(fwd.norm()) < 0.9  # the viewing axes fan out (mean cosine to their mean below 0.9, ~25 deg)
     fwd = _normalize(fwd) if float(fwd.norm()) > 1e-6 else _normalize(target - mean_c)
     if float(fwd.norm()) < 0.5:  # mean centre on the target and axes cancel: look down -up
         fwd = -d["up"].to(_F64)
@@ -203,13 +226,17 @@ def spiral_path(ref_poses: torch.Tensor, n_frames: int, n_rotations: float = 2, 
     up = _normalize(up) if float(up.norm()) > 1e-6 else _perpendicular(fwd)
     focal = float((target - mean_c) @ fwd)
     typical = float((origins - target).norm(dim=-1).median())
-    if focal < 0.5 * typical:
-        mean_c = target - typical * fwd
+    inward = spread or focal < 0.5 * typical
+    if inward:  # a 360-degree capture: about a median training view
+        mean_c, fwd, up = _median_view(origins, target, d, typical)
         focal = typical
     right = torch.linalg.cross(fwd, up)  # x = y cross z with z = -fwd
     frame = torch.stack([right, up, -fwd], dim=1)  # [3, 3] columns x, y, z
-    offsets = (origins - mean_c) @ frame  # [N, 3] in the mean camera frame
-    rads = torch.quantile(offsets.abs(), 0.9, dim=0) * float(radius_scale)
+    if inward:
+        rads = torch.tensor([0.5, 0.3, 0.2], dtype=_F64) * focal * float(radius_scale)
+    else:
+        offsets = (origins - mean_c) @ frame  # [N, 3] in the mean camera frame
+        rads = torch.quantile(offsets.abs(), 0.9, dim=0) * float(radius_scale)
     if float(rads.max()) < 1e-9:  # a single reference camera: a small default spiral
         rads = torch.full((3,), 0.1 * focal * float(radius_scale), dtype=_F64)
     focus = mean_c + focal * fwd

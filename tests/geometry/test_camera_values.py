@@ -3,6 +3,7 @@ frames and the video paths. Every expectation is written out by hand (never comp
 function under test)."""
 import math
 
+import pytest
 import torch
 
 from kinfield.geometry import pixel_rays
@@ -203,3 +204,31 @@ def test_spiral_path_phase_and_sense():
     assert float(e[0, 0]) > 0.9 and abs(float(e[0, 1])) < 1e-5
     assert float(e[1, 1]) < -0.4 and abs(float(e[1, 0])) < 1e-5
     assert torch.allclose(times, torch.tensor([0.0, 1.0 / 3.0, 2.0 / 3.0, 1.0]))
+
+
+def _ring(azimuths_deg, elevation_deg=30.0, distance=4.0, centre=(0.5, -0.2, 0.3)):
+    """Cameras on a ring about ``centre`` (world up +z), each looking at it."""
+    c = torch.tensor(centre, dtype=torch.float64)
+    el = math.radians(elevation_deg)
+    eyes = [c + distance * torch.tensor([math.cos(el) * math.cos(math.radians(a)),
+                                         math.cos(el) * math.sin(math.radians(a)), math.sin(el)], dtype=torch.float64)
+            for a in azimuths_deg]
+    return torch.stack([look_at(e, c, (0, 0, 1), dtype=torch.float64) for e in eyes]), c
+
+
+@pytest.mark.parametrize("azimuths, mid", [(range(0, 360, 30), 0.0), (range(60, 121, 10), 90.0)])
+def test_spiral_of_a_360_capture_circles_a_median_view(azimuths, mid):
+    """Cameras all round (or on a 60-degree arc) at elevation 30, distance 4: the spiral stays at about that
+    distance and elevation (not above the scene, where the fanned-out viewing axes average to), looks at the
+    centre, and sits at the mean azimuth (the first camera's, 0, when the ring is whole)."""
+    ref, c = _ring(list(azimuths))
+    poses, _ = spiral_path(ref, 24)
+    rel = poses[:, :3, 3].double() - c
+    dist = rel.norm(dim=-1)
+    assert float(dist.min()) > 0.85 * 4.0 and float(dist.max()) < 1.15 * 4.0
+    elev = torch.rad2deg(torch.asin(rel[:, 2] / dist))
+    assert float((elev - 30.0).abs().max()) < 12.0
+    aim = -rel / dist[:, None]
+    assert float(((-poses[:, :3, 2].double()) * aim).sum(-1).min()) > 1.0 - 1e-6
+    azimuth = torch.rad2deg(torch.atan2(rel[:, 1], rel[:, 0])).mean()
+    assert abs(float(azimuth) - mid) < 10.0
