@@ -213,7 +213,10 @@ def write_video(frames: Sequence[ArrayLike], path, fps: float = 24) -> Path:
                         type(exc).__name__, exc)
             continue
         h, w = frames[0].shape[:2]
-        log.info("wrote %s (%s, %d frames, %dx%d, %g fps)", target, kind, len(frames), w, h, fps)
+        size = f"{w}x{h}"
+        if kind == "mp4" and (w % 2 or h % 2):
+            size = f"{w + w % 2}x{h + h % 2}, edge-padded from {size}"
+        log.info("wrote %s (%s, %d frames, %s, %g fps)", target, kind, len(frames), size, fps)
         return target
     raise RuntimeError(f"could not write {path} in any format: " + "; ".join(errors))
 

@@ -128,10 +128,15 @@ def _frames(n=4, h=15, w=21):
     return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(n)]
 
 
-def test_write_video_mp4(tmp_path):
-    pytest.importorskip("imageio_ffmpeg")
-    out = write_video(_frames(), tmp_path / "v.mp4", fps=10)  # odd size: padded to even
+def test_write_video_mp4(tmp_path, caplog):
+    iio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
+    with caplog.at_level("INFO", logger="kinfield"):
+        out = write_video(_frames(), tmp_path / "v.mp4", fps=10)  # odd size: padded to even
     assert out == tmp_path / "v.mp4" and out.stat().st_size > 0
+    reader = iio_ffmpeg.read_frames(str(out))
+    meta = next(reader)
+    assert tuple(meta["size"]) == (22, 16) and sum(1 for _ in reader) == 4
+    assert "22x16, edge-padded from 21x15" in caplog.text  # the log gives the file's size
 
 
 def test_write_video_fallbacks(tmp_path, monkeypatch):
