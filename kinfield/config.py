@@ -168,8 +168,9 @@ class _ShortErrors:
                 message += "; " + ", ".join(hints)
         return message
 
-    def error(self, message):
-        self.exit(2, f"{self.format_usage()}{self.prog}: error: {self._error_message(message)}\n")
+    def error(self, message):  # (the usage line without the option list says where that list is; --help shows it)
+        usage = self.format_usage().rstrip("\n")
+        self.exit(2, f"{usage} (--help lists the options)\n{self.prog}: error: {self._error_message(message)}\n")
 
 
 class ToolParser(_ShortErrors, argparse.ArgumentParser):
@@ -184,7 +185,7 @@ class ToolParser(_ShortErrors, argparse.ArgumentParser):
         if self.usage is not None:
             return super().format_usage()
         positional = " ".join(a.metavar or a.dest.upper() for a in self._actions if not a.option_strings)
-        return f"usage: {self.prog} {positional} [options] (--help lists them)\n"
+        return f"usage: {self.prog} {positional} [options]\n"
 
 
 class _OptionParser(_ShortErrors, configargparse.ArgumentParser):
@@ -207,7 +208,7 @@ def build_parser(description: str = "kinfield", usage: Optional[str] = None) -> 
     (default: the program's name and ``--help``)."""
     p = _OptionParser(
         description=description,
-        usage=usage or "%(prog)s [--config FILE] [--option value ...] (--help lists the options)",
+        usage=usage or "%(prog)s [--config FILE] [--option value ...]",
         config_file_parser_class=configargparse.YAMLConfigFileParser,
         formatter_class=configargparse.ArgumentDefaultsHelpFormatter,
         allow_abbrev=False,  # else a truncated key (``train_ray: 64``) silently sets ``train_rays``
@@ -329,8 +330,7 @@ def parse_args(argv: Optional[List[str]] = None, description: str = "kinfield") 
 
 def _train_parser() -> configargparse.ArgumentParser:
     return build_parser("kinfield training: tools/train.py SCENE CONFIG [--option value ...]",
-                        usage="python tools/train.py SCENE CONFIG [--option value ...] (python tools/train.py --help "
-                              "lists the options)")
+                        usage="python tools/train.py SCENE CONFIG [--option value ...]")
 
 
 def parse_train_args(argv: List[str]) -> Config:

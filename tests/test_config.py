@@ -238,10 +238,18 @@ def test_option_errors_are_short_and_point_at_the_fix(tmp_path, capsys):
         parse_train_args(["scene", str(cfg), "--iters", "x"])
     err = capsys.readouterr().err
     assert "'x'" in err and "config file" not in err
+    assert err.splitlines()[0].endswith("[--option value ...] (--help lists the options)")
     with pytest.raises(SystemExit):  # a misspelt option: the closest one, only when close
         parse_train_args(["scene", str(cfg), "--iters", "3", "--train_ray", "5", "--bogus"])
     err = capsys.readouterr().err
     assert "--train_ray (did you mean --train_rays?)" in err and "--bogus (" not in err
+
+
+def test_help_opens_with_the_usage_alone(capsys):
+    """--help lists the options: its usage line does not point at --help (an error's does, above)."""
+    with pytest.raises(SystemExit):
+        parse_train_args(["--help"])
+    assert capsys.readouterr().out.splitlines()[0] == "usage: python tools/train.py SCENE CONFIG [--option value ...]"
 
 
 def test_config_values_of_the_wrong_kind_name_the_line_and_the_fix(tmp_path, capsys):
@@ -275,7 +283,7 @@ def test_every_tool_errs_in_one_usage_line_and_names_the_option_meant(tool, opti
         main(positional + [option[:-1], "--frobnicate"])
     err = capsys.readouterr().err
     assert exc.value.code == 2 and len(err.splitlines()) == 2, err  # not argparse's wrapped list of every option
-    assert err.startswith("usage: tools/") and "[options] (--help lists them)" in err.splitlines()[0]
+    assert err.startswith("usage: tools/") and "[options] (--help lists the options)" in err.splitlines()[0]
     assert f"{option[:-1]} (did you mean {option}?)" in err and "--frobnicate (" not in err
 
 
