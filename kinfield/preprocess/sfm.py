@@ -69,9 +69,12 @@ class SfMResult:
 
 
 def _set_colmap_logging(verbose: bool) -> None:
+    """COLMAP's own log: everything with ``verbose``, else errors only (its warnings, such as SIFT's RAM-per-thread
+    notice and 'Discarding reconstruction due to insufficient size', are routine; a failed SfM is reported by
+    :class:`SfMError` with the fix)."""
     pycolmap = require_pycolmap()
     try:
-        pycolmap.logging.minloglevel = int(pycolmap.logging.INFO if verbose else pycolmap.logging.WARNING)
+        pycolmap.logging.minloglevel = int(pycolmap.logging.INFO if verbose else pycolmap.logging.ERROR)
         pycolmap.logging.stderrthreshold = int(pycolmap.logging.INFO if verbose else pycolmap.logging.ERROR)
     except Exception:  # noqa: BLE001 - logging knobs differ across pycolmap versions
         pass

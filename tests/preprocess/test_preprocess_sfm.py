@@ -148,3 +148,20 @@ def test_refuses_non_empty_output(run, tmp_path):
     r = subprocess.run([sys.executable, str(REPO / "tools/preprocess.py"), str(run["video"]), str(run["out"]),
                         "--no-progress"], capture_output=True, text=True, env=env)
     assert r.returncode == 2 and "--overwrite" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_colmap_logs_errors_only_unless_verbose():
+    """Without --verbose COLMAP's routine warnings (SIFT's RAM-per-thread notice, 'Discarding reconstruction due to
+    insufficient size' on each retry) stay out of the output; a failed SfM is reported by kinfield's own error."""
+    import pycolmap
+
+    from kinfield.preprocess.sfm import _set_colmap_logging
+
+    before = int(pycolmap.logging.minloglevel), int(pycolmap.logging.stderrthreshold)
+    try:
+        _set_colmap_logging(False)
+        assert int(pycolmap.logging.minloglevel) == int(pycolmap.logging.ERROR)
+        _set_colmap_logging(True)
+        assert int(pycolmap.logging.minloglevel) == int(pycolmap.logging.INFO)
+    finally:
+        pycolmap.logging.minloglevel, pycolmap.logging.stderrthreshold = before
