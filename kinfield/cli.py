@@ -382,8 +382,13 @@ def main_eval(argv: List[str]) -> int:
     scene_path = Path(args.scene or run.cfg.data.scene).absolute()
     # another scene's scores would go into the run's metrics.json as its own: a --scene elsewhere is compared with the
     # scene the checkpoint was trained on (its signature)
-    check = bool(args.scene and run.scene_signature is not None
-                 and scene_path.resolve() != Path(run.cfg.data.scene).resolve())
+    elsewhere = bool(args.scene and scene_path.resolve() != Path(run.cfg.data.scene).resolve())
+    check = elsewhere and run.scene_signature is not None
+    if elsewhere and not check:
+        logging.getLogger("kinfield").warning("%s holds no scene signature (a run from before kinfield "
+                                              "recorded them): whether --scene %s is the scene it was trained on "
+                                              "cannot be checked; its scores are filed in %s as the run's",
+                                              run.checkpoint, args.scene, run.run_dir / "metrics.json")
     try:
         scene = _load_run_scene(run.cfg, args.scene, args.downscale, [args.split] + (["train"] if check else []))
         scene.split(args.split)  # fails early (KeyError) when the split is absent

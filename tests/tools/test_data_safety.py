@@ -267,7 +267,7 @@ def test_a_damaged_training_log_neither_stops_a_resume_nor_a_plot(tmp_path, trai
     assert "Traceback" not in capsys.readouterr().err and list_checkpoints(run)[-1].name == "ckpt_0000006.pt"
 
 
-def test_eval_scores_a_run_only_on_its_own_scene(tmp_path, trained_run, capsys):
+def test_eval_scores_a_run_only_on_its_own_scene(tmp_path, trained_run, capsys, caplog):
     import dataclasses
     import shutil
 
@@ -278,6 +278,13 @@ def test_eval_scores_a_run_only_on_its_own_scene(tmp_path, trained_run, capsys):
     copy = shutil.copytree(_scene_of(trained_run), tmp_path / "copy")
     assert main_eval([str(run), "--scene", str(copy), "--no-lpips", "--device", "cpu", "--no-progress"]) == 0
     assert json.loads((run / "metrics.json").read_text())["test"]["scene"] == str(copy)
+    ckpt = list_checkpoints(run)[-1]  # a checkpoint from before scene signatures: scored, with a warning
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    del state["scene_signature"]
+    torch.save(state, ckpt)
+    with caplog.at_level("WARNING", logger="kinfield"):
+        assert main_eval([str(run), "--scene", str(copy), "--no-lpips", "--device", "cpu", "--no-progress"]) == 0
+    assert "holds no scene signature" in caplog.text and f"--scene {copy} is the scene" in caplog.text
     sibling = shutil.copytree(trained_run, tmp_path / "sibling")  # another run's checkpoint: not scored as this one's
     assert main_eval([str(run), "--checkpoint", str(list_checkpoints(sibling)[-1]), "--no-lpips", "--device",
                       "cpu"]) == 2
