@@ -41,33 +41,47 @@ class TrainConfig:
     out: str = field(default="runs/default", metadata={"key": "out", "help": "run directory"})
     iters: int = field(default=2000, metadata={"key": "iters", "help": "training steps"})
     device: str = field(default="auto", metadata={"key": "device", "help": "cpu, cuda (or cuda:N) or auto"})
-    seed: int = field(default=0, metadata={"key": "seed"})
+    seed: int = field(default=0, metadata={
+        "key": "seed", "help": "random seed of Python, NumPy and torch (initialisation, ray batches, random draws)"})
     resume: str = field(default="auto", metadata={"key": "resume", "help": "auto (latest checkpoint in --out), none, or a checkpoint path"})
     max_minutes: float = field(default=0.0, metadata={"help": "stop training after this much training time, in minutes (wall time without the periodic validation of --train_val_every; 0 = no limit)"})
     rays: int = field(default=1024, metadata={"help": "initial rays per step (adapted to target_samples)"})
-    min_rays: int = 256
-    max_rays: int = 8192
+    min_rays: int = field(default=256, metadata={
+        "help": "fewest rays per step the adapted ray count goes down to (with --train_target_samples > 0)"})
+    max_rays: int = field(default=8192, metadata={
+        "help": "most rays per step the adapted ray count goes up to (with --train_target_samples > 0)"})
     target_samples: int = field(default=65536, metadata={"help": "samples per step the ray count adapts to (0 = fixed rays)"})
     dynamic_ray_fraction: float = field(default=0.0, metadata={"help": "share of each batch drawn where the model last saw dynamic content (a per-pixel map, see dynamic_ray_map; these rays come first, so the kinematic warps use them); from kin_start on"})
     dynamic_ray_prior: float = field(default=0.25, metadata={"help": "dynamic probability assumed for pixels no batch has visited yet"})
     dynamic_ray_map: str = field(default="probability", metadata={"help": "what the map of --train_dynamic_ray_fraction records from kin_start on: 'probability' (each ray's dynamic probability) or 'motion' (the displacement per frame the kinematic field renders on the warp rays, 1 at --train_motion_map_cells finest dynamic-grid cells; for a dynamic field that also holds still content, e.g. with --model_use_static false)"})
     motion_map_cells: float = field(default=0.25, metadata={"help": "displacement per frame, in finest dynamic-grid cells, that --train_dynamic_ray_map motion counts as fully moving"})
-    lr_grid: float = 1e-2
-    lr_net: float = 1e-2
+    lr_grid: float = field(default=1e-2, metadata={
+        "help": "learning rate of the dynamic field's hash grid (the static and kinematic grids: times "
+                "--train_lr_static_factor / --train_lr_kinematic_factor)"})
+    lr_net: float = field(default=1e-2, metadata={
+        "help": "learning rate of the dynamic field's MLPs and the normal regressor (the static and kinematic MLPs: "
+                "times --train_lr_static_factor / --train_lr_kinematic_factor)"})
     lr_static_factor: float = field(default=1.0, metadata={"help": "static field learning rates relative to lr_grid/lr_net (the reference: 0.1, so moving content goes to the faster dynamic field)"})
     lr_kinematic_factor: float = field(default=1.0, metadata={"help": "kinematic field (grid and head) learning rates relative to lr_grid/lr_net (its gradients are sparse and noisy: a lower rate averages them)"})
     lr_final_ratio: float = field(default=0.1, metadata={"help": "lr at the last step relative to the start (exponential decay)"})
-    warmup: int = 50
-    weight_decay_net: float = 1e-6
+    warmup: int = field(default=50, metadata={
+        "help": "learning rates ramp up linearly over this many first steps (0 or 1 = no warm-up)"})
+    weight_decay_net: float = field(default=1e-6, metadata={
+        "help": "Adam weight decay (L2) of the static and dynamic field MLPs and the normal regressor (none on the "
+                "grids and the kinematic head)"})
     loss: str = field(default="mse", metadata={"help": f"photometric loss: {', '.join(PHOTOMETRIC_LOSSES)}"})
-    log_every: int = 25
-    save_every: int = 500
-    keep_ckpts: int = 3
+    log_every: int = field(default=25, metadata={
+        "help": "write a row of metrics.jsonl (and, without --train_progress, a log line) every this many steps"})
+    save_every: int = field(default=500, metadata={
+        "help": "save a checkpoint to <out>/ckpts every this many steps (and at the end, and when interrupted)"})
+    keep_ckpts: int = field(default=3, metadata={"help": "newest checkpoints kept in <out>/ckpts (0 = all)"})
     val_every: int = field(default=0, metadata={"help": "every this many steps, score --train_val_views evenly spaced views of --train_val_split (PSNR and SSIM, logged to metrics.jsonl as val/psnr and val/ssim; the time it takes is not counted as training time); 0 = off"})
-    val_views: int = 4
+    val_views: int = field(default=4, metadata={
+        "help": "views (at most, evenly spaced) each periodic validation scores (0 = no periodic validation)"})
     val_split: str = field(default="val", metadata={"help": "split of the periodic validation (the --train_eval_split when the scene has none of that name)"})
     eval_split: str = field(default="test", metadata={"help": "split rendered and scored at the end ('' = none)"})
-    eval_lpips: bool = True
+    eval_lpips: bool = field(default=True, metadata={
+        "help": "also score LPIPS (AlexNet) at the end, when its weights are found (false: PSNR and SSIM only)"})
     eval_max_views: int = field(default=0, metadata={"help": "score at most this many evenly spaced views of the split at the end (0 = all; tools/eval.py scores all)"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
 

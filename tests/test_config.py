@@ -1,6 +1,8 @@
 """Tests of the flat configuration (kinfield.config): shipped files, precedence, errors, round trip."""
 from __future__ import annotations
 
+import argparse
+import re
 import signal
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import yaml
 from kinfield.config import (
     Config,
     TrainConfig,
+    build_parser,
     from_flat_dict,
     parse_args,
     parse_train_args,
@@ -211,10 +214,29 @@ def test_help_shows_every_default_and_list_options_can_be_emptied(capsys):
     with pytest.raises(SystemExit):
         parse_train_args(["--help"])
     help_text = " ".join(capsys.readouterr().out.split())
-    assert "--seed SEED default: 0" in help_text and "--train_min_rays TRAIN_MIN_RAYS default: 256" in help_text
+
+    def shown_default(option):  # the "(default: ...)" that ends the option's entry
+        entry = help_text.split(f" {option} {option[2:].upper()} ", 1)[1]
+        return entry.split("(default: ", 1)[1].split(")", 1)[0]
+
+    assert shown_default("--seed") == "0" and shown_default("--train_min_rays") == "256"
     cfg = parse_train_args(["scene", str(REPO / "configs" / "debug.yaml"), "--prior_decay_milestones"])
     assert cfg.prior.decay_milestones == ()
     assert Config().prior.decay_milestones != ()  # (a non-empty default, emptied)
+
+
+def test_every_option_says_what_it_does():
+    """Every option of the parser has a help text of its own (``field(..., metadata={"help": ...})`` next to the
+    code that uses it), not only the default --help shows for an option without one: no option goes undocumented."""
+    parser = build_parser()
+    options = [a for a in parser._actions if a.option_strings]
+    assert len(options) > 100  # (every option of Config, not a parser without them)
+    undocumented = []
+    for action in options:
+        text = re.sub(r"\(?default: %\(default\)s\)?", "", action.help or "")  # (the placeholder of a bare field)
+        if action.help == argparse.SUPPRESS or not re.search(r"[a-zA-Z]{2}", text):
+            undocumented.append(action.option_strings[-1])
+    assert not undocumented, f"options without a help text (give their fields metadata={{'help': ...}}): {undocumented}"
 
 
 def test_config_file_not_utf8(tmp_path):

@@ -25,20 +25,28 @@ class KinematicConfig:
 
     grid: HashGridConfig = field(default_factory=lambda: HashGridConfig(
         n_levels=4, n_features_per_level=2, log2_hashmap_size=17, base_resolution=4, per_level_scale=1.6))
-    hidden: int = 64
-    n_hidden: int = 2
-    order: int = 3
-    motion_scale: float = 0.02
-    time_scale: float = 1.0
-    grid_backend: str = "auto"
+    hidden: int = field(default=64, metadata={"help": "width of F_K's MLP head's hidden layers"})
+    n_hidden: int = field(default=2, metadata={"help": "hidden layers of F_K's MLP head (0 = one linear layer)"})
+    order: int = field(default=3, metadata={
+        "help": "kinematic orders F_K outputs: 1 velocity, 2 + acceleration, 3 + jerk"})
+    motion_scale: float = field(default=0.02, metadata={
+        "help": "output scale: a raw output of 1 moves a point by about this fraction of the scene box's longest "
+                "side over one frame, in every order"})
+    time_scale: float = field(default=1.0, metadata={
+        "help": "time in [0, 1] spans [0, time_scale] of F_K's grid's time axis (below 1: coarser in time)"})
+    grid_backend: str = field(default="auto", metadata={
+        "help": "hash-grid implementation: auto (tinycudann for CUDA inputs when it imports, else torch), tcnn "
+                "or torch"})
     # ReLU heads died here (every unit of the second hidden layer off within a few hundred steps on the demo
     # scene, so the field output one constant velocity everywhere); SiLU units cannot die.
-    activation: str = "silu"
+    activation: str = field(default="silu", metadata={"help": "activation of F_K's MLP head: relu, silu or softplus"})
     # Add a linear read-out of the grid features (random, full rank) to the MLP. With the MLP's zero last
     # layer alone, the early gradients reach the grid only along the mean velocity's direction (the hidden
     # units barely vary between points while the grid is near zero), so the field learns nearly one
     # direction of motion; the skip gives every grid vertex a full 3-D gradient from the first step.
-    linear_skip: bool = False
+    linear_skip: bool = field(default=False, metadata={
+        "help": "add a learned linear read-out of the grid features (initialised random, full rank) to F_K's MLP "
+                "head (needs levels x features per level >= its outputs)"})
     # A motion gate: one more head output g, and every order is multiplied by m = sigmoid(sharpness * g), which
     # starts at motion_gate_init everywhere. The grid and head are smooth, so without it moving content next to
     # still content gets a velocity that ramps down towards the still neighbour over several cells (a thrown ball
@@ -47,9 +55,13 @@ class KinematicConfig:
     # scene it gave the thrown ball its best motion but closed on the spinning top (whose faint spin F_K learns
     # more slowly than the floor teaches the gate) and never reopened (bench/RESULTS.md "Motion"; --kin_gate_start
     # delays it).
-    motion_gate: bool = False
-    motion_gate_sharpness: float = 5.0
-    motion_gate_init: float = 0.9
+    motion_gate: bool = field(default=False, metadata={
+        "help": "multiply F_K's kinematics by a learned gate sigmoid(sharpness g), g one more head output (a sharp "
+                "boundary between moving and still content; from --kin_gate_start on)"})
+    motion_gate_sharpness: float = field(default=5.0, metadata={
+        "help": "sharpness of the motion gate sigmoid(sharpness g) (> 0)"})
+    motion_gate_init: float = field(default=0.9, metadata={
+        "help": "the motion gate's value everywhere at the start, in (0, 1)"})
 
 
 class KinematicField(nn.Module):

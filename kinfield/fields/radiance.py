@@ -26,14 +26,23 @@ class FieldConfig:
     """Architecture of one radiance field."""
 
     grid: HashGridConfig = field(default_factory=HashGridConfig)
-    geo_features: int = 15
-    density_hidden: int = 64
-    color_hidden: int = 64
-    color_layers: int = 2
-    sh_degree: int = 4
-    density_bias: float = -1.0
-    time_scale: float = 1.0
-    grid_backend: str = "auto"
+    geo_features: int = field(default=15, metadata={
+        "help": "geometry features the density MLP outputs besides the density, read by the colour MLP (and, for "
+                "the dynamic field, the normal regressor)"})
+    density_hidden: int = field(default=64, metadata={"help": "width of the density MLP's hidden layer (one)"})
+    color_hidden: int = field(default=64, metadata={"help": "width of the colour MLP's hidden layers"})
+    color_layers: int = field(default=2, metadata={"help": "hidden layers of the colour MLP (0 = one linear layer)"})
+    sh_degree: int = field(default=4, metadata={
+        "help": "spherical-harmonics bands (1-4) of the view direction fed to the colour MLP (degree^2 values)"})
+    density_bias: float = field(default=-1.0, metadata={
+        "help": "added to the density MLP's raw output before exp: density = exp(raw + bias) (below 0: the field "
+                "starts emptier)"})
+    time_scale: float = field(default=1.0, metadata={
+        "help": "time in [0, 1] spans [0, time_scale] of the grid's time axis (below 1: coarser in time); the "
+                "static field has no time axis and ignores it"})
+    grid_backend: str = field(default="auto", metadata={
+        "help": "hash-grid implementation: auto (tinycudann for CUDA inputs when it imports, else torch), tcnn "
+                "or torch"})
 
 
 def trunc_exp(x: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ and cached in the step context; the terms it returns (:meth:`terms`) read from t
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
 
 import torch
@@ -36,80 +36,135 @@ REFERENCE_TRANSPORT_DENSITY = 1.0 / 400.0
 class KinConfig:
     """Kinematic part of training (weights as METHOD section 4; 0 disables a term)."""
 
-    enabled: bool = True
-    start: int = 0
-    ramp: int = 0  # warped/cycle terms ramp linearly from 0 at `start` to full weight over this many steps
-    unlock_acceleration: int = 500
-    unlock_jerk: int = 1500
-    # F_K's motion gate (--kinematic_motion_gate) multiplies the kinematics from this step on (a factor 1 before):
-    # switched on with F_K, it shut the demo's spinning top off within 250 steps (gate 0.02), before F_K had
-    # learned the spin; the floor's zero motion taught it faster
-    gate_start: int = 0
-    hop_max_start: float = 2.0
-    hop_max_end: float = 3.0
-    hop_ramp_steps: int = 2000
-    dyn_weight_threshold: float = 1e-4
-    max_warp_rays: int = 1024
-    flowgrad_scale: float = 2.0
-    # Warped renders train the dynamic field too, but only from this step on (before it, and always when
-    # negative, they train F_K alone). While F_K is still near zero motion, warps pull the dynamic field
-    # towards a time-constant (ghosted) copy of the scene, which then no longer shows the motion F_K has
-    # to learn (demo scene, 7 min, photometric terms only: trajectory error 0.322 with -1 and start=250, 0.360
-    # with 0 and start=0).
-    warp_field_start: int = 0
-    # Keyframe advection of the dynamic field (SceneModel.set_keyframe_advection): keyframes this many
-    # training frames apart (0 = off: the dynamic field is read at every time directly)
-    keyframe_frames: float = 0.0
-    # with keyframe advection, each training ray reads one of its two keyframes (the later one with
-    # probability w) instead of a blend of both: half the dynamic-grid reads, and a misaligned F_K shows
-    # as a shifted image rather than a cross-fade; renders for evaluation always blend
-    keyframe_sample: bool = True
-    photo_weight: float = 0.5
-    photo_inter_weight: float = 0.5
-    cycle_weight: float = 1e-2
-    static_motion_weight: float = 1e-4
-    # 3-D consistency of the hop warp: the dynamic field at each visible dynamic sample's warped point and
-    # time has the sample's own opacity and colour (a dense, per-sample form of the warped photometric loss)
-    consistency_weight: float = 0.0
-    consistency_density_weight: float = 1.0
+    enabled: bool = field(default=True, metadata={
+        "help": "train the kinematic field F_K and its terms (false: the dynamic field alone, without keyframe "
+                "advection either: the one switch for ablations)"})
+    start: int = field(default=0, metadata={
+        "help": "step from which the warped photometric, cycle, consistency and static-motion terms are on (the "
+                "physics terms not before it either), and the dynamic-ray map of --train_dynamic_ray_fraction"})
+    ramp: int = field(default=0, metadata={
+        "help": "the warped photometric, cycle and consistency weights ramp linearly from 0 at their start to full "
+                "weight over this many steps (0 = full at once)"})
+    unlock_acceleration: int = field(default=500, metadata={
+        "help": "step from which F_K's acceleration is used (Taylor order 2; masked to 0 before; METHOD 1.3)"})
+    unlock_jerk: int = field(default=1500, metadata={
+        "help": "step from which F_K's jerk is used (Taylor order 3; masked to 0 before; METHOD 1.3)"})
+    # (switched on with F_K, the gate shut the demo's spinning top off within 250 steps (gate 0.02), before F_K had
+    # learned the spin; the floor's zero motion taught it faster)
+    gate_start: int = field(default=0, metadata={
+        "help": "step from which F_K's motion gate (--kinematic_motion_gate) multiplies the kinematics (a factor 1 "
+                "before)"})
+    hop_max_start: float = field(default=2.0, metadata={
+        "help": "H_max of the warps' time hops at step 0: each warp ray hops floor(1 + U (H_max - 1)) frames (U "
+                "uniform in [0, 1)) forwards or back, so 2 gives 1-frame hops only, 3 1 or 2 frames (METHOD 2.2)"})
+    hop_max_end: float = field(default=3.0, metadata={
+        "help": "H_max of the time hops from step --kin_hop_ramp_steps on (linear from --kin_hop_max_start)"})
+    hop_ramp_steps: int = field(default=2000, metadata={
+        "help": "steps (from step 0) over which H_max goes from --kin_hop_max_start to --kin_hop_max_end"})
+    dyn_weight_threshold: float = field(default=1e-4, metadata={
+        "help": "the warps move the samples whose (blended) dynamic render weight w_d exceeds this; the others have "
+                "no dynamic density in the warped renders"})
+    max_warp_rays: int = field(default=1024, metadata={
+        "help": "rays warped per step: the first this many of the batch (the physics points come from their samples)"})
+    flowgrad_scale: float = field(default=2.0, metadata={
+        "help": "backward-pass scale of the gradient at the warped sample positions, hence of what the warped terms "
+                "teach F_K (METHOD 2.2)"})
+    # (while F_K is still near zero motion, warps pull the dynamic field towards a time-constant (ghosted) copy of the
+    # scene, which then no longer shows the motion F_K has to learn; demo scene, 7 min, photometric terms only:
+    # trajectory error 0.322 with -1 and start=250, 0.360 with 0 and start=0)
+    warp_field_start: int = field(default=0, metadata={
+        "help": "step from which the warped renders train the dynamic field too (before it, and always when "
+                "negative, they train F_K alone)"})
+    keyframe_frames: float = field(default=0.0, metadata={  # (SceneModel.set_keyframe_advection)
+        "help": "keyframe advection of the dynamic field (with F_K): keyframes this many training frames apart, "
+                "F_DY(x, t) read at the two keyframe times around t, at the points F_K carries x to, and blended (0 = "
+                "off: the dynamic field is read at every time directly)"})
+    # (half the dynamic-grid reads, and a misaligned F_K shows as a shifted image rather than a cross-fade)
+    keyframe_sample: bool = field(default=True, metadata={
+        "help": "with keyframe advection, each training ray reads one of its two keyframes (the later one with "
+                "probability w, its blend weight) instead of a blend of both; renders for evaluation always blend"})
+    photo_weight: float = field(default=0.5, metadata={
+        "help": "warped photometric loss: dynamic samples moved by F_K over a hop of h frames, rendered at t + h "
+                "and compared with the reference pixel (METHOD 2.2)"})
+    photo_inter_weight: float = field(default=0.5, metadata={
+        "help": "warped photometric loss at intermediate times t + U h, U uniform in [0, 1) (METHOD 2.3)"})
+    cycle_weight: float = field(default=1e-2, metadata={
+        "help": "cycle consistency: F_K's displacements over a hop and back from its end cancel (METHOD 2.4)"})
+    static_motion_weight: float = field(default=1e-4, metadata={
+        "help": "penalty on F_K's displacement per frame where the static field dominates (METHOD 2.15)"})
+    consistency_weight: float = field(default=0.0, metadata={
+        "help": "3-D consistency of the hop warp: the dynamic field at each visible dynamic sample's warped point and "
+                "time has the sample's own opacity and colour (a dense, per-sample form of the warped photometric "
+                "loss)"})
+    consistency_density_weight: float = field(default=1.0, metadata={
+        "help": "weight of the opacity part of the consistency term, relative to its colour part"})
     # Units of the physics terms: each residual is in per-frame units (an order-k quantity times Delta^k, Delta the
     # frame spacing of kinfield's [0, 1] time), so its square does not depend on how time is parametrised. The
     # reference (time in [-1, 1]) multiplies each squared residual by Delta^2 alone: its divergence and transport
     # terms equal these (transport read in its density units, REFERENCE_TRANSPORT_DENSITY), but its acceleration
     # integrity, i2 rigidity and acceleration penalty are these / Delta_ref^2 (x133 at 24 frames) and its jerk
     # integrity and jerk penalty these / Delta_ref^4 (x17,700), so the same weight counts those terms that much less.
-    integrity_weight: float = 0.1
-    transport_weight: float = 1e-5
-    transport_decay_milestones: Tuple[int, ...] = ()
-    rigidity_weight: float = 1e-2
-    # "invariants": div^2 + i2^2 (METHOD 2.7; i2 is quadratic in the strain rate, so a small shear costs
-    # almost nothing); "strain": |E|_F^2, the squared strain rate itself (also zero exactly for rigid motion)
-    rigidity_form: str = "invariants"
-    normal_weight: float = 0.05
-    higher_order_weight: float = 1e-5
-    physics_start: int = 200
-    normal_start: int = 500
-    max_physics_points: int = 2048
-    # Extra physics points inside the dynamic content: copies of the kept points moved by a random offset
-    # of up to physics_volume_radius (a fraction of the scene box's largest side) at the same time, kept
-    # where the dynamic density passes physics_sigma_threshold. The warped samples lie on visible surfaces;
-    # these put rigidity and the other residuals inside objects and on their unseen sides too (demo scene,
-    # 256 of them: trajectory error 0.068 as without, bench/RESULTS.md "Motion"; off by default).
-    physics_volume_points: int = 0
-    physics_volume_radius: float = 0.1
-    physics_sigma_threshold: float = 1.0
-    fd_cell_fraction: float = 0.3
-    fd_time_frames: float = 0.05
-    fd_jitter: bool = True
-    derivative_grad_scale: float = 0.1
+    integrity_weight: float = field(default=0.1, metadata={
+        "help": "kinematic integrity: F_K's acceleration and jerk against the material derivatives of its velocity "
+                "and acceleration (METHOD 2.5)"})
+    transport_weight: float = field(default=1e-5, metadata={
+        "help": "density transport: the dynamic density moves with F_K's velocity (v detached; METHOD 2.6)"})
+    transport_decay_milestones: Tuple[int, ...] = field(default=(), metadata={
+        "help": "steps, counted from the transport term's start, at each of which its weight is multiplied by 0.1 "
+                "(none = no decay; METHOD 2.6)"})
+    rigidity_weight: float = field(default=1e-2, metadata={
+        "help": "rigidity of F_K's velocity field, in the form of --kin_rigidity_form (METHOD 2.7)"})
+    rigidity_form: str = field(default="invariants", metadata={
+        "help": "'invariants': div^2 + i2^2 (METHOD 2.7; i2 is quadratic in the strain rate, so a small shear costs "
+                "almost nothing); 'strain': |E|_F^2, the squared strain rate itself (also zero exactly for rigid "
+                "motion)"})
+    normal_weight: float = field(default=0.05, metadata={
+        "help": "normal regulariser: normals regressed from the dynamic field's geometry features against the "
+                "density's -grad sigma (METHOD 2.8); 0 also leaves out the regressor"})
+    higher_order_weight: float = field(default=1e-5, metadata={
+        "help": "penalty on the size of F_K's acceleration and jerk (per-frame units; METHOD 2.9)"})
+    physics_start: int = field(default=200, metadata={
+        "help": "step from which the physics terms (integrity, transport, rigidity, normal, higher order) are on "
+                "(not before --kin_start)"})
+    normal_start: int = field(default=500, metadata={
+        "help": "step from which the normal term is on (not before --kin_physics_start)"})
+    max_physics_points: int = field(default=2048, metadata={
+        "help": "physics points per step at most: intermediate-warped samples above --kin_physics_sigma_threshold, "
+                "a random subset beyond this (METHOD 2.11; --kin_physics_volume_points come on top)"})
+    # The warped samples lie on visible surfaces; the volume points put rigidity and the other residuals inside
+    # objects and on their unseen sides too (demo scene, 256 of them: trajectory error 0.068 as without,
+    # bench/RESULTS.md "Motion").
+    physics_volume_points: int = field(default=0, metadata={
+        "help": "extra physics points inside the dynamic content: copies of the kept points moved by a random "
+                "offset of up to --kin_physics_volume_radius at the same time, kept where the dynamic density passes "
+                "--kin_physics_sigma_threshold (0 = off)"})
+    physics_volume_radius: float = field(default=0.1, metadata={
+        "help": "largest offset of the extra physics points, a fraction of the scene box's largest side"})
+    physics_sigma_threshold: float = field(default=1.0, metadata={
+        "help": "dynamic density (per field unit of length) a warped sample or extra point needs to be a physics "
+                "point"})
+    fd_cell_fraction: float = field(default=0.3, metadata={
+        "help": "spatial finite-difference step of the physics terms, a fraction of a finest-level grid cell (the "
+                "smaller of F_K's and the dynamic field's; METHOD 8.2)"})
+    fd_time_frames: float = field(default=0.05, metadata={
+        "help": "time step of the physics terms' finite differences, in training frames"})
+    fd_jitter: bool = field(default=True, metadata={
+        "help": "multiply the finite-difference steps (space, time) by random factors in [0.5, 1.5), drawn once "
+                "per training step (METHOD 3)"})
+    derivative_grad_scale: float = field(default=0.1, metadata={
+        "help": "backward-pass scale of the derivative side of the integrity and transport terms (the advected "
+                "acceleration / jerk and the density's derivatives; METHOD 2.16)"})
     # Bound on the advected acceleration / jerk H~ of the integrity term, in the reference's units (time in
     # [-1, 1]; METHOD 2.5: 64): kinfield's time runs over [0, 1], so the bound is 64 * 4 on the acceleration
     # and 64 * 8 on the jerk (world units per unit of time squared / cubed). 0: no bound.
-    integrity_clamp: float = 64.0
+    integrity_clamp: float = field(default=64.0, metadata={
+        "help": "bound on the integrity term's advected acceleration / jerk in the reference's units (time in [-1, "
+                "1]; x4 / x8 in kinfield's [0, 1] time); 0 = no bound"})
     # Gradient scale of the density side of the normal loss. The reference lets it reach the density
     # grids; on hash grids that destabilised geometry (standup 1/8: train PSNR 28.1 -> 24.2 within 50
     # steps of the term starting; 29.4 with the term off), so by default the density side is off.
-    normal_density_grad_scale: float = 0.0
+    normal_density_grad_scale: float = field(default=0.0, metadata={
+        "help": "backward-pass scale of the normal loss into the density (through -grad sigma; 0 = none)"})
     # Gradient scale of the normal loss into the dynamic field's geometry features. The reference's regressor
     # reads appearance features, separate from its density; here the geometry features come out of the density
     # MLP, so the gradient reaches the density trunk and grid. At full scale it is 2.5x (grid) and 4x (density
@@ -117,7 +172,9 @@ class KinConfig:
     # Demo scene, mean trajectory error over seeds 0-4: 0.048 at 0.1, 0.046 at 0.03 (photometric-only 0.063);
     # seed 0: 0.050-0.052 at 1, 0.043 with the term off (bench/RESULTS.md "Motion"). The regressor always learns at full
     # scale; the term still shapes the features, an order of magnitude below the images.
-    normal_feature_grad_scale: float = 0.03
+    normal_feature_grad_scale: float = field(default=0.03, metadata={
+        "help": "backward-pass scale of the normal loss into the dynamic field's geometry features (the regressor "
+                "itself always learns at full scale)"})
 
 
 class KinematicObjective:

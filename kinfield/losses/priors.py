@@ -8,7 +8,7 @@ reference's configs; the flow and depth terms share its step decay (x0.2 at each
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
 
 import torch
@@ -23,28 +23,51 @@ from .base import Schedule, Term
 class PriorConfig:
     """Prior-based terms (0 disables a term; a term is inert when the scene lacks its prior)."""
 
-    depth_weight: float = 0.005
-    sparse_depth_weight: float = 0.01
-    flow_weight: float = 0.04
-    flow_max_rays: int = 1024
-    flow_clamp_px: float = 400.0
-    decay_milestones: Tuple[int, ...] = (200, 10000, 17500, 25000, 35000, 65000)
-    decay_rate: float = 0.2
-    static_pretrain_steps: int = 0
-    static_masked_weight: float = 0.5
-    dynamic_masked_weight: float = 0.5
-    masked_start: int = 0
-    entropy_weight: float = 1e-3
-    entropy_skew: float = 2.0
-    entropy_start: int = 5000
-    # dynamic sparsity: mean dynamic opacity of the rendered rays (any scene, no prior needed), so content
-    # the static field can hold leaves the dynamic field
-    dynamic_sparsity_weight: float = 0.0
-    dynamic_sparsity_start: int = 0
-    # mip-NeRF 360 distortion of the blended weights along each ray (METHOD 2.13; the reference's forward-facing
-    # configs: 0.05, Balloon1 0.01, from step 1000)
-    distortion_weight: float = 0.0
-    distortion_start: int = 1000
+    depth_weight: float = field(default=0.005, metadata={
+        "help": "median-normalised depth loss against the capture's monocular disparity (METHOD 2.12); decays with "
+                "--prior_decay_milestones"})
+    sparse_depth_weight: float = field(default=0.01, metadata={
+        "help": "relative error |z_sfm / z - 1| of the rendered depth at pixels with an SfM depth; decays with "
+                "--prior_decay_milestones"})
+    flow_weight: float = field(default=0.04, metadata={
+        "help": "L1 loss of the rendered against the precomputed 2-D optical flow to the next / previous frame "
+                "(METHOD 2.10); decays with --prior_decay_milestones"})
+    flow_max_rays: int = field(default=1024, metadata={
+        "help": "the flow loss uses the first this many rays of each batch"})
+    flow_clamp_px: float = field(default=400.0, metadata={
+        "help": "rendered flow clamped to +-this many pixels per axis (METHOD 2.10)"})
+    decay_milestones: Tuple[int, ...] = field(default=(200, 10000, 17500, 25000, 35000, 65000), metadata={
+        "help": "steps, counted from the end of static pre-training, at each of which the depth, SfM-depth and flow "
+                "weights are multiplied by --prior_decay_rate (none = no decay; METHOD 2.10)"})
+    decay_rate: float = field(default=0.2, metadata={
+        "help": "factor of the depth, SfM-depth and flow weights at each of --prior_decay_milestones"})
+    static_pretrain_steps: int = field(default=0, metadata={
+        "help": "with motion masks: the first this many steps train the static field alone on static pixels; the "
+                "other terms start after them, except the entropy (--prior_entropy_start) (METHOD 1.1; 0 = none)"})
+    static_masked_weight: float = field(default=0.5, metadata={
+        "help": "photometric loss of the static-only render on the pixels the motion masks mark static "
+                "(METHOD 2.15)"})
+    dynamic_masked_weight: float = field(default=0.5, metadata={
+        "help": "photometric loss of the dynamic-only render on the pixels the motion masks mark moving "
+                "(METHOD 2.15)"})
+    masked_start: int = field(default=0, metadata={
+        "help": "step from which the two masked terms are on (not before static pre-training ends)"})
+    entropy_weight: float = field(default=1e-3, metadata={
+        "help": "skewed binary entropy of each sample's dynamic share sigma_d / (sigma_d + sigma_s) (METHOD 2.14; "
+                "computed only on scenes that carry at least one prior)"})
+    entropy_skew: float = field(default=2.0, metadata={
+        "help": "the entropy is that of share^skew (above 1: a bias towards static)"})
+    entropy_start: int = field(default=5000, metadata={"help": "step from which the entropy term is on"})
+    dynamic_sparsity_weight: float = field(default=0.0, metadata={
+        "help": "dynamic sparsity: mean dynamic opacity of the rendered rays (any scene, no prior needed), so "
+                "content the static field can hold leaves the dynamic field"})
+    dynamic_sparsity_start: int = field(default=0, metadata={
+        "help": "step from which dynamic sparsity is on (not before static pre-training ends)"})
+    distortion_weight: float = field(default=0.0, metadata={
+        "help": "mip-NeRF 360 distortion of the blended weights along each ray, any scene (METHOD 2.13; the "
+                "reference's forward-facing configs: 0.05, Balloon1 0.01, from step 1000)"})
+    distortion_start: int = field(default=1000, metadata={
+        "help": "step from which the distortion term is on (not before static pre-training ends)"})
 
 
 def median_normalize(x: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -16,11 +16,15 @@ from ..ops import hash_grid_encode
 class HashGridConfig:
     """tcnn ``HashGrid`` encoding options (same names as tcnn's JSON, snake_case)."""
 
-    n_levels: int = 16
-    n_features_per_level: int = 2
-    log2_hashmap_size: int = 19
-    base_resolution: int = 16
-    per_level_scale: float = 1.5
+    n_levels: int = field(default=16, metadata={"help": "hash-grid levels (resolutions)"})
+    n_features_per_level: int = field(default=2, metadata={
+        "help": "features per hash-grid level (the encoding outputs levels x this)"})
+    log2_hashmap_size: int = field(default=19, metadata={
+        "help": "log2 of the entries of each hash-grid level's table (a level with fewer vertices is stored dense)"})
+    base_resolution: int = field(default=16, metadata={
+        "help": "resolution of the coarsest hash-grid level (vertices per axis of the grid's [0, 1] coordinates)"})
+    per_level_scale: float = field(default=1.5, metadata={
+        "help": "resolution factor from one hash-grid level to the next (>= 1)"})
 
     def tcnn_config(self) -> dict:
         return {

@@ -26,11 +26,17 @@ _BACKENDS = ("auto", "torch", "nerfacc")
 
 @dataclass
 class OccupancyConfig:
-    resolution: int = 64
-    update_every: int = 16
-    warmup_steps: int = 256
-    ema_decay: float = 0.95
-    threshold: float = 0.01
+    resolution: int = field(default=64, metadata={"help": "occupancy-grid cells per axis of the scene box"})
+    update_every: int = field(default=16, metadata={
+        "help": "refresh the occupancy grid every this many training steps (from step 0)"})
+    warmup_steps: int = field(default=256, metadata={
+        "help": "updates before this step read every cell; later ones a random quarter of the cells and up to as "
+                "many occupied ones"})
+    ema_decay: float = field(default=0.95, metadata={
+        "help": "an update multiplies each cell it reads by this, then takes the max with the new readings"})
+    threshold: float = field(default=0.01, metadata={
+        "help": "a cell is occupied when its value (density x --render_step_size) exceeds this or the mean over "
+                "all cells, whichever is lower"})
     backend: str = field(default="auto", metadata={
         "help": "occupancy-grid marching: auto (nerfacc on CUDA when it imports and builds), torch, nerfacc"})
 

@@ -20,10 +20,17 @@ from .space import SceneSpace
 class RenderConfig:
     """Ray marching and compositing options."""
 
-    step_size: float = 0.01
-    chunk: int = 4096
-    prune_transmittance: float = 1e-3
-    prune_alpha: float = 0.0
+    step_size: float = field(default=0.01, metadata={
+        "help": "ray-marching step, in field units (world, or NDC in a forward-facing scene); the occupancy updates "
+                "read density x this"})
+    chunk: int = field(default=4096, metadata={
+        "help": "rays per chunk when rendering whole images (validation, evaluation, the tools): bounds memory, not "
+                "the result"})
+    prune_transmittance: float = field(default=1e-3, metadata={
+        "help": "training renders drop the samples whose transmittance (density-only pre-pass) is at or below this "
+                "(early ray termination; this and --render_prune_alpha both 0: no pre-pass)"})
+    prune_alpha: float = field(default=0.0, metadata={
+        "help": "training renders also drop the samples whose alpha (density-only pre-pass) is at or below this"})
     occupancy: OccupancyConfig = field(default_factory=OccupancyConfig)
 
 
