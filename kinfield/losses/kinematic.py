@@ -62,8 +62,8 @@ class KinConfig:
     hop_ramp_steps: int = field(default=2000, metadata={
         "help": "steps (from step 0) over which H_max goes from --kin_hop_max_start to --kin_hop_max_end"})
     dyn_weight_threshold: float = field(default=1e-4, metadata={
-        "help": "the warps move the samples whose (blended) dynamic render weight w_d exceeds this; the others have "
-                "no dynamic density in the warped renders"})
+        "help": "the warps (and the flow prior) move the samples whose (blended) dynamic render weight w_d exceeds "
+                "this; the others have no dynamic density in the warped renders"})
     max_warp_rays: int = field(default=1024, metadata={
         "help": "rays warped per step: the first this many of the batch (the physics points come from their samples)"})
     flowgrad_scale: float = field(default=2.0, metadata={

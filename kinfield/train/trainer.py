@@ -186,8 +186,8 @@ class Trainer:
             self.batcher.enable_importance(cfg.train.dynamic_ray_prior)
         self.optimizer = self._make_optimizer()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
-        self.priors = PriorObjective(cfg.prior, self.model, self.train_split, self.scene.frame_dt) \
-            if self.train_split.extras else None
+        self.priors = PriorObjective(cfg.prior, self.model, self.train_split, self.scene.frame_dt,
+                                     cfg.kin.dyn_weight_threshold) if self.train_split.extras else None
         pretrain = self.priors.pretrain_steps if self.priors is not None else 0
         self.terms: List[Term] = [Term("rgb", lambda ctx: rgb_loss(ctx["render"]["rgb"], ctx["target"], cfg.train.loss),
                                        start=pretrain)]

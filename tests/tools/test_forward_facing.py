@@ -134,3 +134,15 @@ def test_balloon1_trains_and_renders_without_nans(tmp_path):
                            sp.height, sp.width, torch.zeros(3), ["rgb", "depth"], progress=False)
     for name in ("rgb", "depth"):
         assert all(np.isfinite(np.asarray(f, dtype=np.float64)).all() for f in frames[name])
+
+
+def test_the_flow_prior_moves_the_samples_the_warps_move(fwd_run, tmp_path):
+    """--kin_dyn_weight_threshold picks the samples F_K moves in the warps and in the flow prior alike (the prior had
+    its own fixed 1e-4)."""
+    from kinfield.config import parse_args
+    from kinfield.train import Trainer
+
+    cfg = parse_args(["--config", str(REPO / "configs" / "nvidia_cpu.yaml"), "--scene", str(fwd_run.parent / "scene"),
+                      "--out", str(tmp_path / "run"), "--kin_dyn_weight_threshold", "0.25", *SMALL])
+    trainer = Trainer(cfg)
+    assert trainer.priors is not None and trainer.priors.thresh == 0.25
