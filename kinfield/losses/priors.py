@@ -43,7 +43,7 @@ class PriorConfig:
         "help": "factor of the depth, SfM-depth and flow weights at each of --prior_decay_milestones"})
     static_pretrain_steps: int = field(default=0, metadata={
         "help": "with motion masks: the first this many steps train the static field alone on static pixels; the "
-                "other terms start after them, except the entropy (--prior_entropy_start) (METHOD 1.1; 0 = none)"})
+                "other terms start after them (METHOD 1.1; 0 = none)"})
     static_masked_weight: float = field(default=0.5, metadata={
         "help": "photometric loss of the static-only render on the pixels the motion masks mark static "
                 "(METHOD 2.15)"})
@@ -54,10 +54,11 @@ class PriorConfig:
         "help": "step from which the two masked terms are on (not before static pre-training ends)"})
     entropy_weight: float = field(default=1e-3, metadata={
         "help": "skewed binary entropy of each sample's dynamic share sigma_d / (sigma_d + sigma_s) (METHOD 2.14; "
-                "computed only on scenes that carry at least one prior)"})
+                "any scene, no prior needed; only with a static field)"})
     entropy_skew: float = field(default=2.0, metadata={
         "help": "the entropy is that of share^skew (above 1: a bias towards static)"})
-    entropy_start: int = field(default=5000, metadata={"help": "step from which the entropy term is on"})
+    entropy_start: int = field(default=5000, metadata={
+        "help": "step from which the entropy term is on (not before static pre-training ends)"})
     dynamic_sparsity_weight: float = field(default=0.0, metadata={
         "help": "dynamic sparsity: mean dynamic opacity of the rendered rays (any scene, no prior needed), so "
                 "content the static field can hold leaves the dynamic field"})
@@ -95,6 +96,18 @@ def dynamic_sparsity_loss(samples) -> torch.Tensor:
     if s.ray_ids.numel() == 0:
         return s.w_d.sum() * 0.0
     return accumulate(s.w_d, s.ray_ids, s.n_rays).mean()
+
+
+def dynamic_entropy_loss(samples, skew: float) -> torch.Tensor:
+    """Skewed binary entropy of each sample's dynamic share (METHOD 2.14), mean over a render's packed ``samples``
+    (scalar): ``p = (sigma_d / (sigma_d + sigma_s))^skew`` clamped to ``[1e-6, 1 - 1e-6]``, ``-(p ln p + (1 - p)
+    ln(1 - p))``. Needs no prior; meaningful only with a static field (without one every share is 1)."""
+    s = samples
+    if s.ray_ids.numel() == 0:
+        return s.w_d.sum() * 0.0
+    share = s.sigma_d / (s.sigma_d + s.sigma_s).clamp_min(1e-10)
+    p = share.pow(skew).clamp(1e-6, 1 - 1e-6)
+    return -(p * p.log() + (1 - p) * (1 - p).log()).mean()
 
 
 def distortion_loss(samples, ndc: bool, extent: float) -> torch.Tensor:
@@ -236,7 +249,7 @@ class PriorObjective:
             total = total + (mask[:, None] * (pred - b[f"flow_{kind}"][:n]).abs()).mean()
         return total
 
-    # ------------------------------------------------------------------ masks, entropy
+    # ------------------------------------------------------------------ masks
     def masked_loss(self, ctx, part: str) -> torch.Tensor:
         """Static-only render on static pixels / dynamic-only render on moving pixels (METHOD 2.15)."""
         b, r = ctx["batch"], ctx["render"]
@@ -245,15 +258,6 @@ class PriorObjective:
         m = b["motion_mask"] if part == "dynamic" else 1.0 - b["motion_mask"]
         err = ((r[f"rgb_{part}"] - ctx["target"]) ** 2).mean(-1)
         return (m * err).sum() / m.sum().clamp_min(1.0)
-
-    def entropy_loss(self, ctx) -> torch.Tensor:
-        """Skewed binary entropy of the per-sample dynamic share (METHOD 2.14)."""
-        s = ctx["render"]["samples"]
-        if s.ray_ids.numel() == 0:
-            return self._zero(ctx)
-        share = s.sigma_d / (s.sigma_d + s.sigma_s).clamp_min(1e-10)
-        p = share.pow(self.cfg.entropy_skew).clamp(1e-6, 1 - 1e-6)
-        return -(p * p.log() + (1 - p) * (1 - p).log()).mean()
 
     def terms(self) -> List[Term]:
         c = self.cfg
@@ -269,7 +273,6 @@ class PriorObjective:
                  c.static_masked_weight if "motion_mask" in self.has else 0.0, max(pre, c.masked_start)),
             Term("dynamic_masked", lambda ctx: self.masked_loss(ctx, "dynamic"),
                  c.dynamic_masked_weight if "motion_mask" in self.has else 0.0, max(pre, c.masked_start)),
-            Term("entropy", self.entropy_loss, c.entropy_weight, c.entropy_start),
         ]
         if pre > 0:  # static pre-training: the static field alone on static pixels
             out.append(Term("static_pretrain", lambda ctx: self.masked_loss(ctx, "static"), 1.0, 0, end=pre))

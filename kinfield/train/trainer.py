@@ -20,7 +20,8 @@ from ..data import RayBatcher, Scene, load_scene
 from ..fields import KinematicField
 from ..losses import Term, psnr_from_mse, read_scalars, rgb_loss, total_loss
 from ..losses.kinematic import KinematicObjective
-from ..losses.priors import PriorObjective, distortion_loss, dynamic_sparsity_loss, prior_summary
+from ..losses.priors import (PriorObjective, distortion_loss, dynamic_entropy_loss, dynamic_sparsity_loss,
+                             prior_summary)
 from ..nn import MLP
 from ..render import SceneModel
 from ..render.composite import dynamic_probability
@@ -197,6 +198,9 @@ class Trainer:
         self.terms.append(Term("distortion", lambda ctx: distortion_loss(ctx["render"]["samples"], self.model.space.is_ndc,
                                                                          self.model.extent),
                                pc.distortion_weight, max(pretrain, pc.distortion_start)))
+        self.terms.append(Term("entropy", lambda ctx: dynamic_entropy_loss(ctx["render"]["samples"], pc.entropy_skew),
+                               pc.entropy_weight if self.model.static is not None else 0.0,
+                               max(pretrain, pc.entropy_start)))
         self.kinematic = None
         if self.model.kinematic is not None:
             self.kinematic = KinematicObjective(cfg.kin, self.model, self.scene.frame_dt)

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import torch
 
 from kinfield.geometry import pixel_rays
-from kinfield.losses.priors import PriorConfig, PriorObjective, median_normalize, project
+from kinfield.losses.priors import PriorConfig, PriorObjective, dynamic_entropy_loss, median_normalize, project
 from kinfield.render.renderer import Samples
 from kinfield.render.space import SceneSpace
 
@@ -100,9 +100,9 @@ def test_depth_masked_and_entropy_terms():
     assert abs(float(obj.masked_loss(ctx, "dynamic")) - 0.01) < 1e-6
     # entropy: zero for a clean static/dynamic split, largest for an ambiguous one
     s = ctx["render"]["samples"]
-    assert float(obj.entropy_loss(ctx)) < 1e-4
+    assert float(dynamic_entropy_loss(s, 2.0)) < 1e-4
     s.sigma_d = s.sigma_s * 2.0 ** 0.5 / (1 - 2.0 ** -0.5) * 0 + s.sigma_s * 2.41421356  # share^2 = 1/2
-    assert abs(float(obj.entropy_loss(ctx)) - float(torch.log(torch.tensor(2.0)))) < 1e-3
+    assert abs(float(dynamic_entropy_loss(s, 2.0)) - float(torch.log(torch.tensor(2.0)))) < 1e-3
 
 
 def test_sparse_depth_loss_vanishes_at_the_true_depth():

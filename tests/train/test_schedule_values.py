@@ -108,6 +108,23 @@ def test_term_start_steps_and_linear_ramp(tiny_scene, tmp_path):
     assert integ.weight_at(8) == 0.0 and integ.weight_at(9) == pytest.approx(0.1)
 
 
+@pytest.mark.parametrize("static", ["true", "false"])
+def test_the_entropy_term_needs_no_prior_but_a_static_field(tiny_scene, tmp_path, static):
+    """--prior_entropy_weight on a scene without priors (D-NeRF): on from its start step with a static field (it was
+    left out on every scene without a prior), weight 0 without one (every sample's dynamic share is 1 there); the
+    step logs it."""
+    cfg = _cfg(tiny_scene, tmp_path, "--model_use_static", static, "--prior_entropy_weight", "0.25",
+               "--prior_entropy_start", "1", "--iters", "2")
+    trainer = Trainer(cfg)
+    assert trainer.priors is None
+    term = {t.name: t for t in trainer.terms}["entropy"]
+    w = 0.25 if static == "true" else 0.0
+    assert [term.weight_at(s) for s in (0, 1, 5)] == [0.0, w, w]
+    trainer.step = 1  # (the fit loop advances it)
+    logs = trainer.train_step()
+    assert ("loss/entropy" in logs) == (static == "true"), sorted(logs)
+
+
 def test_term_start_step_is_inclusive_without_ramp(tiny_scene, tmp_path):
     """With no ramp a term has its full weight exactly at its start step and none one step earlier
     (Term docstring: active for start <= step)."""
