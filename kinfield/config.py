@@ -45,7 +45,9 @@ class TrainConfig:
         "key": "seed", "help": "random seed of Python, NumPy and torch (initialisation, ray batches, random draws)"})
     resume: str = field(default="auto", metadata={"key": "resume", "help": "auto (latest checkpoint in --out), none, or a checkpoint path"})
     max_minutes: float = field(default=0.0, metadata={"help": "stop training after this much training time, in minutes (wall time without the periodic validation of --train_val_every; 0 = no limit)"})
-    rays: int = field(default=1024, metadata={"help": "initial rays per step (adapted to target_samples)"})
+    rays: int = field(default=1024, metadata={
+        "help": "rays per step at the start, then adapted to --train_target_samples within [--train_min_rays, "
+                "--train_max_rays] (with --train_target_samples 0: every step)"})
     min_rays: int = field(default=256, metadata={
         "help": "fewest rays per step the adapted ray count goes down to (with --train_target_samples > 0)"})
     max_rays: int = field(default=8192, metadata={

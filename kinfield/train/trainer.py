@@ -209,7 +209,8 @@ class Trainer:
             log.info("priors of %s: %s", self.scene.root, ", ".join(k for k, v in prior_summary(self.train_split).items() if v))
             self.terms += self.priors.terms()
         self.step = 0
-        self.n_rays = cfg.train.rays
+        t = cfg.train  # (the adapted count stays within [min_rays, max_rays] from the first step on)
+        self.n_rays = min(t.max_rays, max(t.min_rays, t.rays)) if t.target_samples > 0 else t.rays
         self.n_bad_steps = 0
 
     # ----------------------------------------------------------------------------------- setup
