@@ -39,7 +39,7 @@ class FieldConfig:
                 "starts emptier)"})
     time_scale: float = field(default=1.0, metadata={
         "help": "time in [0, 1] spans [0, time_scale] of the grid's time axis (below 1: coarser in time); the "
-                "static field has no time axis and ignores it"})
+                "static field has no time axis (--static_time_scale other than 1 is refused)"})
     grid_backend: str = field(default="auto", metadata={
         "help": "hash-grid implementation: auto (tinycudann for CUDA inputs when it imports, else torch), tcnn "
                 "or torch"})

@@ -157,6 +157,9 @@ def check_options(cfg: Config) -> None:
         raise ValueError(f"--train_dynamic_ray_map must be probability or motion, got {t.dynamic_ray_map!r}")
     if t.motion_map_cells <= 0:
         raise ValueError(f"--train_motion_map_cells must be > 0, got {t.motion_map_cells}")
+    if cfg.static.time_scale != type(cfg.static)().time_scale:
+        raise ValueError(f"--static_time_scale {cfg.static.time_scale}: the static field has no time axis, so the "
+                         f"option does nothing there; leave it out (--dynamic_time_scale scales the dynamic field's)")
     if cfg.kin.enabled and cfg.kinematic.order not in (1, 2, 3):
         raise ValueError(f"--kinematic_order must be 1, 2 or 3 (velocity, + acceleration, + jerk), got "
                          f"{cfg.kinematic.order}")
