@@ -62,6 +62,9 @@ def test_layout_contract(run):
     for key in ("source", "fps", "frame_count", "resize_scale", "sfm", "versions", "flow", "motion_masks"):
         assert key in meta, key
     assert meta["frame_count"] == N_FRAMES and meta["fps"] == pytest.approx(10.0)
+    # frame i at time i / (N - 1) (the layout's convention); stride 1, no resize
+    assert meta["frame_times"] == pytest.approx([i / (N_FRAMES - 1) for i in range(N_FRAMES)])
+    assert meta["fps_effective"] == pytest.approx(10.0) and meta["resize_scale"] == 1.0
     assert meta["sfm"]["registered_frames"] == N_FRAMES and meta["sfm"]["num_points3D"] > 50
     assert 0 < meta["sfm"]["mean_reprojection_error_px"] < 1.5
     assert "pycolmap" in meta["versions"] and "opencv" in meta["versions"]
