@@ -330,3 +330,33 @@ def test_the_config_may_be_given_with_the_option_help_lists():
     assert plain.train.iters == 7
     for form in (["-c", cfg_file], ["--config", cfg_file], [f"--config={cfg_file}"]):
         assert parse_train_args(["scene", *form, "--iters", "7"]) == plain, form
+
+
+@pytest.mark.parametrize("text, value", [("1", True), ("true", True), ("YES", True), (" On ", True), ("True", True),
+                                         ("0", False), ("false", False), ("No", False), ("OFF", False),
+                                         ("False", False)])
+def test_boolean_options_take_every_documented_spelling_in_any_case(text, value):
+    """1/true/yes/on and 0/false/no/off, case and surrounding spaces ignored (YAML's booleans arrive as True/False)."""
+    assert parse_args(["--train_progress", text]).train.progress is value
+    assert parse_args(["--model_use_static", text]).model.use_static is value
+
+
+@pytest.mark.parametrize("text, device", [("cpu", "cpu"), (" CPU ", "cpu"), ("Cuda", "cuda"), ("CUDA:1", "cuda:1"),
+                                          ("cuda:12", "cuda:12"), ("auto", "auto")])
+def test_device_spellings_are_normalised_for_training_and_the_tools(text, device):
+    """--device: cpu, cuda, cuda:N or auto in any case; the tools' ``_device`` checks it the same way."""
+    from kinfield.cli import _device
+
+    assert parse_args(["--device", text]).train.device == device
+    assert _device(text) == device
+
+
+@pytest.mark.parametrize("text", ["cuda:", "cuda:x", "cuda:-1", "cuda1", "gpu", ""])
+def test_device_spellings_that_name_no_device_are_refused(text, capsys):
+    from kinfield.cli import _device
+
+    with pytest.raises(SystemExit):
+        parse_args(["--device", text])
+    assert "expected cpu, cuda, cuda:N or auto" in capsys.readouterr().err
+    with pytest.raises(argparse.ArgumentTypeError, match="expected cpu, cuda, cuda:N or auto"):
+        _device(text)

@@ -105,3 +105,45 @@ def test_import_kinfield_loads_no_accelerator_and_no_extension():
             "print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_an_op_without_a_kernel_runs_its_twin_under_auto_and_refuses_cuda(monkeypatch):
+    """An op whose registry entry has no CUDA function (``cuda=None``) resolves to the twin under ``"auto"`` even with
+    every tensor on CUDA and the extension loaded, and ``backend="cuda"`` says no kernel exists."""
+    import kinfield.ops._backend as backend
+
+    monkeypatch.setattr(ops, "cuda_available", lambda: True)
+    monkeypatch.setattr(backend, "cuda_available", lambda: True)
+    monkeypatch.setattr(REGISTRY["composite_blended"], "cuda", None)
+    x = torch.zeros(2).as_subclass(_ClaimsCuda)
+    assert ops.choose_backend("composite_blended", (x, x)) == "torch"
+    with pytest.raises(RuntimeError, match="no CUDA kernel exists for this op"):
+        ops.choose_backend("composite_blended", (x, x), "cuda")
+    assert ops.choose_backend("hash_grid_encode", (x, x)) == "cuda"  # (an op with a kernel, same conditions)
+
+
+def test_the_extension_is_jit_built_only_when_asked(monkeypatch):
+    """Without a prebuilt ``kinfield._C``, ``load_extension`` gives ``(None, how to build it)`` and builds nothing
+    unless ``KINFIELD_JIT=1``; then the JIT build's outcome is the answer. ``cuda_available`` needs both a GPU and the
+    extension."""
+    import kinfield.ops._backend as backend
+
+    import kinfield
+
+    monkeypatch.setitem(sys.modules, "kinfield._C", None)  # import kinfield._C -> ImportError (also where it is built)
+    monkeypatch.delattr(kinfield, "_C", raising=False)
+    built = []
+    monkeypatch.setattr(backend, "_jit_build", lambda: built.append(1) or ("jit module", "JIT-built from cuda/"))
+    monkeypatch.setattr(backend, "_STATE", None)
+    monkeypatch.delenv("KINFIELD_JIT", raising=False)
+    ext, why = backend.load_extension()
+    assert ext is None and "KINFIELD_BUILD_CUDA=1" in why and built == []
+    assert backend.load_extension() == (ext, why)  # cached
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert backend.cuda_available() is False  # a GPU, no extension
+    monkeypatch.setattr(backend, "_STATE", None)
+    monkeypatch.setenv("KINFIELD_JIT", "1")
+    assert backend.load_extension() == ("jit module", "JIT-built from cuda/") and built == [1]
+    assert backend.cuda_available() is True
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert backend.cuda_available() is False  # the extension, no GPU

@@ -69,6 +69,29 @@ def test_smoothing_is_a_bias_corrected_moving_average():
     np.testing.assert_allclose(smooth(np.array([1.0, np.nan, 3.0]), 0.5), [1.0, 1.0, (0.25 + 1.5) / 0.75])
 
 
+def test_smoothing_starts_at_the_first_finite_value():
+    """Leading NaNs stay NaN (nothing to average yet); then the bias-corrected average with weight 0.5:
+    2, then (0.5 * 1 + 0.5 * 4) / (0.5 * 0.5 + 0.5) = 2.5 / 0.75."""
+    out = smooth(np.array([np.nan, np.nan, 2.0, 4.0]), 0.5)
+    assert np.isnan(out[:2]).all()
+    np.testing.assert_allclose(out[2:], [2.0, 2.5 / 0.75])
+
+
+def test_csv_columns_keep_six_significant_digits_and_drop_text(tmp_path):
+    """``_write_columns`` writes a header and each value to 6 significant digits; the plots read back the numeric
+    columns only (a text column such as eval's file names is dropped)."""
+    from kinfield.plots import _read_csv
+
+    path = tmp_path / "cols.csv"
+    _write_columns(path, {"time": np.array([0.0, 1.0 / 3.0]), "epe_all": np.array([123456.7, 2e-7])})
+    assert path.read_text().splitlines() == ["time,epe_all", "0,123457", "0.333333,2e-07"]
+    cols = _read_csv(path)
+    assert list(cols) == ["time", "epe_all"] and cols["time"].tolist() == [0.0, 0.333333]
+    (tmp_path / "views.csv").write_text("index,file,psnr\n0,a.png,20.5\n1,b.png,nan\n")
+    cols = _read_csv(tmp_path / "views.csv")
+    assert list(cols) == ["index", "psnr"] and cols["psnr"][0] == 20.5 and math.isnan(cols["psnr"][1])
+
+
 def test_every_figure_of_a_run_is_written(tmp_path, capsys):
     import imageio.v3 as iio
 
