@@ -206,6 +206,18 @@ def test_spiral_path_phase_and_sense():
     assert torch.allclose(times, torch.tensor([0.0, 1.0 / 3.0, 2.0 / 3.0, 1.0]))
 
 
+def test_spiral_path_moves_towards_the_scene_on_its_depth_axis():
+    """Reference cameras at (+-1, +-0.5, 5 +- 0.5) looking down -z (mean camera at (0, 0, 5), depth offsets 0.5, so
+    r_z = 0.5 at radius_scale 1): frame k's local z is -r_z sin(a / 2), a = 2 pi k / 4, i.e. the camera moves
+    forward, down -z, to z = 5 - 0.5 sin(pi / 4), 5 - 0.5, 5 - 0.5 sin(3 pi / 4) after z = 5."""
+    ref = torch.stack([_hand_pose((sx, sy, 5.0 + sz), (1, 0, 0), (0, 1, 0), (0, 0, 1))
+                       for sx in (-1.0, 1.0) for sy in (-0.5, 0.5) for sz in (-0.5, 0.5)])
+    poses, _ = spiral_path(ref, 4, n_rotations=1, radius_scale=1.0)
+    z = poses[:, 2, 3].double()
+    s = math.sin(math.pi / 4)
+    assert torch.allclose(z, torch.tensor([5.0, 5.0 - 0.5 * s, 4.5, 5.0 - 0.5 * s], dtype=torch.float64), atol=1e-5)
+
+
 def _ring(azimuths_deg, elevation_deg=30.0, distance=4.0, centre=(0.5, -0.2, 0.3)):
     """Cameras on a ring about ``centre`` (world up +z), each looking at it."""
     c = torch.tensor(centre, dtype=torch.float64)
