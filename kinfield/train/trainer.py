@@ -28,7 +28,7 @@ from ..render.composite import dynamic_probability
 from .checkpoint import (CheckpointError, checkpoint_step, ckpt_dir, latest_checkpoint, list_checkpoints,
                          load_checkpoint, model_mismatch, run_lock, save_checkpoint, scene_mismatch, scene_signature,
                          signature_mismatch)
-from .evaluate import evaluate_split, quick_scores
+from .evaluate import evaluate_split, quick_scores, read_metrics
 from .logger import EMA, MetricsLogger, progress_bar
 
 log = logging.getLogger("kinfield")
@@ -508,12 +508,17 @@ class Trainer:
     def _fit(self) -> Dict:
         cfg = self.cfg
         resumed = self.maybe_resume()  # (it checks the run folder before anything is written there)
-        save_config(cfg, self.run_dir / "config.yaml")
+        wall_before = self._wall_time_so_far() if resumed else 0.0
+        capped = cfg.train.max_minutes > 0 and wall_before > 60.0 * cfg.train.max_minutes
+        # a rerun of a finished run (or of one the time cap stopped): nothing to train, so its checkpoint, config.yaml
+        # and scores stay as they are (a rerun with other options would otherwise file them as the checkpoint's)
+        idle = resumed and (self.step >= cfg.train.iters or capped)
+        if not idle or not (self.run_dir / "config.yaml").is_file():
+            save_config(cfg, self.run_dir / "config.yaml")
         logger = MetricsLogger(self.run_dir)
         ema = EMA()
         bar = progress_bar(cfg.train.iters, self.step, cfg.train.progress)
         t_start = time.time()
-        wall_before = self._wall_time_so_far() if resumed else 0.0
         val_seconds, val_split = 0.0, self._val_split()
         if cfg.train.eval_split and cfg.train.eval_split not in self.scene.splits:
             log.warning("--train_eval_split %r: the scene has no such split (it has: %s): nothing is scored at the end, "
@@ -522,7 +527,6 @@ class Trainer:
         stopped_cleanly, previous_handlers = False, self._stop_after_step_on_signal()
         cap_hit = False  # (this session reached --train_max_minutes)
         try:
-            capped = cfg.train.max_minutes > 0 and wall_before > 60.0 * cfg.train.max_minutes
             if capped and self.step < cfg.train.iters:  # a rerun of a run the time cap stopped: nothing to train
                 log.warning("step %d: the earlier session reached --train_max_minutes %.1f; not training further "
                             "(raise it to continue)", self.step, cfg.train.max_minutes)
@@ -580,16 +584,26 @@ class Trainer:
                         "asks, so its scores are not those of a full run; raise --train_max_minutes and run the same "
                         "command again to continue from here", self.step, cfg.train.iters, cfg.train.max_minutes)
         train_time = wall_before + time.time() - t_start - val_seconds
-        self.save()
-        logger.log(self.step, {"train_time_s": train_time})
+        checkpoint = latest_checkpoint(self.run_dir)
+        if not idle or checkpoint is None or checkpoint_step(checkpoint) != self.step:
+            checkpoint = self.save()
+            logger.log(self.step, {"train_time_s": train_time})
+            (self.run_dir / "train_time.txt").write_text(f"{train_time:.1f}\n")
         logger.close()
-        (self.run_dir / "train_time.txt").write_text(f"{train_time:.1f}\n")
         result = {"step": self.step, "train_time_s": train_time}
         split = cfg.train.eval_split
         if split and split in self.scene.splits:
+            scored = read_metrics(self.run_dir).get(split)
+            if idle and isinstance(scored, dict) and scored.get("step") == self.step:
+                log.info("%s is trained to step %d and its %s split scored (%s): nothing to do (tools/eval.py scores "
+                         "it again, e.g. at another --downscale; a larger --iters trains further)", self.run_dir,
+                         self.step, split, self.run_dir / "metrics.json")
+                result[split] = scored
+                return result
             result[split] = evaluate_split(self.model, self.scene, split, self.run_dir, use_lpips=cfg.train.eval_lpips,
                                            progress=cfg.train.progress, max_views=cfg.train.eval_max_views,
-                                           extra={"step": self.step, "train_time_s": round(train_time, 1)})
+                                           extra={"step": self.step, "train_time_s": round(train_time, 1),
+                                                  "checkpoint": str(checkpoint)})
         return result
 
     def _stop_after_step_on_signal(self) -> dict:

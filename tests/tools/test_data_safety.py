@@ -341,3 +341,36 @@ def test_a_scene_folder_given_as_the_run_is_named_as_a_scene(tmp_path, capsys):
     assert main_eval([str(scene), "--no-lpips"]) == 2
     err = capsys.readouterr().err
     assert "is a scene folder, not a run" in err and "--out" in err and "train first" not in err
+
+
+def test_rerunning_a_finished_training_changes_nothing(tmp_path, trained_run, caplog):
+    """The same command again, or with other options (here --downscale 2), after the run reached --iters: nothing to
+    train, so its checkpoint (which records the options it was trained with), config.yaml and test scores stay as
+    they were (they were re-saved with the new options and re-scored, filed as the checkpoint's); a larger --iters
+    trains on. A run whose final scoring was cut short (no scores for its step) is scored by the rerun."""
+    import hashlib
+    import json
+
+    from kinfield.train.checkpoint import list_checkpoints
+
+    scene, out = _scene_of(trained_run), tmp_path / "run"
+    test = ["--train_eval_split", "test", "--train_eval_lpips", "false", "--train_progress", "false"]
+    assert _train(scene, out, *test) == 0
+    files = [list_checkpoints(out)[-1], out / "config.yaml", out / "metrics.json", out / "metrics.jsonl"]
+
+    def digests():
+        return [hashlib.sha1(p.read_bytes()).hexdigest() for p in files]
+
+    before = digests()
+    scored = json.loads((out / "metrics.json").read_text())["test"]
+    assert scored["step"] == 2 and scored["checkpoint"] == str(files[0])
+    with caplog.at_level("INFO", logger="kinfield"):
+        assert _train(scene, out, *test, "--downscale", "2") == 0
+    assert digests() == before and [p.name for p in list_checkpoints(out)] == ["ckpt_0000002.pt"]
+    assert "nothing to do" in caplog.text
+    (out / "metrics.json").unlink()  # (as if killed while scoring)
+    assert _train(scene, out, *test) == 0
+    assert json.loads((out / "metrics.json").read_text())["test"]["step"] == 2
+    assert _train(scene, out, *test, "--iters", "3") == 0
+    assert [p.name for p in list_checkpoints(out)][-1] == "ckpt_0000003.pt"
+    assert json.loads((out / "metrics.json").read_text())["test"]["step"] == 3
