@@ -51,7 +51,9 @@ def _user_errors(main):
             fix = {errno.ENOSPC: "free disk space", errno.EROFS: "write to another folder (--out)",
                    errno.EACCES: "fix the folder's permissions or write to another folder (--out)",
                    errno.ENOTDIR: "a part of the path is a file: choose another --out",
-                   errno.EEXIST: "a file is where a folder is expected: choose another --out"}.get(exc.errno, "check the path")
+                   errno.EEXIST: "a file is where a folder is expected: choose another --out",
+                   errno.ENOENT: "a folder on the path does not exist or cannot be made there: check the path"
+                   }.get(exc.errno, "check the path")
             return _error(f"{exc.strerror or exc}{where}\n  fix: {fix}, then run the command again")
     return wrapped
 

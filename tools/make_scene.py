@@ -18,10 +18,12 @@ try:
 except ImportError:  # running from a source checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from kinfield.cli import _user_errors  # noqa: E402
 from kinfield.config import ToolParser  # noqa: E402
 from kinfield.data.synthetic import CAMERA_MODES, PRESETS, write_nsff_scene, write_scene  # noqa: E402
 
 
+@_user_errors  # (an OUT_DIR that cannot be written: one error line naming it, not a traceback)
 def main(argv=None) -> int:
     ap = ToolParser("tools/make_scene.py", description=__doc__.splitlines()[0])
     ap.add_argument("out_dir", type=Path, help="output folder (must be empty unless --overwrite)")
@@ -67,4 +69,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

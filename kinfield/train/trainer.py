@@ -600,10 +600,16 @@ class Trainer:
                          self.step, split, self.run_dir / "metrics.json")
                 result[split] = scored
                 return result
-            result[split] = evaluate_split(self.model, self.scene, split, self.run_dir, use_lpips=cfg.train.eval_lpips,
-                                           progress=cfg.train.progress, max_views=cfg.train.eval_max_views,
-                                           extra={"step": self.step, "train_time_s": round(train_time, 1),
-                                                  "checkpoint": str(checkpoint)})
+            try:
+                result[split] = evaluate_split(self.model, self.scene, split, self.run_dir,
+                                               use_lpips=cfg.train.eval_lpips, progress=cfg.train.progress,
+                                               max_views=cfg.train.eval_max_views,
+                                               extra={"step": self.step, "train_time_s": round(train_time, 1),
+                                                      "checkpoint": str(checkpoint)})
+            except KeyboardInterrupt:
+                log.warning("interrupted while scoring the %s split; training is saved (%s): run the same command "
+                            "again to score it", split, checkpoint)
+                raise
         return result
 
     def _stop_after_step_on_signal(self) -> dict:

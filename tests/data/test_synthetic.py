@@ -298,6 +298,11 @@ def test_cli(tmp_path):
     assert iio.imread(out / "train/r_002.png").shape == (12, 12, 4)
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env)
     assert r.returncode != 0 and "overwrite" in r.stderr
+    (tmp_path / "a_file").write_text("")  # an OUT_DIR that cannot be made: one error line, no traceback
+    cmd[2] = str(tmp_path / "a_file" / "scene")
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith("error: ") and "a part of the path is a file" in r.stderr
 
 
 @pytest.mark.parametrize("field, value", [("n_train", 1), ("resolution", 0), ("supersample", 0), ("seed", -1),

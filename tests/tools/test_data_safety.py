@@ -374,3 +374,24 @@ def test_rerunning_a_finished_training_changes_nothing(tmp_path, trained_run, ca
     assert _train(scene, out, *test, "--iters", "3") == 0
     assert [p.name for p in list_checkpoints(out)][-1] == "ckpt_0000003.pt"
     assert json.loads((out / "metrics.json").read_text())["test"]["step"] == 3
+
+
+def test_ctrl_c_while_scoring_says_training_is_saved(tmp_path, trained_run, caplog, monkeypatch):
+    """Ctrl-C during the final scoring (after the last checkpoint) exits 130 with a line saying the training is saved
+    and how to score it (it exited without a word); the rerun scores it."""
+    import kinfield.train.trainer as trainer_module
+
+    real = trainer_module.evaluate_split
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_module, "evaluate_split", interrupted)
+    scene, out = _scene_of(trained_run), tmp_path / "run"
+    test = ["--train_eval_split", "test", "--train_eval_lpips", "false", "--train_progress", "false"]
+    with caplog.at_level("WARNING", logger="kinfield"):
+        assert _train(scene, out, *test) == 130
+    assert "interrupted while scoring the test split; training is saved" in caplog.text
+    assert "ckpt_0000002.pt" in caplog.text and not (out / "metrics.json").exists()
+    monkeypatch.setattr(trainer_module, "evaluate_split", real)
+    assert _train(scene, out, *test) == 0 and (out / "metrics.json").is_file()
