@@ -113,6 +113,9 @@ def changed_options(saved: Dict, now: Dict, limit: int = 8) -> str:
     return text + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
+SCENE_MARKERS = ("transforms_train.json", "poses_bounds.npy")  # files that make a folder a scene, not a run
+
+
 def check_options(cfg: Config) -> None:
     """Refuse, naming the option, the values a training cannot mean (before the scene is read): sizes and step counts
     below their minimum, a negative loss weight (it would maximise its term) or gradient / time scale, a negative
@@ -157,6 +160,11 @@ def check_options(cfg: Config) -> None:
         raise ValueError(f"--train_dynamic_ray_map must be probability or motion, got {t.dynamic_ray_map!r}")
     if t.motion_map_cells <= 0:
         raise ValueError(f"--train_motion_map_cells must be > 0, got {t.motion_map_cells}")
+    out = Path(t.out)
+    if any((out / name).exists() for name in SCENE_MARKERS) or (
+            cfg.data.scene and out.resolve() == Path(cfg.data.scene).resolve()):
+        raise ValueError(f"--out {t.out} is a scene folder: the run's checkpoints, logs and renders would be written "
+                         f"into the dataset; pass another folder (e.g. runs/NAME)")
     if cfg.static.time_scale != type(cfg.static)().time_scale:
         raise ValueError(f"--static_time_scale {cfg.static.time_scale}: the static field has no time axis, so the "
                          f"option does nothing there; leave it out (--dynamic_time_scale scales the dynamic field's)")

@@ -233,6 +233,9 @@ def test_options_that_do_not_fit_together_or_with_the_scene(tmp_path, trained_ru
     scene = _scene_of(trained_run)
     assert _train(scene, tmp_path / "a", "--train_min_rays", "500", "--train_max_rays", "100") == 2
     assert "error: --train_min_rays 500 is above --train_max_rays 100" in capsys.readouterr().err
+    assert _train(scene, scene, "--iters", "1") == 2  # --out the scene folder itself
+    assert f"error: --out {scene} is a scene folder" in capsys.readouterr().err
+    assert not any((Path(scene) / n).exists() for n in ("ckpts", "config.yaml", "metrics.jsonl", ".kinfield.lock"))
     assert _train(scene, tmp_path / "a", "--static_time_scale", "0.5") == 2  # (an option the static field ignores)
     assert "error: --static_time_scale 0.5: the static field has no time axis" in capsys.readouterr().err
     assert _train(scene, tmp_path / "b", "--render_step_size", "10") == 2  # no sample in the 3-unit box
