@@ -434,8 +434,10 @@ def main_export(argv: List[str]) -> int:
         description="Integrate points through a run's kinematic field (RK4, forward and backward from --time) and "
                     "write positions, velocity, acceleration and jerk per time (world units per unit dataset time).")
     p.add_argument("run_dir", help="run folder (the --out of tools/train.py)")
-    p.add_argument("--points", default=None, help="N x 3 world points at --time (.npy or .txt); default: sample "
-                                                  "visible dynamic points from a rendered depth")
+    p.add_argument("--points", default=None, help="N x 3 world points at --time (.npy or .txt), in the run's frame: "
+                                                  "the scene's own for D-NeRF scenes, the loader's rescaled and "
+                                                  "recentred one for forward-facing captures (as exported tracks "
+                                                  "are); default: sample visible dynamic points from a rendered depth")
     p.add_argument("--time", type=float, default=0.5, help="time T0 of the query points (dataset time, [0, 1])")
     p.add_argument("--times", default="train", help="output times: 'train', a count N, or t1,t2,...")
     p.add_argument("--out", default=None, help="output file (default RUN_DIR/motion/tracks.<format>)")
@@ -479,10 +481,20 @@ def main_export(argv: List[str]) -> int:
             outside = outside_scene_box(run.model, points)
             if outside.any():
                 box = [round(v, 3) for v in run.model.aabb.tolist()]
+                i = int(outside.argmax())
+                where = f"point {i}: {np.round(points[i], 3).tolist()}"
+                if run.model.space.is_ndc:  # (the box is in NDC, the points in the run's world frame)
+                    import torch
+
+                    with torch.no_grad():
+                        ndc = run.model.space.to_field(torch.as_tensor(points[i:i + 1], dtype=torch.float32,
+                                                                       device=run.model.aabb.device))
+                    where += f", in NDC {np.round(ndc[0].cpu().numpy(), 3).tolist()}"
                 print(f"note: {int(outside.sum())} of the {len(points)} --points lie outside the run's scene box "
-                      f"{box} ({'NDC' if run.model.space.is_ndc else 'world units'}; e.g. point "
-                      f"{int(outside.argmax())}: {np.round(points[int(outside.argmax())], 3).tolist()}): the "
-                      f"kinematic field was not trained there, so their tracks are extrapolations", file=sys.stderr)
+                      f"{box} ({'NDC' if run.model.space.is_ndc else 'world units'}; e.g. {where}): the kinematic "
+                      f"field was not trained there, so their tracks are extrapolations" +
+                      (" (--points are in the run's rescaled, recentred world frame, that of exported tracks)"
+                       if run.model.space.is_ndc else ""), file=sys.stderr)
         else:
             sp = scene.split("train")
             if bad_view := _view_error(args.view, sp):

@@ -146,3 +146,20 @@ def test_the_flow_prior_moves_the_samples_the_warps_move(fwd_run, tmp_path):
                       "--out", str(tmp_path / "run"), "--kin_dyn_weight_threshold", "0.25", *SMALL])
     trainer = Trainer(cfg)
     assert trainer.priors is not None and trainer.priors.thresh == 0.25
+
+
+def test_points_outside_a_forward_facing_box_are_shown_in_its_frame(fwd_run, tmp_path, capsys):
+    """The outside-the-box note of export_trajectories on an NDC run gives the point in NDC too, next to the NDC box
+    (it printed the world point beside the NDC box, which read as inside), and says which frame --points are in."""
+    import numpy as np
+
+    from kinfield.cli import main_export
+
+    pts = tmp_path / "pts.txt"
+    np.savetxt(pts, np.array([[0.0, 0.0, -2.0], [0.0, 0.0, 5.0]]))  # in front of the cameras, and behind them
+    capsys.readouterr()
+    assert main_export([str(fwd_run), "--points", str(pts), "--time", "0.5", "--times", "3", "--out",
+                        str(tmp_path / "t.npz"), "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "of the 2 --points lie outside the run's scene box [-1.5, -1.5, -1.0, 1.5, 1.5, 1.0] (NDC; e.g. point" in err
+    assert ", in NDC [" in err and "rescaled, recentred world frame" in err
