@@ -280,6 +280,17 @@ def main_render(argv: List[str]) -> int:
     if run is None:
         return code
     _note_untrained(run, kinematic, "its video shows zeros (black)")
+    if tracks is not None and "untrained_orders" not in tracks and run.model.space.is_ndc:
+        # a scene's ground truth (motion_gt.npz, in the generator's frame; exports are in the run's): into the run's
+        from .data.nsff import is_nsff_scene
+        from .motion.export import gt_to_training_world
+
+        home = _scene_folder(run.cfg.data.scene, args.overlay_tracks)
+        if not is_nsff_scene(home) or not {"velocity", "acceleration", "jerk", "query_points"} <= set(tracks):
+            return _error(f"--overlay-tracks {args.overlay_tracks} is not a trajectory export of a run, and a "
+                          f"forward-facing run draws a scene's ground truth only with its scene folder ({home} has "
+                          f"no poses_bounds.npy); draw tracks from tools/export_trajectories.py")
+        gt_to_training_world(tracks, home)
     is_test = args.path == "test"
     try:
         scene = _load_run_scene(run.cfg, args.scene, args.downscale, [args.split] if is_test else ["train"])

@@ -340,7 +340,7 @@ def score_against_ground_truth(model: SceneModel, gt_path, substeps: int = 4, cu
         raise MotionFileError(f"{gt_path} is the ground truth of another scene than the run's ({other}); fix: pass the "
                               f"motion_gt.npz of {scene_dir}, or leave --gt out")
     # world units of the GT per training-world unit
-    unit = _to_training_world(gt, scene_dir)
+    unit = gt_to_training_world(gt, scene_dir)
     gt_times = gt["times"].astype(np.float64)
     traj = compute_trajectories(model, gt["query_points"], float(gt["query_time"]), gt_times, substeps=substeps)
     err = np.linalg.norm(traj["positions"] - gt["positions"], axis=-1) * unit  # [T, N], GT units
@@ -389,7 +389,7 @@ def score_against_ground_truth(model: SceneModel, gt_path, substeps: int = 4, cu
     return out
 
 
-def _to_training_world(gt: Dict[str, np.ndarray], scene_dir: Path) -> float:
+def gt_to_training_world(gt: Dict[str, np.ndarray], scene_dir: Path) -> float:
     """Map a forward-facing scene's GT (written in the generator's frame) into the frame the NSFF loader
     trains in (rescaled, recentred; see :func:`kinfield.data.nsff.world_transform`), in place.
     Returns the GT length unit per training-world unit (1 for world-space scenes)."""

@@ -163,3 +163,28 @@ def test_points_outside_a_forward_facing_box_are_shown_in_its_frame(fwd_run, tmp
     err = capsys.readouterr().err
     assert "of the 2 --points lie outside the run's scene box [-1.5, -1.5, -1.0, 1.5, 1.5, 1.0] (NDC; e.g. point" in err
     assert ", in NDC [" in err and "rescaled, recentred world frame" in err
+
+
+def test_a_scene_ground_truth_is_drawn_in_the_run_frame(fwd_run, tmp_path, monkeypatch):
+    """--overlay-tracks with a forward-facing scene's motion_gt.npz (written in the generator's frame, unlike exports,
+    which are in the run's rescaled, recentred frame): its positions are drawn mapped into the run's frame,
+    p -> s R p + c with (s, [R | c]) = world_transform(scene), as eval_motion scores them."""
+    import numpy as np
+
+    import kinfield.render.overlay as overlay
+    from kinfield.cli import main_render
+    from kinfield.data.nsff import world_transform
+
+    scene = fwd_run.parent / "scene"
+    seen = []
+    real = overlay.draw_tracks
+    monkeypatch.setattr(overlay, "draw_tracks", lambda frame, pose, intr, tracks, t: seen.append(tracks) or
+                        real(frame, pose, intr, tracks, t))
+    assert main_render([str(fwd_run), "--path", "fixed-view", "--frames", "2", "--outputs", "rgb", "--device", "cpu",
+                        "--out", str(tmp_path / "v"), "--no-progress", "--overlay-tracks",
+                        str(scene / "motion_gt.npz")]) == 0
+    scale, m = world_transform(scene)
+    with np.load(scene / "motion_gt.npz") as z:
+        expected = z["positions"].astype(np.float64) @ (m[:3, :3] * scale).T + m[:3, 3]
+    assert seen and np.allclose(seen[0]["positions"], expected, atol=1e-5)
+    assert not np.allclose(expected, np.load(scene / "motion_gt.npz")["positions"], atol=1e-3)  # (a real change)
