@@ -361,7 +361,8 @@ def parse_train_args(argv: List[str]) -> Config:
         argv[1:3] = [argv[2]]
     if len(argv) < 2 or argv[0].startswith("-") or argv[1].startswith("-"):
         raise SystemExit("usage: python tools/train.py SCENE CONFIG [--option value ...]\n"
-                         "  SCENE: a D-NeRF scene folder or .npz file; CONFIG: a YAML file from configs/")
+                         "  SCENE: a D-NeRF scene folder, a forward-facing capture (tools/preprocess.py output) or a .npz "
+                         "file; CONFIG: a YAML file from configs/")
     scene, cfg_file = argv[0], argv[1]
     if not Path(cfg_file).is_file():
         swapped = Path(scene).suffix in (".yaml", ".yml") and Path(scene).is_file()

@@ -75,9 +75,11 @@ def load_scene(
             )
         return load_tiny_npz(p, downscale=downscale, **kw)
     if not p.exists():
-        fix = "pass a D-NeRF scene folder (with transforms_train.json) or a .npz file"
+        fix = ("pass a D-NeRF scene folder (with transforms_train.json), a forward-facing capture (with "
+               "poses_bounds.npy, e.g. tools/preprocess.py output) or a .npz file")
         if p.name == "demo_scene":  # the bundled demo scene is generated, not shipped (assets/README.md)
             fix = f"generate the demo scene first: python tools/make_scene.py {path} --preset demo (or run tools/demo.py)"
         raise DatasetError(p, "path does not exist", fix)
-    raise DatasetError(p, "unsupported dataset file (expected a folder with transforms_train.json or a .npz file)",
-                       "pass a D-NeRF scene folder or a .npz file such as tiny_dnerf_data.npz")
+    raise DatasetError(p, "unsupported dataset file (expected a folder with transforms_train.json or poses_bounds.npy, "
+                          "or a .npz file)", "pass a D-NeRF scene folder, a forward-facing capture or a .npz file "
+                                             "such as tiny_dnerf_data.npz")

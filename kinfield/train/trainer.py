@@ -647,8 +647,9 @@ class Trainer:
                 if split != t.val_split:
                     log.info("the scene has no %r split: validating on %r", t.val_split, split)
                 return split
-        log.info("periodic validation off: the scene has neither a %r nor a %r split (it has: %s)", t.val_split,
-                 t.eval_split, ", ".join(sorted(self.scene.splits)))
+        named = " nor a ".join(repr(n) for n in (t.val_split, t.eval_split) if n) or "--train_val_split"
+        log.info("periodic validation off: the scene has no %s split (it has: %s)", named,
+                 ", ".join(sorted(self.scene.splits)))
         return None
 
     def _wall_time_so_far(self) -> float:

@@ -139,11 +139,16 @@ def test_a_scene_without_a_val_split_validates_on_the_eval_split_or_says_why_not
     assert math.isfinite(_rows(tmp_path / "run")[3]["val/psnr"])
     (copy / "transforms_test.json").unlink()
     caplog.clear()
-    tr = _trainer(copy, tmp_path / "run2", "--train_val_every", "3")
+    tr = _trainer(copy, tmp_path / "run2", "--train_val_every", "3", "--train_eval_split", "test")
     with caplog.at_level("INFO", logger="kinfield"):
         tr.fit()
-    assert "periodic validation off" in caplog.text
+    assert "periodic validation off: the scene has no 'val' nor a 'test' split (it has: train)" in caplog.text
     assert not any("val/psnr" in r for r in _rows(tmp_path / "run2").values())
+    caplog.clear()
+    tr = _trainer(copy, tmp_path / "run3", "--train_val_every", "3")  # (--train_eval_split '')
+    with caplog.at_level("INFO", logger="kinfield"):
+        tr.fit()  # (no "nor a ''" for the eval split turned off)
+    assert "periodic validation off: the scene has no 'val' split (it has: train)" in caplog.text
 
 
 def test_scores_are_of_the_render_clamped_to_the_image_range():
