@@ -20,6 +20,7 @@ Per-pixel priors are returned as ``SceneSplit.extras`` (resampled with the image
 """
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
@@ -32,6 +33,8 @@ from ..preprocess.writer import llff_to_opengl  # the writer's inverse lives bes
 from .dnerf import area_downscale, check_downscale, downscaled_size, is_rotation, read_image
 from .errors import DatasetError, as_dataset_error
 from .scene import Scene, SceneSplit
+
+log = logging.getLogger("kinfield")
 
 NDC_AABB = (-1.5, -1.5, -1.0, 1.5, 1.5, 1.0)
 BD_FACTOR = 0.75
@@ -216,9 +219,13 @@ def _read_priors(root: Path, n: int, size: Tuple[int, int], orig_size: Tuple[int
         for kind, other in (("fwd", 1), ("bwd", -1)):
             flows = np.zeros((n, h, w, 2), np.float32)
             valid = np.zeros((n, h, w), np.float32)
+            missing = []
             for i in range(n):
                 p = flow_dir / f"{i:03d}_{kind}.npz"
-                if not p.is_file() or not 0 <= i + other < n:
+                if not 0 <= i + other < n:
+                    continue
+                if not p.is_file():
+                    missing.append(p.name)
                     continue
                 z = _load(p, "unreadable flow file", "it must hold arrays 'flow' (H, W, 2) and 'mask' (H, W)",
                           "flow", "mask")
@@ -231,6 +238,11 @@ def _read_priors(root: Path, n: int, size: Tuple[int, int], orig_size: Tuple[int
                 ok = np.isfinite(f).all(-1)
                 flows[i] = np.where(ok[..., None], f, 0.0)
                 valid[i] = m & ok
+            if missing:  # (the flow prior is left out on those frames)
+                log.warning("%s: %d of the %d %s flow files are missing (%s%s): those frames get no flow prior; "
+                            "re-run tools/preprocess.py to write them (names: NNN_%s.npz, NNN the frame number)",
+                            flow_dir, len(missing), n - 1, "forward" if kind == "fwd" else "backward",
+                            ", ".join(missing[:3]), ", ..." if len(missing) > 3 else "", kind)
             if valid.any():
                 extras[f"flow_{kind}"] = torch.from_numpy(flows)
                 extras[f"flow_{kind}_mask"] = torch.from_numpy(valid)

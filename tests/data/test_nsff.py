@@ -198,3 +198,19 @@ def test_a_downscaled_motion_mask_marks_every_pixel_with_some_motion(tmp_path):
         iio.imwrite(tmp_path / "motion_masks" / f"{i}.png", mask)
     got = load_scene(tmp_path, downscale=4).split("train").extras["motion_mask"][0]
     assert got.tolist() == [[1.0, 0.0], [0.0, 1.0]]
+
+
+def test_missing_flow_files_are_named(fwd_dir, tmp_path, caplog):
+    """A flow file gone from flow_i1/ (or files named another way) leaves those frames without the flow prior: the
+    loader says which, instead of skipping them silently; the frames whose flow is there keep it."""
+    import shutil
+
+    copy = tmp_path / "scene"
+    shutil.copytree(fwd_dir, copy)
+    (copy / "flow_i1" / "003_fwd.npz").unlink()
+    with caplog.at_level("WARNING", logger="kinfield"):
+        train = load_scene(copy, splits=("train",)).split("train")
+    assert "1 of the 7 forward flow files are missing (003_fwd.npz)" in caplog.text
+    assert "backward" not in caplog.text
+    mask = train.extras["flow_fwd_mask"]
+    assert float(mask[3].sum()) == 0.0 and float(mask[2].sum()) > 0.0
