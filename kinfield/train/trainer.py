@@ -222,6 +222,9 @@ class Trainer:
         self.step = 0
         t = cfg.train  # (the adapted count stays within [min_rays, max_rays] from the first step on)
         self.n_rays = min(t.max_rays, max(t.min_rays, t.rays)) if t.target_samples > 0 else t.rays
+        if self.n_rays != t.rays:
+            log.info("--train_rays %d is outside [--train_min_rays %d, --train_max_rays %d]: %d rays at the start",
+                     t.rays, t.min_rays, t.max_rays, self.n_rays)
         self.n_bad_steps = 0
 
     # ----------------------------------------------------------------------------------- setup

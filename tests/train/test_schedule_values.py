@@ -196,13 +196,16 @@ def test_ray_count_moves_towards_the_sample_target(tiny_scene, tmp_path, target,
 
 
 @pytest.mark.parametrize("rays,target,expected", [(64, 1000, 100), (4096, 1000, 150), (120, 1000, 120), (64, 0, 64)])
-def test_the_first_step_keeps_to_the_ray_bounds(tiny_scene, tmp_path, rays, target, expected):
+def test_the_first_step_keeps_to_the_ray_bounds(tiny_scene, tmp_path, rays, target, expected, caplog):
     """--train_rays outside [--train_min_rays 100, --train_max_rays 150] is clamped from the first step when the count
     adapts (--train_target_samples > 0); with a fixed count (target 0) the bounds do not apply."""
     cfg = _cfg(tiny_scene, tmp_path, "--train_rays", str(rays), "--train_min_rays", "100", "--train_max_rays", "150",
                "--train_target_samples", str(target))
-    trainer = Trainer(cfg)
+    with caplog.at_level("INFO", logger="kinfield"):
+        trainer = Trainer(cfg)
     assert trainer.train_step()["rays"] == expected
+    assert (f"--train_rays {rays} is outside [--train_min_rays 100, --train_max_rays 150]: {expected} rays at the "
+            f"start" in caplog.text) == (rays != expected)
 
 
 # ---------------------------------------------------------------------------------- checkpoints
