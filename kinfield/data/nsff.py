@@ -273,7 +273,9 @@ def _read_sparse_depth(root: Path, n: int, size: Tuple[int, int], orig_size: Tup
         inside = (uv[:, 0] >= 0) & (uv[:, 0] < orig_size[1]) & (uv[:, 1] >= 0) & (uv[:, 1] < orig_size[0])
         if (~inside).mean() > 0.05:  # (a few at the border are rounding; more: pixels of another image size)
             raise DatasetError(p, f"{int((~inside).sum())} of its {len(uv)} 'uv' lie outside the "
-                                  f"{orig_size[1]}x{orig_size[0]} images", fix + "; 'uv' in pixels of these images")
+                                  f"{orig_size[1]}x{orig_size[0]} images", "its points were written for images of another "
+                                  "size (resized after tools/preprocess.py?): re-run tools/preprocess.py on the images "
+                                  "as they are now, or remove sparse_depth/ ('uv' are pixels of these images)")
         col = np.clip((uv[:, 0] * sx).astype(int), 0, w - 1)
         row = np.clip((uv[:, 1] * sy).astype(int), 0, h - 1)
         ok = np.isfinite(d) & (d > 0) & inside
