@@ -386,6 +386,7 @@ class KinematicObjective:
         zero = self._zero(ctx)
         res = {k: zero for k in PHYSICS_TERMS}
         ctx["kin_phys"] = res
+        ctx["physics_points"] = 0  # (logged: terms of 0 points read 0, as converged ones do)
         if self._selection(ctx)["idx"].numel() == 0:
             return res
         w = self.warp(ctx, "inter")
@@ -393,6 +394,7 @@ class KinematicObjective:
         pts = torch.nonzero(keep)[:, 0]
         if pts.numel() > c.max_physics_points:
             pts = pts[torch.randperm(pts.numel(), device=pts.device)[: c.max_physics_points]]
+        ctx["physics_points"] = int(pts.numel())
         if pts.numel() == 0:
             return res
         # derivatives once, in world space (METHOD 3, 8.3): probes in world, mapped to field space to query

@@ -490,6 +490,8 @@ class Trainer:
             self.n_rays = int(min(t.max_rays, max(t.min_rays, self.n_rays * min(ratio, 2.0) ** 0.5)))
         logs.update({"rays": float(batch["rgb"].shape[0]), "samples": float(n_samples),
                      "lr": self.optimizer.param_groups[0]["lr"]})
+        if "physics_points" in ctx:  # (the physics terms' points before any volume points: 0 leaves them at 0)
+            logs["physics_points"] = float(ctx["physics_points"])
         return logs
 
     def _update_map(self, update) -> None:

@@ -383,3 +383,16 @@ def test_a_resume_with_other_learning_rates_names_the_groups_that_changed(tiny_s
     assert "dynamic grid 0.03 / 0 (checkpoint: 0.01 / 0)" in line and "nets" not in line  # the nets kept theirs
     assert {g["name"] for g in resumed.optimizer.param_groups} >= {"dynamic grid", "dynamic nets", "kinematic grid"}
     assert next(g for g in resumed.optimizer.param_groups if g["name"] == "dynamic grid")["initial_lr"] == 0.03
+
+
+@pytest.mark.parametrize("threshold", ["-1", "1e30"])
+def test_the_step_logs_how_many_physics_points_its_terms_had(tiny_scene, tmp_path, threshold):
+    """physics_points: the points the physics terms were evaluated at (at most --kin_max_physics_points 16); with a
+    density threshold no point passes, 0 (the terms then read 0, as converged ones would)."""
+    cfg = _cfg(tiny_scene, tmp_path, "--kin_start", "0", "--kin_physics_start", "0", "--kin_integrity_weight", "0.1",
+               "--kin_max_physics_points", "16", "--kin_physics_sigma_threshold", threshold)
+    logs = Trainer(cfg).train_step()
+    assert "loss/integrity" in logs
+    assert logs["physics_points"] == (16.0 if threshold == "-1" else 0.0)
+    if threshold != "-1":
+        assert logs["loss/integrity"] == 0.0
