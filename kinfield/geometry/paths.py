@@ -198,12 +198,15 @@ def spiral_path(ref_poses: torch.Tensor, n_frames: int, n_rotations: float = 2, 
     -r_z sin(z_rate a))`` with ``a = 2 pi n_rotations k / F`` and ``r`` the 90th percentile of the
     reference offsets in the mean camera frame times ``radius_scale``.
 
-    For inward-facing 360-degree captures (viewing axes that fan out, or a mean centre close to or past the
-    focus point) the mean viewing axis points down (the horizontal parts cancel), so the spiral is built about a
+    For inward-facing 360-degree captures (viewing axes that fan out: the mean of the unit axes shorter than
+    0.9) the mean viewing axis points down (the horizontal parts cancel), so the spiral is built about a
     *median training view* instead: the :func:`path_defaults` centre seen from its median camera
     distance and elevation, at the azimuth of the mean camera offset (of the first camera when the
     capture goes all round), with radii ``radius_scale * (0.5, 0.3, 0.2)`` times that distance (the
     reference offsets there span the whole capture). Use :func:`orbit_path` for a full 360 tour.
+    Otherwise, when the focus lies behind or close to the mean centre (parallel axes, where no centre is
+    found and the origin stands in), the mean camera is moved back along its axis to the median camera
+    distance.
 
     Returns:
         ``(poses [F, 4, 4], times [F])`` with times sweeping 0 -> 1.
@@ -226,13 +229,15 @@ def spiral_path(ref_poses: torch.Tensor, n_frames: int, n_rotations: float = 2, 
     up = _normalize(up) if float(up.norm()) > 1e-6 else _perpendicular(fwd)
     focal = float((target - mean_c) @ fwd)
     typical = float((origins - target).norm(dim=-1).median())
-    inward = spread or focal < 0.5 * typical
-    if inward:  # a 360-degree capture: about a median training view
+    if spread:  # a 360-degree capture: about a median training view
         mean_c, fwd, up = _median_view(origins, target, d, typical)
+        focal = typical
+    elif focal < 0.5 * typical:  # the focus behind or at the mean camera (e.g. parallel axes: no centre found)
+        mean_c = target - typical * fwd
         focal = typical
     right = torch.linalg.cross(fwd, up)  # x = y cross z with z = -fwd
     frame = torch.stack([right, up, -fwd], dim=1)  # [3, 3] columns x, y, z
-    if inward:
+    if spread:
         rads = torch.tensor([0.5, 0.3, 0.2], dtype=_F64) * focal * float(radius_scale)
     else:
         offsets = (origins - mean_c) @ frame  # [N, 3] in the mean camera frame

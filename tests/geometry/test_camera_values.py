@@ -218,6 +218,18 @@ def test_spiral_path_moves_towards_the_scene_on_its_depth_axis():
     assert torch.allclose(z, torch.tensor([5.0, 5.0 - 0.5 * s, 4.5, 5.0 - 0.5 * s], dtype=torch.float64), atol=1e-5)
 
 
+def test_spiral_of_a_parallel_forward_rig_looks_along_its_axis():
+    """Six cameras on a plane through the origin, all looking down -z (parallel axes: no centre, the origin stands
+    in, at the mean camera): the spiral looks along the rig's axis from behind it, not across the rig (a 360-degree
+    capture's median view, taken when the focus is at the mean camera, turned it sideways)."""
+    ref = torch.stack([_hand_pose((sx, sy, 0.0), (1, 0, 0), (0, 1, 0), (0, 0, 1))
+                       for sx in (-1.0, 0.0, 1.0) for sy in (-0.5, 0.5)])
+    poses, _ = spiral_path(ref, 8)
+    view = -poses[:, :3, 2].double()
+    assert float(view[:, 2].max()) < -0.7, view  # every frame looks down -z, as the rig does
+    assert float(poses[:, 2, 3].min()) > 0.0  # from behind the rig's plane
+
+
 def _ring(azimuths_deg, elevation_deg=30.0, distance=4.0, centre=(0.5, -0.2, 0.3)):
     """Cameras on a ring about ``centre`` (world up +z), each looking at it."""
     c = torch.tensor(centre, dtype=torch.float64)
