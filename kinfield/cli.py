@@ -29,10 +29,14 @@ def _terminate_like_ctrl_c():
         return None
 
 
-def _user_errors(main):
+def _user_errors(main=None, *, out: str = "--out"):
     """Wrap a tool's ``main(argv)``: a file-system failure (a full disk, a read-only folder, an output path that is a
     file) is one ``error:`` line naming the path, and Ctrl-C a short note (exit 130), not a traceback. Outputs are
-    written beside their final names and moved in when complete (:mod:`kinfield._io`), so earlier results stay."""
+    written beside their final names and moved in when complete (:mod:`kinfield._io`), so earlier results stay.
+    ``out``: what the fixes call the tool's output path (``@_user_errors(out="OUT_DIR")`` for a positional one)."""
+    if main is None:
+        return functools.partial(_user_errors, out=out)
+
     @functools.wraps(main)
     def wrapped(argv: List[str]) -> int:
         try:
@@ -48,10 +52,10 @@ def _user_errors(main):
             raise
         except OSError as exc:
             where = f": {exc.filename}" if exc.filename else ""
-            fix = {errno.ENOSPC: "free disk space", errno.EROFS: "write to another folder (--out)",
-                   errno.EACCES: "fix the folder's permissions or write to another folder (--out)",
-                   errno.ENOTDIR: "a part of the path is a file: choose another --out",
-                   errno.EEXIST: "a file is where a folder is expected: choose another --out",
+            fix = {errno.ENOSPC: "free disk space", errno.EROFS: f"write to another folder ({out})",
+                   errno.EACCES: f"fix the folder's permissions or write to another folder ({out})",
+                   errno.ENOTDIR: f"a part of the path is a file: choose another {out}",
+                   errno.EEXIST: f"a file is where a folder is expected: choose another {out}",
                    errno.ENOENT: "a folder on the path does not exist or cannot be made there: check the path"
                    }.get(exc.errno, "check the path")
             return _error(f"{exc.strerror or exc}{where}\n  fix: {fix}, then run the command again")
@@ -285,11 +289,14 @@ def main_render(argv: List[str]) -> int:
         from .data.nsff import is_nsff_scene
         from .motion.export import gt_to_training_world
 
-        home = _scene_folder(run.cfg.data.scene, args.overlay_tracks)
-        if not is_nsff_scene(home) or not {"velocity", "acceleration", "jerk", "query_points"} <= set(tracks):
-            return _error(f"--overlay-tracks {args.overlay_tracks} is not a trajectory export of a run, and a "
-                          f"forward-facing run draws a scene's ground truth only with its scene folder ({home} has "
-                          f"no poses_bounds.npy); draw tracks from tools/export_trajectories.py")
+        if not {"velocity", "acceleration", "jerk", "query_points"} <= set(tracks):
+            return _error(f"--overlay-tracks {args.overlay_tracks} is neither a trajectory export of a run nor a "
+                          f"scene's motion_gt.npz; draw tracks from tools/export_trajectories.py")
+        home = _scene_folder(args.scene or run.cfg.data.scene, args.overlay_tracks)
+        if not is_nsff_scene(home):
+            return _error(f"--overlay-tracks {args.overlay_tracks}: a scene's ground truth is drawn on a forward-facing "
+                          f"run in the run's frame, which its scene folder's poses_bounds.npy defines; {home} has "
+                          f"none: pass the scene with --scene")
         gt_to_training_world(tracks, home)
     is_test = args.path == "test"
     try:

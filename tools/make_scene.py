@@ -23,7 +23,7 @@ from kinfield.config import ToolParser  # noqa: E402
 from kinfield.data.synthetic import CAMERA_MODES, PRESETS, write_nsff_scene, write_scene  # noqa: E402
 
 
-@_user_errors  # (an OUT_DIR that cannot be written: one error line naming it, not a traceback)
+@_user_errors(out="OUT_DIR")  # (an OUT_DIR that cannot be written: one error line naming it, no traceback)
 def main(argv=None) -> int:
     ap = ToolParser("tools/make_scene.py", description=__doc__.splitlines()[0])
     ap.add_argument("out_dir", type=Path, help="output folder (must be empty unless --overwrite)")

@@ -577,6 +577,8 @@ class Trainer:
                     break
             if self._signal:  # a signal during a step, or during the last one's logging, validation or save
                 path = self.save()
+                if self.step >= cfg.train.iters:  # (the rerun has nothing to train: the time is written now)
+                    self._record_train_time(logger, wall_before + time.time() - t_start - val_seconds)
                 bar.close()  # (before the message: it would otherwise land on the bar's line)
                 log.warning("interrupted at step %d; checkpoint saved to %s (run again to resume)", self.step, path)
                 stopped_cleanly = True
@@ -599,9 +601,13 @@ class Trainer:
         train_time = wall_before + time.time() - t_start - val_seconds
         checkpoint = latest_checkpoint(self.run_dir)
         if not idle or checkpoint is None or checkpoint_step(checkpoint) != self.step:
-            checkpoint = self.save()
-            logger.log(self.step, {"train_time_s": train_time})
-            (self.run_dir / "train_time.txt").write_text(f"{train_time:.1f}\n")
+            try:
+                checkpoint = self.save()
+            except KeyboardInterrupt:  # (the signal handlers are back: a Ctrl-C here stops the save, atomically)
+                log.warning("interrupted while saving the checkpoint of step %d; the last one saved is kept (%s): "
+                            "run the same command again", self.step, latest_checkpoint(self.run_dir) or "none yet")
+                raise
+            self._record_train_time(logger, train_time)
         logger.close()
         result = {"step": self.step, "train_time_s": train_time}
         split = cfg.train.eval_split
@@ -624,6 +630,11 @@ class Trainer:
                             "again to score it", split, checkpoint)
                 raise
         return result
+
+    def _record_train_time(self, logger: MetricsLogger, seconds: float) -> None:
+        """The training time of the run so far: a ``train_time_s`` row at this step and ``RUN/train_time.txt``."""
+        logger.log(self.step, {"train_time_s": seconds})
+        (self.run_dir / "train_time.txt").write_text(f"{seconds:.1f}\n")
 
     def _stop_after_step_on_signal(self) -> dict:
         """From now on Ctrl-C and SIGTERM only set ``self._signal``: fit saves and stops once the step in progress is

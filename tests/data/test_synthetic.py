@@ -302,7 +302,7 @@ def test_cli(tmp_path):
     cmd[2] = str(tmp_path / "a_file" / "scene")
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
-    assert r.stderr.startswith("error: ") and "a part of the path is a file" in r.stderr
+    assert r.stderr.startswith("error: ") and "a part of the path is a file: choose another OUT_DIR" in r.stderr
 
 
 @pytest.mark.parametrize("field, value", [("n_train", 1), ("resolution", 0), ("supersample", 0), ("seed", -1),

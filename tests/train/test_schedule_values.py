@@ -396,3 +396,28 @@ def test_the_step_logs_how_many_physics_points_its_terms_had(tiny_scene, tmp_pat
     assert logs["physics_points"] == (16.0 if threshold == "-1" else 0.0)
     if threshold != "-1":
         assert logs["loss/integrity"] == 0.0
+
+
+def test_an_interrupt_on_the_last_step_still_records_the_training_time(tiny_scene, tmp_path):
+    """Ctrl-C during the last step: the step completes and is saved, and the run's training time (train_time.txt, a
+    train_time_s row) is written then; the rerun, with nothing to train, leaves them (it would never write them)."""
+    cfg = _cfg(tiny_scene, tmp_path, "--iters", "2", "--train_progress", "false")
+    trainer = Trainer(cfg)
+    real = trainer.train_step
+
+    def step_then_ctrl_c():
+        logs = real()
+        if trainer.step == 1:  # (the last step in progress: fit advances the counter after it)
+            trainer._signal = 2
+        return logs
+
+    trainer.train_step = step_then_ctrl_c
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["ckpt_0000002.pt"]
+    seconds = float((tmp_path / "train_time.txt").read_text())
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["train_time_s"] for r in rows if "train_time_s" in r] == [pytest.approx(seconds, abs=0.05)]
+    Trainer(cfg).fit()
+    assert (tmp_path / "train_time.txt").read_text() == f"{seconds:.1f}\n"
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["ckpt_0000002.pt"]
