@@ -6,6 +6,7 @@ import functools
 import json
 import logging
 import math
+import os
 import sys
 from typing import List
 
@@ -488,6 +489,9 @@ def main_export(argv: List[str]) -> int:
     run, code = _open_run(args, "there is no motion to export; train the run with --kin_enabled true")
     if run is None:
         return code
+    out.parent.mkdir(parents=True, exist_ok=True)  # (an --out that cannot be written fails now, not after integrating)
+    if not os.access(out.parent, os.W_OK):
+        return _error(f"--out {out}: the folder {out.parent} is not writable; write to another folder (--out)")
     need_scene = args.points is None or args.times == "train"
     scene = None
     try:

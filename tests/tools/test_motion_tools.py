@@ -84,6 +84,17 @@ def test_export_checks_its_options_before_integrating(trained_run, tmp_path, cap
         assert "'txt'" in err and "--format" in err and not list(tmp_path.iterdir())
 
 
+def test_export_to_a_path_it_cannot_write_fails_before_integrating(trained_run, tmp_path, capsys, monkeypatch):
+    """An --out under a file (or a read-only folder) is one error line, before any track is integrated (it failed
+    only at the write, after the run was loaded and the tracks computed)."""
+    _forbid(monkeypatch, kinfield.motion, "compute_trajectories")
+    _forbid(monkeypatch, kinfield.motion, "sample_dynamic_points")
+    (tmp_path / "a_file").write_text("")
+    assert _export(trained_run, "--out", str(tmp_path / "a_file" / "t.npz")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "a file is where a folder is expected: choose another --out" in err
+
+
 @pytest.mark.parametrize("tool, option", [(main_export, "--substeps"), (main_export, "--n-points"),
                                           (main_eval_motion, "--substeps")])
 @pytest.mark.parametrize("value", ["0", "-2"])
