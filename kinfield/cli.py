@@ -220,7 +220,8 @@ def _render_parser():
         description="Render videos of a trained run along a camera/time path (one video per output).")
     p.add_argument("run_dir", help="run folder (the --out of tools/train.py)")
     p.add_argument("--overlay-tracks", default=None,
-                   help="trajectory npz from tools/export_trajectories.py drawn over the rgb frames")
+                   help="tracks from tools/export_trajectories.py (npz, json, csv or ply), or a synthetic scene's "
+                        "motion_gt.npz, drawn over the rgb frames")
     p.add_argument("--path", choices=RENDER_PATHS, default="spiral",
                    help="spiral / orbit: time sweeps 0->1; fixed-view: a train camera, time sweeps; "
                         "bullet-time: orbit at frozen --time (a spiral on forward-facing scenes, which cannot be "
@@ -285,14 +286,14 @@ def main_render(argv: List[str]) -> int:
     if run is None:
         return code
     _note_untrained(run, kinematic, "its video shows zeros (black)")
-    if tracks is not None and "untrained_orders" not in tracks and run.model.space.is_ndc:
+    if tracks is not None and "object_id" in tracks and run.model.space.is_ndc:
         # a scene's ground truth (motion_gt.npz, in the generator's frame; exports are in the run's): into the run's
         from .data.nsff import is_nsff_scene
         from .motion.export import gt_to_training_world
 
         if not {"velocity", "acceleration", "jerk", "query_points"} <= set(tracks):
-            return _error(f"--overlay-tracks {args.overlay_tracks} is neither a trajectory export of a run nor a "
-                          f"scene's motion_gt.npz; draw tracks from tools/export_trajectories.py")
+            return _error(f"--overlay-tracks {args.overlay_tracks} holds object ids like a scene's motion_gt.npz "
+                          f"but not its other arrays; draw tracks from tools/export_trajectories.py")
         home = _scene_folder(args.scene or run.cfg.data.scene, args.overlay_tracks)
         if not is_nsff_scene(home):
             return _error(f"--overlay-tracks {args.overlay_tracks}: a scene's ground truth is drawn on a forward-facing "
@@ -600,7 +601,7 @@ def main_plot(argv: List[str]) -> int:
                    "motion_epe.png (after tools/eval_motion.py), tracks.png (exported tracks).")
     p.add_argument("run_dir", help="run folder (the --out of tools/train.py)")
     p.add_argument("--out", default=None, help="output folder (default: RUN_DIR/plots)")
-    p.add_argument("--tracks", default=None, help="tracks .npz from tools/export_trajectories.py "
+    p.add_argument("--tracks", default=None, help="tracks from tools/export_trajectories.py, in any of its formats "
                                                   "(default: RUN_DIR/motion/tracks.npz when it exists)")
     p.add_argument("--smoothing", type=float, default=0.6, help="moving-average weight of the curves, in [0, 1)")
     args = p.parse_args(argv)

@@ -16,7 +16,7 @@ from .trajectory import integrate, kinematics_along
 
 TRAJECTORY_FORMATS = ("npz", "ply", "json", "csv")
 ORDER_NAMES = ("velocity", "acceleration", "jerk")
-TRACKS_FIX = "pass an npz written by tools/export_trajectories.py"
+TRACKS_FIX = "pass a file written by tools/export_trajectories.py"
 GT_FIX = "pass --gt the motion_gt.npz that tools/make_scene.py writes into a synthetic scene"
 # the shape of each array a tracks / ground-truth file may hold (T times, N points)
 _MOTION_SHAPES = {"times": ("T",), "query_time": (), "query_points": ("N", 3), "positions": ("T", "N", 3),
@@ -42,6 +42,12 @@ def load_motion_npz(path, required: Sequence[str], fix: str) -> Dict[str, np.nda
             data = {k: z[k] for k in z.files}
     except Exception as exc:  # a damaged archive, or arrays that need pickle
         raise MotionFileError(f"{path}: cannot read it as an npz archive ({exc}); fix: {fix}") from exc
+    return _checked_motion(data, path, required, fix)
+
+
+def _checked_motion(data: Dict[str, np.ndarray], path: Path, required: Sequence[str], fix: str) -> Dict[str, np.ndarray]:
+    """``data`` with ``required`` keys present and the shapes of :data:`_MOTION_SHAPES` consistent, else
+    :class:`MotionFileError` naming ``path`` and ending in ``fix``."""
     missing = [k for k in required if k not in data]
     if missing:
         raise MotionFileError(f"{path}: missing {', '.join(missing)} (it has: {', '.join(data) or 'nothing'}); "
@@ -61,8 +67,48 @@ def load_motion_npz(path, required: Sequence[str], fix: str) -> Dict[str, np.nda
 
 
 def load_tracks(path) -> Dict[str, np.ndarray]:
-    """Tracks written by :func:`write_trajectories` (npz), checked: ``times [T]`` and ``positions [T, N, 3]``."""
-    return load_motion_npz(path, ("times", "positions"), TRACKS_FIX)
+    """Tracks written by :func:`write_trajectories` in any of its formats (npz, or json / csv / ply, told by the
+    file's content), checked: ``times [T]`` and ``positions [T, N, 3]`` (csv also velocity, acceleration, jerk)."""
+    path = Path(path)
+    fmt = next((f for f in ("json", "csv", "ply") if path.is_file() and is_trajectory_file(path, f)), "npz")
+    if fmt == "npz":
+        return load_motion_npz(path, ("times", "positions"), TRACKS_FIX)
+    try:
+        data = _read_text_tracks(path, fmt)
+    except (ValueError, KeyError, IndexError, UnicodeDecodeError) as exc:  # (cut short, or edited)
+        raise MotionFileError(f"{path}: cannot read it as a {fmt} trajectory file ({exc}); fix: {TRACKS_FIX}") from exc
+    return _checked_motion(data, path, ("times", "positions"), TRACKS_FIX)
+
+
+def _read_text_tracks(path: Path, fmt: str) -> Dict[str, np.ndarray]:
+    """The arrays of a json / csv / ply trajectory file (one row or vertex per time and track in csv and ply)."""
+    if fmt == "json":
+        raw = json.loads(path.read_text())
+        return {k: np.asarray(v, dtype=str if k == "untrained_orders" else np.float32) for k, v in raw.items()}
+    if fmt == "csv":
+        rows = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+        names = ("positions", "velocity", "acceleration", "jerk")
+        cols = {name: rows[:, 2 + 3 * i: 5 + 3 * i] for i, name in enumerate(names)}
+    else:
+        text = path.read_text()
+        rows = np.loadtxt(text[text.index("end_header\n") + len("end_header\n"):].splitlines(), ndmin=2)
+        rows = rows[:, [6, 7, 0, 1, 2]]  # (x y z r g b time track -> time track x y z)
+        cols = {"positions": rows[:, 2:5]}
+    times, ti = np.unique(rows[:, 0], return_inverse=True)
+    track = rows[:, 1].astype(np.int64)
+    n = int(track.max()) + 1
+    seen = np.zeros((len(times), n), bool)
+    if (track >= 0).all():
+        seen[ti, track] = True
+    if rows.shape[0] != len(times) * n or not seen.all():  # (NaN values are kept: a track that diverged)
+        raise ValueError(f"{rows.shape[0]} rows for {len(times)} times and {n} tracks: a (time, track) pair is "
+                         f"missing or repeated")
+    out = {"times": times.astype(np.float32)}
+    for name, values in cols.items():
+        grid = np.empty((len(times), n, 3), np.float32)
+        grid[ti, track] = values
+        out[name] = grid
+    return out
 
 
 def load_motion_gt(path) -> Dict[str, np.ndarray]:

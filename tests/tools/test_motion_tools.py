@@ -282,3 +282,38 @@ def test_a_ground_truth_copied_out_of_its_scene_is_checked_by_its_objects(traine
     _forbid(monkeypatch, kinfield.motion.export, "compute_trajectories")
     assert main_eval_motion([str(trained_run), "--device", "cpu", "--gt", str(loose / "spin_gt.npz")]) == 2
     assert "it names the moving objects" in capsys.readouterr().err
+
+
+def test_tracks_in_every_export_format_read_back_as_the_npz(trained_run, tmp_path):
+    """load_tracks (the overlay's and plot's reader) reads json, csv and ply exports, told by their content, to the
+    npz's arrays: json exactly, csv to its 6 significant digits (with velocity, acceleration, jerk), ply positions
+    to its 6 decimals (render and plot read npz only before); a csv cut short is a MotionFileError naming the file."""
+    from kinfield.motion.export import MotionFileError, load_tracks
+
+    pts = tmp_path / "pts.txt"
+    pts.write_text("0 0 0\n0.1 0.2 0.3\n-0.4 0.1 0.2\n0.3 -0.3 0.1\n0.2 0.2 -0.2\n")
+    files = {}
+    for fmt in ("npz", "json", "csv", "ply"):
+        files[fmt] = tmp_path / f"t.{fmt}"
+        assert _export(trained_run, "--points", pts, "--format", fmt, "--out", str(files[fmt])) == 0
+    ref = load_tracks(files["npz"])
+    T, N, _ = ref["positions"].shape
+    assert T == 3 and N == 5
+    js = load_tracks(files["json"])
+    for key in ("times", "positions", "velocity", "acceleration", "jerk", "query_points"):
+        assert np.array_equal(js[key], ref[key].astype(np.float32)), key
+    csv = load_tracks(files["csv"])
+    for key in ("positions", "velocity", "acceleration", "jerk"):
+        assert csv[key].shape == (T, N, 3)
+        assert np.allclose(csv[key], ref[key], rtol=1e-5, atol=1e-6), key
+    ply = load_tracks(files["ply"])
+    assert set(ply) == {"times", "positions"} and np.allclose(ply["positions"], ref["positions"], atol=1e-6)
+    assert np.allclose(ply["times"], ref["times"], atol=1e-6)
+    cut = tmp_path / "cut.csv"
+    cut.write_text("\n".join(files["csv"].read_text().splitlines()[:-1]) + "\n")  # one (time, track) row short
+    with pytest.raises(MotionFileError, match=f"{cut}: cannot read it as a csv trajectory file"):
+        load_tracks(cut)
+    # the overlay draws a csv export (no object ids: not taken for a scene's ground truth)
+    out = tmp_path / "v"
+    assert main_render([str(trained_run), "--path", "fixed-view", "--frames", "2", "--outputs", "rgb", "--device",
+                        "cpu", "--out", str(out), "--no-progress", "--overlay-tracks", str(files["csv"])]) == 0

@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("matplotlib")
 
 from kinfield.cli import _write_columns, main_plot  # noqa: E402
-from kinfield.motion.export import write_trajectories  # noqa: E402
+from kinfield.motion.export import load_tracks, write_trajectories  # noqa: E402
 from kinfield.plots import PlotError, plot_run, read_training_log, smooth  # noqa: E402
 from kinfield.train.logger import MetricsLogger  # noqa: E402
 
@@ -105,6 +105,12 @@ def test_every_figure_of_a_run_is_written(tmp_path, capsys):
         assert img.ndim == 3 and img.shape[0] > 300 and img.shape[1] > 600
         assert img[..., :3].std() > 10  # something is drawn
     assert sorted(p.name for p in (run / "plots").iterdir()) == sorted(names)  # no temporary file left
+    tracks = load_tracks(run / "motion" / "tracks.npz")  # the same tracks exported as csv: plotted too
+    write_trajectories({**tracks, "acceleration": 0 * tracks["velocity"], "jerk": 0 * tracks["velocity"]},
+                       tmp_path / "tracks.csv")
+    capsys.readouterr()
+    assert main_plot([str(run), "--tracks", str(tmp_path / "tracks.csv"), "--out", str(tmp_path / "csv")]) == 0
+    assert (tmp_path / "csv" / "tracks.png").is_file()
 
 
 def test_only_the_figures_the_run_has_files_for(tmp_path):
