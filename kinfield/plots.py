@@ -3,12 +3,12 @@ and exported 3-D tracks. Needs matplotlib (``pip install -e ".[plot]"``); everyt
 files the other tools write:
 
 * ``metrics.jsonl`` (tools/train.py): one line per logged step (``step``, ``loss``, ``loss/<term>``,
-  ``psnr`` of the training batch, ``rays``, ``samples``, ``lr``, ``time_s``; ``val/psnr`` at the periodic
+  ``psnr`` of the training batch, ``rays``, ``samples``, ``physics_points``, ``lr``, ``time_s``; ``val/psnr`` at the periodic
   validations of ``--train_val_every``) -> ``training.png``;
 * ``metrics.json`` / ``metrics_test.csv`` (train / eval): the test scores, per view -> ``test_views.png``;
 * ``motion_epe_by_time.csv`` (tools/eval_motion.py): end-point error per object and time, next to the error of
   no motion at all -> ``motion_epe.png``;
-* a tracks ``.npz`` (tools/export_trajectories.py: ``times [T]``, ``positions``/``velocity [T, N, 3]``) ->
+* a tracks file (tools/export_trajectories.py, any format: ``times [T]``, ``positions``/``velocity [T, N, 3]``) ->
   ``tracks.png``.
 """
 from __future__ import annotations
@@ -104,7 +104,7 @@ def _read_csv(path: Path) -> Dict[str, np.ndarray]:
 
 def plot_training(log_path, out_path, test_scores: Optional[dict] = None, smoothing: float = 0.6) -> Path:
     """Four panels against the step: the training batch's PSNR (with the periodic validation's and the final test
-    PSNR), every loss term (log scale), rays and samples per step, and the learning rate with the wall time."""
+    PSNR), every loss term (log scale), rays, samples and physics points per step, and the learning rate with the wall time."""
     plt = _pyplot()
     cols = read_training_log(log_path)
     step = cols["step"]
@@ -133,7 +133,10 @@ def plot_training(log_path, out_path, test_scores: Optional[dict] = None, smooth
     a = ax[1, 0]
     if "rays" in cols:
         a.plot(step, cols["rays"], color="C0", label="rays")
-    a.set(title="batch", xlabel="step", ylabel="rays per step")
+    if "physics_points" in cols and np.isfinite(cols["physics_points"]).any():  # (0: the physics terms read 0)
+        a.plot(step, cols["physics_points"], color="C3", lw=1, label="physics points")
+        a.legend(loc="upper left", fontsize=7)
+    a.set(title="batch", xlabel="step", ylabel="rays (physics points) per step")
     if "samples" in cols:
         b = a.twinx()
         b.plot(step, cols["samples"], color="C1", label="samples")

@@ -25,6 +25,7 @@ def _run_folder(root, resumed=True):
                 "samples": 30000.0, "lr": 0.01 * 0.99**step, "time_s": step * 0.3}
         if step >= 300:
             logs["loss/integrity"] = 0.0 if step == 300 else 1e-6
+            logs["physics_points"] = 0.0 if step == 300 else 256.0
         logger.log(step, logs)
         if step == 400:
             logger.log(step, {"val/psnr": 20.0, "val/ssim": 0.7})  # a validation's own row
