@@ -391,11 +391,26 @@ def test_the_step_logs_how_many_physics_points_its_terms_had(tiny_scene, tmp_pat
     density threshold no point passes, 0 (the terms then read 0, as converged ones would)."""
     cfg = _cfg(tiny_scene, tmp_path, "--kin_start", "0", "--kin_physics_start", "0", "--kin_integrity_weight", "0.1",
                "--kin_max_physics_points", "16", "--kin_physics_sigma_threshold", threshold)
-    logs = Trainer(cfg).train_step()
+    trainer = Trainer(cfg)
+    logs = trainer.train_step()
     assert "loss/integrity" in logs
     assert logs["physics_points"] == (16.0 if threshold == "-1" else 0.0)
     if threshold != "-1":
         assert logs["loss/integrity"] == 0.0
+
+
+def test_physics_terms_without_points_for_fifty_steps_are_named_once(tiny_scene, tmp_path, caplog):
+    """50 steps in a row without a physics point: one warning naming the threshold; a step with points restarts the
+    count."""
+    trainer = Trainer(_cfg(tiny_scene, tmp_path))
+    with caplog.at_level("WARNING", logger="kinfield"):
+        for step, points in enumerate([0] * 49 + [3] + [0] * 49):
+            trainer._note_missing_physics(step, points)
+        assert "no point" not in caplog.text
+        for step in range(99, 160):
+            trainer._note_missing_physics(step, 0)
+    assert caplog.text.count("the physics terms have had no point for 50 steps") == 1
+    assert "step 99:" in caplog.text and "--kin_physics_sigma_threshold 1" in caplog.text
 
 
 def test_an_interrupt_on_the_last_step_still_records_the_training_time(tiny_scene, tmp_path):
