@@ -490,9 +490,6 @@ def main_export(argv: List[str]) -> int:
     run, code = _open_run(args, "there is no motion to export; train the run with --kin_enabled true")
     if run is None:
         return code
-    out.parent.mkdir(parents=True, exist_ok=True)  # (an --out that cannot be written fails now, not after integrating)
-    if not os.access(out.parent, os.W_OK):
-        return _error(f"--out {out}: the folder {out.parent} is not writable; write to another folder (--out)")
     need_scene = args.points is None or args.times == "train"
     scene = None
     try:
@@ -527,6 +524,9 @@ def main_export(argv: List[str]) -> int:
                                            args.n_points, scene.background)
     except (DatasetError, KeyError, ValueError, FileNotFoundError, RuntimeError) as exc:
         return _error(exc)
+    out.parent.mkdir(parents=True, exist_ok=True)  # (an --out that cannot be written fails now, not after integrating)
+    if not os.access(out.parent, os.W_OK):
+        return _error(f"--out {out}: the folder {out.parent} is not writable; write to another folder (--out)")
     locked = _note_untrained(run, ORDER_NAMES, "exported as zeros (listed as untrained_orders in npz/json files)")
     traj = compute_trajectories(run.model, points, args.time, np.asarray(times), substeps=args.substeps)
     path = write_trajectories(traj, out, fmt)
@@ -602,7 +602,8 @@ def main_plot(argv: List[str]) -> int:
     p.add_argument("run_dir", help="run folder (the --out of tools/train.py)")
     p.add_argument("--out", default=None, help="output folder (default: RUN_DIR/plots)")
     p.add_argument("--tracks", default=None, help="tracks from tools/export_trajectories.py, in any of its formats "
-                                                  "(default: RUN_DIR/motion/tracks.npz when it exists)")
+                                                  "(default: RUN_DIR/motion/tracks.npz, .json, .csv or .ply, the first "
+                                                  "that exists)")
     p.add_argument("--smoothing", type=float, default=0.6, help="moving-average weight of the curves, in [0, 1)")
     args = p.parse_args(argv)
     if not 0.0 <= args.smoothing < 1.0:

@@ -388,6 +388,8 @@ class KinematicObjective:
         ctx["kin_phys"] = res
         ctx["physics_points"] = 0  # (logged: terms of 0 points read 0, as converged ones do)
         if self._selection(ctx)["idx"].numel() == 0:
+            ctx["physics_points_why"] = (f"no sample of the warp rays has a dynamic render weight above "
+                                         f"--kin_dyn_weight_threshold {c.dyn_weight_threshold:g}")
             return res
         w = self.warp(ctx, "inter")
         keep = (w["sigma"].detach() > c.physics_sigma_threshold) & self.model.dynamic.inside(w["x"].detach()).bool()
@@ -396,6 +398,8 @@ class KinematicObjective:
             pts = pts[torch.randperm(pts.numel(), device=pts.device)[: c.max_physics_points]]
         ctx["physics_points"] = int(pts.numel())
         if pts.numel() == 0:
+            ctx["physics_points_why"] = (f"no warped sample inside the dynamic field's box has a dynamic density "
+                                         f"above --kin_physics_sigma_threshold {c.physics_sigma_threshold:g}")
             return res
         # derivatives once, in world space (METHOD 3, 8.3): probes in world, mapped to field space to query
         space = self.model.space

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -75,39 +76,53 @@ def load_tracks(path) -> Dict[str, np.ndarray]:
         return load_motion_npz(path, ("times", "positions"), TRACKS_FIX)
     try:
         data = _read_text_tracks(path, fmt)
-    except (ValueError, KeyError, IndexError, UnicodeDecodeError) as exc:  # (cut short, or edited)
+    except (ValueError, KeyError, IndexError, TypeError, StopIteration, UnicodeDecodeError, MemoryError) as exc:
         raise MotionFileError(f"{path}: cannot read it as a {fmt} trajectory file ({exc}); fix: {TRACKS_FIX}") from exc
     return _checked_motion(data, path, ("times", "positions"), TRACKS_FIX)
 
 
 def _read_text_tracks(path: Path, fmt: str) -> Dict[str, np.ndarray]:
-    """The arrays of a json / csv / ply trajectory file (one row or vertex per time and track in csv and ply)."""
+    """The arrays of a json / csv / ply trajectory file. csv and ply hold one row (vertex) per time and track, time
+    major, as :func:`write_trajectories` writes them: read back in that order (repeated times kept). A file cut short
+    inside a time (or mid-line, or a ply with fewer vertices than its header) is an error; one cut exactly between two
+    times reads as the times before the cut (csv: nothing in the file tells)."""
     if fmt == "json":
         raw = json.loads(path.read_text())
+        if not isinstance(raw, dict):
+            raise ValueError("not a JSON object")
         return {k: np.asarray(v, dtype=str if k == "untrained_orders" else np.float32) for k, v in raw.items()}
+    with open(path, "rb") as f:
+        f.seek(max(0, path.stat().st_size - 1))
+        if f.read(1) != b"\n":
+            raise ValueError("the last line is cut short (no line end)")
     if fmt == "csv":
         rows = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
-        names = ("positions", "velocity", "acceleration", "jerk")
-        cols = {name: rows[:, 2 + 3 * i: 5 + 3 * i] for i, name in enumerate(names)}
+        time_col, track_col = 0, 1
+        cols = {name: rows[:, 2 + 3 * i: 5 + 3 * i] for i, name in enumerate(("positions",) + ORDER_NAMES)}
     else:
-        text = path.read_text()
-        rows = np.loadtxt(text[text.index("end_header\n") + len("end_header\n"):].splitlines(), ndmin=2)
-        rows = rows[:, [6, 7, 0, 1, 2]]  # (x y z r g b time track -> time track x y z)
-        cols = {"positions": rows[:, 2:5]}
-    times, ti = np.unique(rows[:, 0], return_inverse=True)
-    track = rows[:, 1].astype(np.int64)
-    n = int(track.max()) + 1
-    seen = np.zeros((len(times), n), bool)
-    if (track >= 0).all():
-        seen[ti, track] = True
-    if rows.shape[0] != len(times) * n or not seen.all():  # (NaN values are kept: a track that diverged)
-        raise ValueError(f"{rows.shape[0]} rows for {len(times)} times and {n} tracks: a (time, track) pair is "
-                         f"missing or repeated")
-    out = {"times": times.astype(np.float32)}
+        header = []
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                header.append(line.strip())
+                if line.strip() == "end_header":
+                    break
+        props = [h.split()[-1] for h in header if h.startswith("property ")]
+        count = next(int(h.split()[-1]) for h in header if h.startswith("element vertex"))
+        rows = np.loadtxt(path, skiprows=len(header), ndmin=2)
+        if rows.shape[0] != count:
+            raise ValueError(f"{rows.shape[0]} vertices, its header says {count}")
+        time_col, track_col = props.index("time"), props.index("track")
+        cols = {"positions": rows[:, [props.index("x"), props.index("y"), props.index("z")]]}
+    track = rows[:, track_col]
+    n = int(track.max()) + 1 if track.size else 0
+    if n < 1 or n > rows.shape[0] or rows.shape[0] % n or not np.array_equal(
+            track, np.tile(np.arange(n, dtype=track.dtype), rows.shape[0] // n)):
+        raise ValueError(f"{rows.shape[0]} rows are not whole times of tracks 0..{max(n, 1) - 1} in order (a file "
+                         f"cut short or edited)")
+    t_count = rows.shape[0] // n
+    out = {"times": rows[::n, time_col].astype(np.float32)}
     for name, values in cols.items():
-        grid = np.empty((len(times), n, 3), np.float32)
-        grid[ti, track] = values
-        out[name] = grid
+        out[name] = values.reshape(t_count, n, 3).astype(np.float32)
     return out
 
 
@@ -306,11 +321,11 @@ def is_trajectory_file(path, fmt: str) -> bool:
             head = f.read(4096).decode("utf-8", errors="replace")
     except Exception:  # (unreadable, or not an archive)
         return False
-    if fmt == "json":
-        return head.startswith('{"times": [')
+    if fmt == "json":  # (also re-indented by a JSON tool)
+        return re.match(r'\s*\{\s*"times"\s*:\s*\[', head) is not None
     if fmt == "csv":
         return head.startswith("time,track,x,y,z,")
-    return head.startswith("ply\n") and "property int track" in head
+    return head.startswith(("ply\n", "ply\r\n")) and "property int track" in head
 
 
 def outside_scene_box(model: SceneModel, points) -> np.ndarray:

@@ -492,18 +492,18 @@ class Trainer:
                      "lr": self.optimizer.param_groups[0]["lr"]})
         if "physics_points" in ctx:  # (the physics terms' points before any volume points: 0 leaves them at 0)
             logs["physics_points"] = float(ctx["physics_points"])
-            self._note_missing_physics(step, ctx["physics_points"])
+            self._note_missing_physics(step, ctx["physics_points"], ctx.get("physics_points_why", ""))
         return logs
 
-    def _note_missing_physics(self, step: int, points: int, patience: int = 50) -> None:
-        """Warn once when the physics terms have had no point for ``patience`` steps in a row (they then read 0, as
-        converged terms would): no warped sample's dynamic density passed --kin_physics_sigma_threshold."""
+    def _note_missing_physics(self, step: int, points: int, why: str, patience: int = 50) -> None:
+        """Warn (once per session) when the physics terms have had no point for ``patience`` steps in a row: they
+        then read 0, as converged terms would, and train nothing. ``why``: the last step's reason, naming its option."""
         self._steps_without_physics = 0 if points else getattr(self, "_steps_without_physics", 0) + 1
-        if self._steps_without_physics == patience:
-            log.warning("step %d: the physics terms have had no point for %d steps (no warped sample's dynamic density "
-                        "passed --kin_physics_sigma_threshold %g), so they train nothing; a lower threshold (or a later "
-                        "--kin_physics_start) gives them points", step, patience,
-                        self.cfg.kin.physics_sigma_threshold)
+        if self._steps_without_physics == patience and not getattr(self, "_warned_physics", False):
+            self._warned_physics = True
+            log.warning("step %d: the physics terms have had no point for %d steps (at the last: %s), so they train "
+                        "nothing; lower that option, or start them later (--kin_physics_start)", step, patience,
+                        why or "none")
 
     def _update_map(self, update) -> None:
         """Record a step's ``(pixels, values)`` in the importance map. The map lives on the CPU (one byte per training

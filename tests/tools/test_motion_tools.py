@@ -86,13 +86,17 @@ def test_export_checks_its_options_before_integrating(trained_run, tmp_path, cap
 
 def test_export_to_a_path_it_cannot_write_fails_before_integrating(trained_run, tmp_path, capsys, monkeypatch):
     """An --out under a file (or a read-only folder) is one error line, before any track is integrated (it failed
-    only at the write, after the run was loaded and the tracks computed)."""
+    only at the write, after the tracks were computed); its folder is made only once the other options are checked
+    (a bad --times leaves no new folder)."""
     _forbid(monkeypatch, kinfield.motion, "compute_trajectories")
-    _forbid(monkeypatch, kinfield.motion, "sample_dynamic_points")
     (tmp_path / "a_file").write_text("")
-    assert _export(trained_run, "--out", str(tmp_path / "a_file" / "t.npz")) == 2
+    (tmp_path / "pts.txt").write_text("0 0 0\n")
+    assert _export(trained_run, "--points", tmp_path / "pts.txt", "--out", str(tmp_path / "a_file" / "t.npz")) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "a file is where a folder is expected: choose another --out" in err
+    assert _export(trained_run, "--points", tmp_path / "pts.txt", "--times", "1.5", "--out",
+                   str(tmp_path / "new" / "t.npz")) == 2
+    assert not (tmp_path / "new").exists()
 
 
 @pytest.mark.parametrize("tool, option", [(main_export, "--substeps"), (main_export, "--n-points"),
@@ -309,10 +313,18 @@ def test_tracks_in_every_export_format_read_back_as_the_npz(trained_run, tmp_pat
     ply = load_tracks(files["ply"])
     assert set(ply) == {"times", "positions"} and np.allclose(ply["positions"], ref["positions"], atol=1e-6)
     assert np.allclose(ply["times"], ref["times"], atol=1e-6)
-    cut = tmp_path / "cut.csv"
-    cut.write_text("\n".join(files["csv"].read_text().splitlines()[:-1]) + "\n")  # one (time, track) row short
-    with pytest.raises(MotionFileError, match=f"{cut}: cannot read it as a csv trajectory file"):
-        load_tracks(cut)
+    csv_text, ply_text = files["csv"].read_text(), files["ply"].read_text()
+    damaged = {"row.csv": "\n".join(csv_text.splitlines()[:-1]) + "\n",  # one (time, track) row short
+               "line.csv": csv_text[:-4],  # cut inside its last line
+               "vertex.ply": "\n".join(ply_text.splitlines()[:-N]) + "\n"}  # a whole time short of its header
+    for name, text in damaged.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(MotionFileError, match=f"cannot read it as a {name[-3:]} trajectory file"):
+            load_tracks(tmp_path / name)
+    (tmp_path / "crlf.ply").write_bytes(ply_text.replace("\n", "\r\n").encode())  # re-saved on Windows
+    assert np.array_equal(load_tracks(tmp_path / "crlf.ply")["positions"], ply["positions"])
+    (tmp_path / "indented.json").write_text(json.dumps(json.loads(files["json"].read_text()), indent=2))
+    assert np.array_equal(load_tracks(tmp_path / "indented.json")["positions"], js["positions"])
     # the overlay draws a csv export (no object ids: not taken for a scene's ground truth)
     out = tmp_path / "v"
     assert main_render([str(trained_run), "--path", "fixed-view", "--frames", "2", "--outputs", "rgb", "--device",

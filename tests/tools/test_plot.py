@@ -112,6 +112,10 @@ def test_every_figure_of_a_run_is_written(tmp_path, capsys):
     capsys.readouterr()
     assert main_plot([str(run), "--tracks", str(tmp_path / "tracks.csv"), "--out", str(tmp_path / "csv")]) == 0
     assert (tmp_path / "csv" / "tracks.png").is_file()
+    (tmp_path / "tracks.csv").replace(run / "motion" / "tracks.csv")  # the export's default name, csv only
+    (run / "motion" / "tracks.npz").unlink()
+    assert main_plot([str(run), "--out", str(tmp_path / "default")]) == 0
+    assert (tmp_path / "default" / "tracks.png").is_file()
 
 
 def test_only_the_figures_the_run_has_files_for(tmp_path):

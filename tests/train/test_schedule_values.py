@@ -400,17 +400,33 @@ def test_the_step_logs_how_many_physics_points_its_terms_had(tiny_scene, tmp_pat
 
 
 def test_physics_terms_without_points_for_fifty_steps_are_named_once(tiny_scene, tmp_path, caplog):
-    """50 steps in a row without a physics point: one warning naming the threshold; a step with points restarts the
-    count."""
-    trainer = Trainer(_cfg(tiny_scene, tmp_path))
+    """50 steps in a row without a physics point: one warning (once per session) with the last step's reason; a step
+    with points restarts the count. The reasons name the option that took the points: the density threshold, or the
+    dynamic render weight of the warp rays' samples."""
+    cfg = _cfg(tiny_scene, tmp_path, "--kin_start", "0", "--kin_physics_start", "0", "--kin_integrity_weight", "0.1",
+               "--kin_physics_sigma_threshold", "1e30")
+    trainer = Trainer(cfg)
+    why = "no warped sample inside the dynamic field's box has a dynamic density above --kin_physics_sigma_threshold"
     with caplog.at_level("WARNING", logger="kinfield"):
-        for step, points in enumerate([0] * 49 + [3] + [0] * 49):
-            trainer._note_missing_physics(step, points)
+        for step in range(49):
+            assert trainer.train_step()["physics_points"] == 0.0
+            trainer.step += 1
+        trainer._note_missing_physics(49, 3, "")  # (a step with points)
+        for step in range(50, 99):
+            trainer._note_missing_physics(step, 0, why + " 1e+30")
         assert "no point" not in caplog.text
-        for step in range(99, 160):
-            trainer._note_missing_physics(step, 0)
+        for step in range(99, 200):
+            trainer._note_missing_physics(step, 0, why + " 1e+30")
     assert caplog.text.count("the physics terms have had no point for 50 steps") == 1
-    assert "step 99:" in caplog.text and "--kin_physics_sigma_threshold 1" in caplog.text
+    assert "step 99:" in caplog.text and why in caplog.text
+    trainer = Trainer(_cfg(tiny_scene, tmp_path / "b", "--kin_start", "0", "--kin_physics_start", "0",
+                           "--kin_integrity_weight", "0.1", "--kin_dyn_weight_threshold", "1e30"))
+    ctx_logs = trainer.train_step()
+    assert ctx_logs["physics_points"] == 0.0
+    trainer._steps_without_physics = 49
+    with caplog.at_level("WARNING", logger="kinfield"):
+        trainer.train_step()
+    assert "dynamic render weight above --kin_dyn_weight_threshold 1e+30" in caplog.text
 
 
 def test_an_interrupt_on_the_last_step_still_records_the_training_time(tiny_scene, tmp_path):
