@@ -255,7 +255,7 @@ def main_render(argv: List[str]) -> int:
     from ._io import replaced_on_success
     from .data import DatasetError
     from .geometry.paths import bullet_time_path, fixed_view_path, orbit_path, path_defaults, spiral_path
-    from .motion.export import MotionFileError, load_tracks
+    from .motion.export import MotionFileError, is_ground_truth, load_tracks
     from .render.video import (KINEMATIC_OUTPUTS, VIDEO_OUTPUTS, available_memory, frames_memory, render_frames,
                                video_targets, write_video)
 
@@ -286,7 +286,7 @@ def main_render(argv: List[str]) -> int:
     if run is None:
         return code
     _note_untrained(run, kinematic, "its video shows zeros (black)")
-    if tracks is not None and "object_id" in tracks and run.model.space.is_ndc:
+    if tracks is not None and is_ground_truth(tracks) and run.model.space.is_ndc:
         # a scene's ground truth (motion_gt.npz, in the generator's frame; exports are in the run's): into the run's
         from .data.nsff import is_nsff_scene
         from .motion.export import gt_to_training_world
@@ -602,7 +602,7 @@ def main_plot(argv: List[str]) -> int:
     p.add_argument("run_dir", help="run folder (the --out of tools/train.py)")
     p.add_argument("--out", default=None, help="output folder (default: RUN_DIR/plots)")
     p.add_argument("--tracks", default=None, help="tracks from tools/export_trajectories.py, in any of its formats "
-                                                  "(default: RUN_DIR/motion/tracks.npz, .json, .csv or .ply, the first "
+                                                  "(default: RUN_DIR/motion/tracks.npz, .ply, .json or .csv, the first "
                                                   "that exists)")
     p.add_argument("--smoothing", type=float, default=0.6, help="moving-average weight of the curves, in [0, 1)")
     args = p.parse_args(argv)

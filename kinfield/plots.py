@@ -266,7 +266,9 @@ def plot_run(run_dir, out_dir=None, tracks=None, smoothing: float = 0.6) -> Tupl
     if (run / "motion_epe_by_time.csv").is_file():
         jobs.append((plot_motion_error, run / "motion_epe_by_time.csv", "motion_epe.png", {}))
     if tracks is None:  # export_trajectories.py's default output, in the first format found
-        tracks = next((run / "motion" / f"tracks.{fmt}" for fmt in ("npz", "json", "csv", "ply")
+        from .motion.export import TRAJECTORY_FORMATS
+
+        tracks = next((run / "motion" / f"tracks.{fmt}" for fmt in TRAJECTORY_FORMATS
                        if (run / "motion" / f"tracks.{fmt}").is_file()), None)
     if tracks is not None:
         jobs.append((plot_tracks, Path(tracks), "tracks.png", {}))

@@ -71,7 +71,7 @@ def load_tracks(path) -> Dict[str, np.ndarray]:
     """Tracks written by :func:`write_trajectories` in any of its formats (npz, or json / csv / ply, told by the
     file's content), checked: ``times [T]`` and ``positions [T, N, 3]`` (csv also velocity, acceleration, jerk)."""
     path = Path(path)
-    fmt = next((f for f in ("json", "csv", "ply") if path.is_file() and is_trajectory_file(path, f)), "npz")
+    fmt = next((f for f in TRAJECTORY_FORMATS if f != "npz" and path.is_file() and is_trajectory_file(path, f)), "npz")
     if fmt == "npz":
         return load_motion_npz(path, ("times", "positions"), TRACKS_FIX)
     try:
@@ -309,6 +309,12 @@ def _write_trajectory_file(traj: Dict[str, np.ndarray], path: Path, fmt: str) ->
         path.write_text("\n".join(lines) + "\n")
 
 
+def is_ground_truth(keys) -> bool:
+    """Whether the arrays named ``keys`` are a synthetic scene's ``motion_gt.npz`` (it has object ids; a run's
+    exports, in any format, have none)."""
+    return "object_id" in keys
+
+
 def is_trajectory_file(path, fmt: str) -> bool:
     """Whether the file at ``path`` is one :func:`write_trajectories` wrote in ``fmt`` (what ``--overwrite`` of the
     export may replace: not a checkpoint, a metrics file or anything else given as ``--out`` by mistake)."""
@@ -316,7 +322,7 @@ def is_trajectory_file(path, fmt: str) -> bool:
     try:
         if fmt == "npz":  # (a ground-truth file has these arrays too, and object ids)
             with np.load(path, allow_pickle=False) as z:
-                return {"times", "positions", "query_points"} <= set(z.files) and "object_id" not in z.files
+                return {"times", "positions", "query_points"} <= set(z.files) and not is_ground_truth(z.files)
         with open(path, "rb") as f:
             head = f.read(4096).decode("utf-8", errors="replace")
     except Exception:  # (unreadable, or not an archive)

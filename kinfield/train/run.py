@@ -13,7 +13,7 @@ import yaml
 from ..config import Config, from_flat_dict
 from ..render import SceneModel
 from .checkpoint import CheckpointError, ckpt_dir, latest_checkpoint, load_checkpoint, model_mismatch
-from .trainer import SCENE_MARKERS, build_model, changed_options, resolve_device
+from .trainer import build_model, changed_options, looks_like_scene, resolve_device
 
 log = logging.getLogger("kinfield")
 
@@ -39,9 +39,8 @@ def load_run(run_dir, device: str = "auto", checkpoint: Optional[str] = None) ->
         raise FileNotFoundError(f"run directory not found: {run_dir} (pass the --out folder of tools/train.py)")
     path = Path(checkpoint) if checkpoint else latest_checkpoint(run_dir)
     if path is None:
-        looks_like_scene = any((run_dir / n).exists() for n in SCENE_MARKERS)
         raise FileNotFoundError(f"{run_dir} is a scene folder, not a run: pass the --out folder of tools/train.py"
-                                if looks_like_scene else
+                                if looks_like_scene(run_dir) else
                                 f"no checkpoint in {run_dir / 'ckpts'}: train first (tools/train.py ... --out {run_dir})")
     dev = resolve_device(device)
     state = load_checkpoint(path, map_location=dev)

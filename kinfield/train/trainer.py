@@ -116,6 +116,11 @@ def changed_options(saved: Dict, now: Dict, limit: int = 8) -> str:
 SCENE_MARKERS = ("transforms_train.json", "poses_bounds.npy")  # files that make a folder a scene, not a run
 
 
+def looks_like_scene(folder) -> bool:
+    """Whether ``folder`` holds a scene's files (:data:`SCENE_MARKERS`), not a run's."""
+    return any((Path(folder) / name).exists() for name in SCENE_MARKERS)
+
+
 def check_options(cfg: Config) -> None:
     """Refuse, naming the option, the values a training cannot mean (before the scene is read): sizes and step counts
     below their minimum, a negative loss weight (it would maximise its term) or gradient / time scale, a negative
@@ -161,8 +166,7 @@ def check_options(cfg: Config) -> None:
     if t.motion_map_cells <= 0:
         raise ValueError(f"--train_motion_map_cells must be > 0, got {t.motion_map_cells}")
     out = Path(t.out)
-    if any((out / name).exists() for name in SCENE_MARKERS) or (
-            cfg.data.scene and out.resolve() == Path(cfg.data.scene).resolve()):
+    if looks_like_scene(out) or (cfg.data.scene and out.resolve() == Path(cfg.data.scene).resolve()):
         raise ValueError(f"--out {t.out} is a scene folder: the run's checkpoints, logs and renders would be written "
                          f"into the dataset; pass another folder (e.g. runs/NAME)")
     if cfg.static.time_scale != type(cfg.static)().time_scale:
@@ -226,6 +230,7 @@ class Trainer:
             log.info("--train_rays %d is outside [--train_min_rays %d, --train_max_rays %d]: %d rays at the start",
                      t.rays, t.min_rays, t.max_rays, self.n_rays)
         self.n_bad_steps = 0
+        self._steps_without_physics, self._warned_physics = 0, False  # (_note_missing_physics)
 
     # ----------------------------------------------------------------------------------- setup
     def _check_scene_fits(self) -> None:
@@ -498,8 +503,8 @@ class Trainer:
     def _note_missing_physics(self, step: int, points: int, why: str, patience: int = 50) -> None:
         """Warn (once per session) when the physics terms have had no point for ``patience`` steps in a row: they
         then read 0, as converged terms would, and train nothing. ``why``: the last step's reason, naming its option."""
-        self._steps_without_physics = 0 if points else getattr(self, "_steps_without_physics", 0) + 1
-        if self._steps_without_physics == patience and not getattr(self, "_warned_physics", False):
+        self._steps_without_physics = 0 if points else self._steps_without_physics + 1
+        if self._steps_without_physics == patience and not self._warned_physics:
             self._warned_physics = True
             log.warning("step %d: the physics terms have had no point for %d steps (at the last: %s), so they train "
                         "nothing; lower that option, or start them later (--kin_physics_start)", step, patience,
