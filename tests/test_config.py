@@ -53,6 +53,31 @@ def test_demo_config_is_the_cpu_config_at_the_demo_scenes_size_and_budget():
     assert demo["iters"] < cpu["iters"] and demo["train_max_minutes"] < cpu["train_max_minutes"]
 
 
+# What a GPU config may change in its CPU partner: sizes (grids, batches, marching, physics points, held-out views
+# scored), step counts and logging, and the schedule that counts in steps. The model, motion and loss settings stay the
+# ones tuned and measured on the CPU.
+GPU_SCALE = {"downscale", "iters", "train_max_minutes", "train_rays", "train_min_rays", "train_max_rays",
+             "train_target_samples", "train_log_every", "train_save_every", "train_val_every", "train_eval_max_views",
+             "static_grid_n_levels", "dynamic_grid_n_levels", "dynamic_grid_per_level_scale", "render_step_size",
+             "render_chunk", "render_occupancy_resolution", "kin_max_warp_rays", "kin_max_physics_points"}
+GPU_SCHEDULE = {"kin_unlock_acceleration", "kin_unlock_jerk", "kin_physics_start", "kin_normal_start",
+                "kin_hop_ramp_steps", "prior_decay_milestones", "prior_static_pretrain_steps", "prior_entropy_start",
+                "prior_distortion_start"}
+
+
+@pytest.mark.parametrize("gpu, cpu", [("dnerf.yaml", "dnerf_cpu.yaml"), ("nvidia.yaml", "nvidia_cpu.yaml")])
+def test_gpu_config_is_its_cpu_config_at_gpu_scale(gpu, cpu):
+    """The GPU configs carry their CPU partners' model, motion and loss settings; only sizes and the step schedule
+    differ (a setting tuned on the CPU and changed there must be changed in the GPU config too, or listed here)."""
+    on_gpu = to_flat_dict(parse_args(["--config", str(REPO / "configs" / gpu)]))
+    on_cpu = to_flat_dict(parse_args(["--config", str(REPO / "configs" / cpu)]))
+    differ = {k for k in on_gpu if on_gpu[k] != on_cpu[k]}
+    assert differ <= GPU_SCALE | GPU_SCHEDULE, sorted(differ - GPU_SCALE - GPU_SCHEDULE)
+    assert on_gpu["iters"] > 10 * on_cpu["iters"] and on_gpu["train_max_minutes"] == 0  # (no time cap)
+    assert on_gpu["train_rays"] > on_cpu["train_rays"] and on_gpu["dynamic_grid_n_levels"] > on_cpu["dynamic_grid_n_levels"]
+    assert on_gpu["kin_physics_start"] < on_gpu["iters"] and on_gpu["kin_unlock_jerk"] < on_gpu["iters"]
+
+
 def test_unknown_key_in_file_is_an_error(tmp_path, capsys):
     f = tmp_path / "bad.yaml"
     f.write_text("iters: 3\nnot_an_option: 1\n")
