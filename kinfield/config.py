@@ -86,6 +86,9 @@ class TrainConfig:
         "help": "also score LPIPS (AlexNet) at the end, when its weights are found (false: PSNR and SSIM only)"})
     eval_max_views: int = field(default=0, metadata={"help": "score at most this many evenly spaced views of the split at the end (0 = all; tools/eval.py scores all)"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+    tensorboard: bool = field(default=True, metadata={
+        "help": "mirror the logged values (metrics.jsonl) to TensorBoard event files in RUN/tb/ when the tensorboard "
+                "package is installed (pip install tensorboard; tensorboard --logdir RUN/tb)"})
 
 
 @dataclass

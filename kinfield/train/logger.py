@@ -13,9 +13,10 @@ log = logging.getLogger("kinfield")
 
 
 class MetricsLogger:
-    """Appends ``{"step": s, ...}`` lines to ``RUN_DIR/metrics.jsonl`` and mirrors them to TensorBoard."""
+    """Appends ``{"step": s, ...}`` lines to ``RUN_DIR/metrics.jsonl`` and mirrors the numbers to TensorBoard event files in
+    ``RUN_DIR/tb/`` (``tensorboard``: when the package is installed; ``resume_step``: the step a resumed run starts from)."""
 
-    def __init__(self, run_dir, tensorboard: bool = True):
+    def __init__(self, run_dir, tensorboard: bool = True, resume_step: Optional[int] = None):
         self.path = Path(run_dir) / "metrics.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.is_file() and self.path.stat().st_size > 0:
@@ -31,10 +32,13 @@ class MetricsLogger:
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
-
-                self._tb = SummaryWriter(str(Path(run_dir) / "tb"))
-            except Exception as exc:  # tensorboard not installed
+            except ImportError as exc:  # (tensorboard not installed)
                 log.debug("TensorBoard logging off: %s", exc)
+            else:
+                # a resumed run retrains the steps after its checkpoint: TensorBoard then hides what an earlier
+                # session logged after that step (metrics.jsonl keeps every row; tools/plot.py counts a step once)
+                self._tb = SummaryWriter(str(Path(run_dir) / "tb"),
+                                         purge_step=None if resume_step is None else resume_step + 1)
 
     def log(self, step: int, values: Dict[str, float]) -> None:
         row = {"step": step}

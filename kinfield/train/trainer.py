@@ -544,7 +544,8 @@ class Trainer:
         idle = resumed and (self.step >= cfg.train.iters or capped)
         if not idle or not (self.run_dir / "config.yaml").is_file():
             save_config(cfg, self.run_dir / "config.yaml")
-        logger = MetricsLogger(self.run_dir)
+        logger = MetricsLogger(self.run_dir, tensorboard=cfg.train.tensorboard and not idle,
+                               resume_step=self.step if resumed else None)
         ema = EMA()
         bar = progress_bar(cfg.train.iters, self.step, cfg.train.progress)
         t_start = time.time()

@@ -346,3 +346,35 @@ def test_the_probability_map_holds_each_steps_values_after_the_step(tiny_scene, 
         once = torch.isin(flat, pixels[counts == 1])  # (a pixel drawn twice keeps one of its values)
         assert int(once.sum()) > 10
         assert torch.equal(tr.batcher.importance[flat[once]], torch.round(p[once].clamp(0, 1) * 255).to(torch.uint8))
+
+
+def test_tensorboard_mirrors_the_log_and_a_resume_hides_the_retrained_steps(tiny_scene, tmp_path):
+    """With the tensorboard package installed, RUN/tb/ holds every number of metrics.jsonl at its step; a run resumed
+    from an earlier checkpoint than its last logged step hides the earlier session's values from that step on (they are
+    trained again), and ``--train_tensorboard false`` writes no event files."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    def tb_scalars(run):
+        acc = EventAccumulator(str(run / "tb"))
+        acc.Reload()
+        return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+    out = tmp_path / "run"
+    Trainer(make_cfg(tiny_scene, out, 4, "--train_log_every", "1", "--train_save_every", "2")).fit()
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    first = tb_scalars(out)
+    assert [s for s, _ in first["loss"]] == [1, 2, 3, 4]
+    for row in rows:  # (float32 in the event file)
+        for key, value in row.items():
+            if key != "step":
+                assert any(s == row["step"] and v == pytest.approx(value, rel=1e-6, abs=1e-6) for s, v in first[key]), key
+    # the session is cut back to its step-2 checkpoint and continued: steps 3-4 are trained again
+    (out / "ckpts" / "ckpt_0000004.pt").unlink()
+    Trainer(make_cfg(tiny_scene, out, 4, "--train_log_every", "1", "--train_save_every", "2")).fit()
+    again = tb_scalars(out)
+    assert [s for s, _ in again["loss"]] == [1, 2, 3, 4]  # (each step once: the first session's 3 and 4 purged)
+    assert again["loss"][:2] == first["loss"][:2]
+    quiet = tmp_path / "quiet"
+    Trainer(make_cfg(tiny_scene, quiet, 2, "--train_tensorboard", "false")).fit()
+    assert (quiet / "metrics.jsonl").is_file() and not (quiet / "tb").exists()
