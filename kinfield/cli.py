@@ -619,6 +619,33 @@ def main_plot(argv: List[str]) -> int:
     return 2 if problems else 0
 
 
+@_user_errors(out="--csv")
+def main_compare(argv: List[str]) -> int:
+    """``tools/compare.py``: a table of runs, their scores and the options in which they differ."""
+    from .compare import CompareError, compare_runs, markdown_report, write_csv
+    from .config import ToolParser
+
+    setup_logging()
+    p = ToolParser(prog="tools/compare.py", description="Runs side by side, as a Markdown table: step, training "
+                   "minutes, image scores (metrics.json), motion scores (tools/eval_motion.py) and every option of "
+                   "config.yaml whose value is not the same in all of them.")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN", help="run folders (the --out of tools/train.py), e.g. runs/*")
+    p.add_argument("--split", default="test", help="the scored split whose image scores are shown")
+    p.add_argument("--csv", default=None, help="also write the table to this CSV file")
+    args = p.parse_args(argv)
+    try:
+        header, rows, n_scores, notes = compare_runs(args.run_dirs, args.split)
+    except CompareError as exc:
+        return _error(exc)
+    print(markdown_report(header, rows, n_scores), flush=True)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    if args.csv:
+        write_csv(args.csv, header, rows)
+        print(f"table written to {args.csv}", file=sys.stderr)
+    return 0
+
+
 @_user_errors
 def main_demo(argv: List[str]) -> int:
     """``tools/demo.py``: synthetic demo scene -> training -> orbit video -> image and motion scores."""

@@ -1,0 +1,173 @@
+"""Several runs side by side (``tools/compare.py``): their scores and the options in which they differ.
+
+What an ablation needs in one table: each run's step and training time, its image scores (``metrics.json`` of
+``tools/train.py`` / ``tools/eval.py``), its motion scores (``tools/eval_motion.py``), and every option of its
+``config.yaml`` whose value is not the same in all the runs compared (the output folder and the resume mode left out).
+"""
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import yaml
+
+from .train.checkpoint import checkpoint_step, latest_checkpoint
+from .train.evaluate import read_metrics
+
+# options that differ between any two runs without making them different experiments
+IGNORED_OPTIONS = ("out", "resume", "train_progress")
+# (column, where in metrics.json, digits): the score columns, shown when some run has the score
+SCORES = (("PSNR", ("{split}", "psnr"), 2), ("SSIM", ("{split}", "ssim"), 3), ("LPIPS", ("{split}", "lpips"), 3),
+          ("PSNR dyn", ("{split}", "psnr_dynamic"), 2), ("EPE", ("motion", "epe_mean"), 3),
+          ("EPE no motion", ("motion", "epe_zero_motion"), 3))
+ABSENT = "-"
+
+
+class CompareError(ValueError):
+    """None of the folders given is a run."""
+
+
+def is_run(folder: Path) -> bool:
+    """A folder ``tools/train.py`` wrote into (its config, scores or log)."""
+    return folder.is_dir() and any((folder / name).is_file() for name in ("config.yaml", "metrics.json", "metrics.jsonl"))
+
+
+def _config(folder: Path) -> Tuple[Dict, Optional[str]]:
+    """The run's ``config.yaml`` as a flat dict, and a note when it is missing or unreadable."""
+    path = folder / "config.yaml"
+    if not path.is_file():
+        return {}, f"{folder}: no config.yaml (its options are shown as '?')"
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        return {}, f"{path}: not readable as YAML ({str(exc).splitlines()[0]}); its options are shown as '?'"
+    if not isinstance(data, dict):
+        return {}, f"{path}: not a mapping of options; its options are shown as '?'"
+    return data, None
+
+
+def _number(value, digits: int) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return ABSENT
+    return f"{value:.{digits}f}"
+
+
+def _option(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_option(v) for v in value) + "]"
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return "''" if value == "" else str(value)
+
+
+def _step_and_time(folder: Path, metrics: Dict, split: str) -> Tuple[str, str]:
+    """The run's trained step (its latest checkpoint) and training minutes (``train_time.txt``, else the scores')."""
+    ckpt = latest_checkpoint(folder)
+    step = str(checkpoint_step(ckpt)) if ckpt is not None else ABSENT
+    seconds = None
+    try:
+        seconds = float((folder / "train_time.txt").read_text().strip())
+    except (OSError, ValueError):
+        scored = metrics.get(split)
+        if isinstance(scored, dict) and isinstance(scored.get("train_time_s"), (int, float)):
+            seconds = float(scored["train_time_s"])
+    return step, _number(None if seconds is None else seconds / 60.0, 1)
+
+
+def compare_runs(folders: Sequence, split: str = "test") -> Tuple[List[str], List[List[str]], int, List[str]]:
+    """A table of ``folders`` (run folders; others are skipped with a note): ``(header, rows, n_score_columns, notes)``.
+
+    Columns: the run, its step and training minutes, each score some run has (``split``'s PSNR / SSIM / LPIPS / PSNR
+    of the moving regions, the motion's end-point error and that of no motion): ``n_score_columns`` in all; then every
+    option whose value differs between the runs ('?' where a run has no readable config, ``(absent)`` where its config
+    predates the option). Raises :class:`CompareError` when none of ``folders`` is a run.
+    """
+    notes: List[str] = []
+    runs = []
+    for folder in map(Path, folders):
+        if not is_run(folder):
+            why = "does not exist" if not folder.exists() else "not a run folder (no config.yaml, metrics.json or " \
+                                                                "metrics.jsonl)"
+            notes.append(f"{folder}: {why}: left out")
+            continue
+        config, note = _config(folder)
+        notes += [note] if note else []
+        runs.append((folder, config, read_metrics(folder)))
+    if not runs:
+        raise CompareError("none of the folders given is a run (" + ", ".join(map(str, folders)) + "): pass the --out "
+                           "folders of tools/train.py, e.g. runs/*")
+    names = _names([folder for folder, _, _ in runs])
+    scores = []
+    for column, (section, key), digits in SCORES:
+        values = []
+        for _, _, metrics in runs:
+            part = metrics.get(section.format(split=split))
+            values.append(_number(part.get(key) if isinstance(part, dict) else None, digits))
+        if any(v != ABSENT for v in values):
+            scores.append((column, values))
+    configs = [config for _, config, _ in runs]
+    keys = [k for k in dict.fromkeys(k for c in configs for k in c) if k not in IGNORED_OPTIONS]
+    readable = [c for c in configs if c]
+    differing = [k for k in keys if len({_option(c[k]) if k in c else None for c in readable}) > 1]
+    header = ["run", "step", "train min"] + [column for column, _ in scores] + differing
+    rows = []
+    for i, (folder, config, metrics) in enumerate(runs):
+        step, minutes = _step_and_time(folder, metrics, split)
+        options = [("?" if not config else _option(config[k]) if k in config else "(absent)") for k in differing]
+        rows.append([names[i], step, minutes] + [values[i] for _, values in scores] + options)
+    views = {metrics[split].get("n_images") for _, _, metrics in runs
+             if isinstance(metrics.get(split), dict) and metrics[split].get("n_images") is not None}
+    if len(views) > 1:
+        notes.append(f"the {split} scores average different numbers of views ({', '.join(map(str, sorted(views)))}): "
+                     f"tools/eval.py RUN --split {split} scores all of a run's views")
+    return header, rows, 3 + len(scores), notes
+
+
+def _names(folders: List[Path]) -> List[str]:
+    """Short distinct names: the folder names, or the paths where two folders share a name."""
+    plain = [f.name or str(f) for f in folders]
+    return plain if len(set(plain)) == len(plain) else [str(f) for f in folders]
+
+
+def markdown_report(header: List[str], rows: List[List[str]], n_score_columns: int) -> str:
+    """The scores as a table of runs, then the differing options as a table of options (a row each, a column per run:
+    readable however many there are)."""
+    text = markdown_table(header[:n_score_columns], [row[:n_score_columns] for row in rows])
+    options = header[n_score_columns:]
+    if not options:
+        return text + "\n\nno option differs between the runs" if len(rows) > 1 else text
+    by_option = [[name] + [row[n_score_columns + j] for row in rows] for j, name in enumerate(options)]
+    return text + "\n\noptions that differ:\n\n" + markdown_table(["option"] + [row[0] for row in rows], by_option)
+
+
+def markdown_table(header: List[str], rows: List[List[str]]) -> str:
+    """A Markdown table (numbers right-aligned)."""
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    numeric = [all(_is_number(r[j]) or r[j] == ABSENT for r in rows) for j in range(len(header))]
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |",
+             "|" + "|".join("---:" if numeric[j] else "---" for j in range(len(header))) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def write_csv(path, header: List[str], rows: List[List[str]]) -> None:
+    """The table as CSV (written beside ``path``, then moved in)."""
+    from ._io import replaced_on_success
+
+    with replaced_on_success(path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(header)
+            writer.writerows(rows)

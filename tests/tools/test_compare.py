@@ -1,0 +1,97 @@
+"""tools/compare.py: runs side by side, their scores and the options in which they differ."""
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kinfield.cli import main_compare, main_eval_motion, main_train
+from kinfield.data.synthetic import PRESETS, write_scene
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    """Two 2-step runs of the tiny scene, scored on its test split, that differ in one option; the second one's
+    motion scored against the scene's ground truth."""
+    root = tmp_path_factory.mktemp("compare")
+    scene = write_scene(PRESETS["tiny"], root / "scene")
+    runs = []
+    for name, extra in (("base", []), ("stiff", ["--kin_rigidity_weight", "0.5"])):
+        run = root / "runs" / name
+        assert main_train([str(scene), str(REPO / "configs" / "debug.yaml"), "--out", str(run), "--device", "cpu",
+                           "--iters", "2", "--train_eval_lpips", "false", "--train_progress", "false", *extra]) == 0
+        runs.append(run)
+    assert main_eval_motion([str(runs[1]), "--device", "cpu"]) == 0
+    return runs
+
+
+def table(text: str, first: int = 0):
+    """The ``first``-th Markdown table in ``text`` as (header, rows)."""
+    blocks = [b for b in text.split("\n\n") if b.startswith("|")]
+    lines = blocks[first].splitlines()
+    cells = [[c.strip() for c in line.strip("|").split(" | ")] for line in lines]
+    return cells[0], cells[2:]
+
+
+def test_scores_steps_and_the_one_differing_option(two_runs, capsys, tmp_path):
+    base, stiff = two_runs
+    out_csv = tmp_path / "table.csv"
+    assert main_compare([str(base), str(stiff), "--csv", str(out_csv)]) == 0
+    out = capsys.readouterr().out
+    header, rows = table(out)
+    assert header == ["run", "step", "train min", "PSNR", "SSIM", "EPE", "EPE no motion"]  # (no LPIPS: it was off)
+    assert [r[:2] for r in rows] == [["base", "2"], ["stiff", "2"]]
+    for run, row in zip(two_runs, rows):
+        scores = json.loads((run / "metrics.json").read_text())
+        assert float(row[3]) == pytest.approx(scores["test"]["psnr"], abs=0.005)
+        assert float(row[4]) == pytest.approx(scores["test"]["ssim"], abs=0.0005)
+        assert float(row[2]) == pytest.approx(float((run / "train_time.txt").read_text()) / 60, abs=0.05)
+    motion = json.loads((stiff / "metrics.json").read_text())["motion"]
+    assert rows[0][5:] == ["-", "-"]
+    assert float(rows[1][5]) == pytest.approx(motion["epe_mean"], abs=0.0005)
+    assert float(rows[1][6]) == pytest.approx(motion["epe_zero_motion"], abs=0.0005)
+    # the output folder differs too, but does not make another experiment: only the weight is listed
+    assert table(out, 1) == (["option", "base", "stiff"], [["kin_rigidity_weight", "0.01", "0.5"]])
+    with out_csv.open() as f:
+        written = list(csv.reader(f))
+    assert written[0] == header + ["kin_rigidity_weight"] and [r[0] for r in written[1:]] == ["base", "stiff"]
+
+
+def test_runs_that_differ_in_nothing_say_so(two_runs, capsys, tmp_path):
+    copy = tmp_path / "again"
+    shutil.copytree(two_runs[0], copy)
+    assert main_compare([str(two_runs[0]), str(copy)]) == 0
+    out = capsys.readouterr().out
+    assert "no option differs between the runs" in out and "options that differ" not in out
+
+
+def test_other_folders_are_left_out_with_a_note_and_none_is_an_error(two_runs, capsys, tmp_path):
+    (tmp_path / "notes").mkdir()
+    assert main_compare([str(two_runs[0]), str(tmp_path / "notes"), str(tmp_path / "missing")]) == 0
+    captured = capsys.readouterr()
+    assert [r[0] for r in table(captured.out)[1]] == ["base"]
+    assert f"{tmp_path / 'notes'}: not a run folder" in captured.err
+    assert f"{tmp_path / 'missing'}: does not exist" in captured.err
+    assert main_compare([str(tmp_path / "notes")]) == 2
+    assert "none of the folders given is a run" in capsys.readouterr().err
+
+
+def test_a_run_without_a_readable_config_or_with_an_older_one(two_runs, capsys, tmp_path):
+    """No config.yaml: its options are '?'; a config written before an option existed: '(absent)' in that row."""
+    broken, older = tmp_path / "broken", tmp_path / "older"
+    shutil.copytree(two_runs[0], broken)
+    shutil.copytree(two_runs[1], older)
+    (broken / "config.yaml").write_text("[unclosed")
+    config = yaml.safe_load((older / "config.yaml").read_text())
+    del config["kin_consistency_weight"]
+    (older / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    assert main_compare([str(two_runs[0]), str(broken), str(older)]) == 0
+    captured = capsys.readouterr()
+    header, rows = table(captured.out, 1)
+    assert header == ["option", "base", "broken", "older"]
+    assert rows == [["kin_consistency_weight", "0", "?", "(absent)"], ["kin_rigidity_weight", "0.01", "?", "0.5"]]
+    assert f"{broken / 'config.yaml'}: not readable as YAML" in captured.err
