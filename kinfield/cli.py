@@ -227,7 +227,7 @@ def _render_parser():
                         "bullet-time: orbit at frozen --time (a spiral on forward-facing scenes, which cannot be "
                         "orbited); test: the --split cameras at their times (+ PNGs)")
     p.add_argument("--frames", type=int, default=60, help="number of frames (ignored by --path test)")
-    p.add_argument("--fps", type=float, default=24.0)
+    p.add_argument("--fps", type=float, default=24.0, help="frames per second of the videos")
     p.add_argument("--time", type=float, default=0.5, help="frozen time of --path bullet-time, in [0, 1]")
     p.add_argument("--view", type=int, default=0, help="train camera index of --path fixed-view")
     p.add_argument("--scene", default=None, help="scene folder / .npz (default: the run config's scene)")
@@ -387,7 +387,7 @@ def main_eval(argv: List[str]) -> int:
                    description="Re-render a split of a trained run and score it (PSNR, SSIM, LPIPS). "
                                "Writes RUN_DIR/metrics.json, RUN_DIR/metrics_<split>.csv and renders.")
     p.add_argument("run_dir", help="run folder (the --out of tools/train.py)")
-    p.add_argument("--split", default="test")
+    p.add_argument("--split", default="test", help="the split rendered and scored (test, val or train)")
     p.add_argument("--scene", default=None, help="scene folder / .npz (default: the run config's scene)")
     p.add_argument("--downscale", type=float, default=None, help="image downscale (default: the run's)")
     p.add_argument("--no-lpips", action="store_true", help="skip LPIPS (AlexNet)")
@@ -467,9 +467,10 @@ def main_export(argv: List[str]) -> int:
     p.add_argument("--view", type=int, default=0, help="train camera used to sample points")
     p.add_argument("--substeps", type=int, default=4, help="RK4 steps per frame interval")
     p.add_argument("--scene", default=None, help="scene (default: the run config's); needed for --times train and sampling")
-    p.add_argument("--downscale", type=float, default=None)
+    p.add_argument("--downscale", type=float, default=None, help="image downscale of the depth render that samples "
+                   "points (default: the run's)")
     p.add_argument("--device", default="auto", type=_device, help="cpu, cuda, cuda:N or auto")
-    p.add_argument("--checkpoint", default=None)
+    p.add_argument("--checkpoint", default=None, help="checkpoint file (default: the run's latest)")
     args = p.parse_args(argv)
     _require_positive(p, args, "n_points", "substeps")
     if not 0.0 <= args.time <= 1.0:
@@ -554,7 +555,7 @@ def main_eval_motion(argv: List[str]) -> int:
     p.add_argument("--gt", default=None, help="motion_gt.npz (default: <the run's scene>/motion_gt.npz)")
     p.add_argument("--substeps", type=int, default=4, help="RK4 steps per frame interval")
     p.add_argument("--device", default="auto", type=_device, help="cpu, cuda, cuda:N or auto")
-    p.add_argument("--checkpoint", default=None)
+    p.add_argument("--checkpoint", default=None, help="checkpoint file (default: the run's latest)")
     args = p.parse_args(argv)
     _require_positive(p, args, "substeps")
     run, code = _open_run(args, "there is no motion to score; train the run with --kin_enabled true")
@@ -755,7 +756,8 @@ def main_preprocess(argv: List[str]) -> int:
     p.add_argument("--motion-threshold", type=float, default=None,
                    help="residual (pixels) above which flow counts as moving (default: max(1, 1%% of the long side))")
     p.add_argument("--threads", type=int, default=-1, help="threads for COLMAP and OpenCV (-1: all cores)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed of COLMAP's RANSAC and mapper (same frames and seed: "
+                   "the same poses)")
     p.add_argument("--overwrite", action="store_true", help="replace the outputs already in OUT_DIR")
     p.add_argument("--keep-work", action="store_true", help="keep the COLMAP database in OUT_DIR/sfm_work")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")

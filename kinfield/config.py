@@ -192,12 +192,23 @@ class _ShortErrors:
         self.exit(2, f"{usage} (--help lists the options)\n{self.prog}: error: {self._error_message(message)}\n")
 
 
+class _DefaultsShown(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's default after its help, unless the help already says it, or there is none to say (``None``; a
+    flag's ``False``)."""
+
+    def _get_help_string(self, action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default is None or action.default is False or not action.option_strings:
+            return text
+        return super()._get_help_string(action)
+
+
 class ToolParser(_ShortErrors, argparse.ArgumentParser):
     """The parser of a tool (``tools/*.py``): defaults shown in ``--help``, no abbreviated options, and errors that end
     in one usage line: the positional arguments, then ``[options]``."""
 
     def __init__(self, prog: str, description: str, **kwargs):
-        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        kwargs.setdefault("formatter_class", _DefaultsShown)
         super().__init__(prog=prog, description=description, allow_abbrev=False, **kwargs)
 
     def format_usage(self) -> str:

@@ -27,19 +27,23 @@ from kinfield.data.synthetic import CAMERA_MODES, PRESETS, write_nsff_scene, wri
 def main(argv=None) -> int:
     ap = ToolParser("tools/make_scene.py", description=__doc__.splitlines()[0])
     ap.add_argument("out_dir", type=Path, help="output folder (must be empty unless --overwrite)")
-    ap.add_argument("--preset", choices=sorted(PRESETS), default="demo")
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="demo",
+                    help="what moves: projectile (a thrown ball), both (a thrown ball that spins), spin (a sphere spinning in "
+                         "place), pulse (a spinning sphere that grows and shrinks), demo (a thrown spinning ball and a "
+                         "spinning top); forward / forward_tiny: a forward-facing rig; tiny: the tests' 16x16 fixture")
     ap.add_argument("--seed", type=int, default=None, help="camera seed (default: the preset's)")
-    ap.add_argument("--resolution", type=int, default=None, help="image width = height in pixels")
-    ap.add_argument("--n-train", type=int, default=None)
-    ap.add_argument("--n-val", type=int, default=None)
-    ap.add_argument("--n-test", type=int, default=None)
-    ap.add_argument("--supersample", type=int, default=None, help="s -> s x s samples per pixel")
-    ap.add_argument("--query-time", type=float, default=None)
-    ap.add_argument("--n-query", type=int, default=None, help="GT query points per moving object")
+    ap.add_argument("--resolution", type=int, default=None, help="image width = height in pixels (default: the preset's)")
+    ap.add_argument("--n-train", type=int, default=None, help="training frames, one time each (default: the preset's)")
+    ap.add_argument("--n-val", type=int, default=None, help="validation views (default: the preset's)")
+    ap.add_argument("--n-test", type=int, default=None, help="test views (default: the preset's)")
+    ap.add_argument("--supersample", type=int, default=None, help="s: s x s samples averaged per pixel (default: the preset's)")
+    ap.add_argument("--query-time", type=float, default=None,
+                    help="time in [0, 1] at which motion_gt.npz's query points are sampled (default: the preset's)")
+    ap.add_argument("--n-query", type=int, default=None, help="ground-truth query points per moving object (default: the preset's)")
     ap.add_argument("--camera-mode", choices=CAMERA_MODES, default=None,
                     help="random: cameras all around; forward: forward-facing rig (default: the preset's; "
                          "forward with --format nsff)")
-    ap.add_argument("--n-rig", type=int, default=None, help="forward mode: number of rig cameras")
+    ap.add_argument("--n-rig", type=int, default=None, help="forward mode: number of rig cameras (default: the preset's)")
     ap.add_argument("--format", choices=["dnerf", "nsff"], default="dnerf",
                     help="dnerf: transforms_*.json + RGBA PNGs; nsff: images/, poses_bounds.npy, flow_i1/, "
                          "motion_masks/, mv_images/, rig_poses.npy ... (forward mode only)")
