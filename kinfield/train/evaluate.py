@@ -20,6 +20,8 @@ from ..metrics.lpips import MIN_SIZE as LPIPS_MIN_SIZE
 from ..render import SceneModel
 
 log = logging.getLogger("kinfield")
+# the image scores of a split in metrics.json: of the whole images, then of the moving regions (NSFF protocol)
+SCORE_KEYS = ("psnr", "ssim", "lpips", "psnr_dynamic", "ssim_dynamic", "lpips_dynamic")
 
 
 def to_uint8(img: torch.Tensor) -> np.ndarray:
@@ -130,7 +132,7 @@ def evaluate_split(
         "height": sp.height,
         "width": sp.width,
     }
-    for key in ("psnr_dynamic", "ssim_dynamic", "lpips_dynamic"):
+    for key in SCORE_KEYS[3:]:
         vals = [r[key] for r in rows if key in r and math.isfinite(r[key])]
         if vals:
             summary[key] = float(np.mean(vals))

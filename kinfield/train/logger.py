@@ -51,6 +51,13 @@ class MetricsLogger:
                 if isinstance(v, (int, float)):
                     self._tb.add_scalar(k, v, step)
 
+    def tensorboard_only(self, step: int, values: Dict[str, Optional[float]]) -> None:
+        """Numbers kept elsewhere (the final scores, in metrics.json) shown in TensorBoard too; None / NaN left out."""
+        if self._tb is not None:
+            for k, v in values.items():
+                if isinstance(v, (int, float)) and math.isfinite(v):
+                    self._tb.add_scalar(k, v, step)
+
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()

@@ -28,7 +28,7 @@ from ..render.composite import dynamic_probability
 from .checkpoint import (CheckpointError, checkpoint_step, ckpt_dir, latest_checkpoint, list_checkpoints,
                          load_checkpoint, model_mismatch, run_lock, save_checkpoint, scene_mismatch, scene_signature,
                          signature_mismatch)
-from .evaluate import evaluate_split, quick_scores, read_metrics
+from .evaluate import SCORE_KEYS, evaluate_split, quick_scores, read_metrics
 from .logger import EMA, MetricsLogger, progress_bar
 
 log = logging.getLogger("kinfield")
@@ -625,27 +625,34 @@ class Trainer:
                             "run the same command again", self.step, latest_checkpoint(self.run_dir) or "none yet")
                 raise
             self._record_train_time(logger, train_time)
-        logger.close()
         result = {"step": self.step, "train_time_s": train_time}
         split = cfg.train.eval_split
-        if split and split in self.scene.splits:
-            scored = read_metrics(self.run_dir).get(split)
-            if idle and isinstance(scored, dict) and scored.get("step") == self.step:
-                log.info("%s is trained to step %d and its %s split scored (%s): nothing to do (tools/eval.py scores "
-                         "it again, e.g. at another --downscale; a larger --iters trains further)", self.run_dir,
-                         self.step, split, self.run_dir / "metrics.json")
-                result[split] = scored
-                return result
-            try:
-                result[split] = evaluate_split(self.model, self.scene, split, self.run_dir,
-                                               use_lpips=cfg.train.eval_lpips, progress=cfg.train.progress,
-                                               max_views=cfg.train.eval_max_views,
-                                               extra={"step": self.step, "train_time_s": round(train_time, 1),
-                                                      "checkpoint": str(checkpoint)})
-            except KeyboardInterrupt:
-                log.warning("interrupted while scoring the %s split; training is saved (%s): run the same command "
-                            "again to score it", split, checkpoint)
-                raise
+        if not split or split not in self.scene.splits:
+            logger.close()
+            return result
+        scored = read_metrics(self.run_dir).get(split)
+        if idle and isinstance(scored, dict) and scored.get("step") == self.step:
+            logger.close()
+            log.info("%s is trained to step %d and its %s split scored (%s): nothing to do (tools/eval.py scores "
+                     "it again, e.g. at another --downscale; a larger --iters trains further)", self.run_dir,
+                     self.step, split, self.run_dir / "metrics.json")
+            result[split] = scored
+            return result
+        try:
+            result[split] = evaluate_split(self.model, self.scene, split, self.run_dir,
+                                           use_lpips=cfg.train.eval_lpips, progress=cfg.train.progress,
+                                           max_views=cfg.train.eval_max_views,
+                                           extra={"step": self.step, "train_time_s": round(train_time, 1),
+                                                  "checkpoint": str(checkpoint)})
+        except KeyboardInterrupt:
+            log.warning("interrupted while scoring the %s split; training is saved (%s): run the same command "
+                        "again to score it", split, checkpoint)
+            raise
+        finally:
+            # (the final scores live in metrics.json; TensorBoard shows them beside the training curves)
+            if split in result:
+                logger.tensorboard_only(self.step, {f"{split}/{k}": result[split].get(k) for k in SCORE_KEYS})
+            logger.close()
         return result
 
     def _record_train_time(self, logger: MetricsLogger, seconds: float) -> None:

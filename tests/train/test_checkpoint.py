@@ -349,9 +349,9 @@ def test_the_probability_map_holds_each_steps_values_after_the_step(tiny_scene, 
 
 
 def test_tensorboard_mirrors_the_log_and_a_resume_hides_the_retrained_steps(tiny_scene, tmp_path):
-    """With the tensorboard package installed, RUN/tb/ holds every number of metrics.jsonl at its step; a run resumed
-    from an earlier checkpoint than its last logged step hides the earlier session's values from that step on (they are
-    trained again), and ``--train_tensorboard false`` writes no event files."""
+    """With the tensorboard package installed, RUN/tb/ holds every number of metrics.jsonl at its step and the final
+    scores; a run resumed from an earlier checkpoint than its last logged step hides the earlier session's values after
+    it (they are trained again), and ``--train_tensorboard false`` writes no event files."""
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -375,6 +375,13 @@ def test_tensorboard_mirrors_the_log_and_a_resume_hides_the_retrained_steps(tiny
     again = tb_scalars(out)
     assert [s for s, _ in again["loss"]] == [1, 2, 3, 4]  # (each step once: the first session's 3 and 4 purged)
     assert again["loss"][:2] == first["loss"][:2]
+    # a run scored at the end: its scores (metrics.json) at its last step
+    scored = tmp_path / "scored"
+    Trainer(make_cfg(tiny_scene, scored, 2, "--train_eval_split", "test", "--train_eval_lpips", "false")).fit()
+    test = json.loads((scored / "metrics.json").read_text())["test"]
+    got = tb_scalars(scored)
+    assert got["test/psnr"] == [(2, pytest.approx(test["psnr"], rel=1e-6))]
+    assert got["test/ssim"] == [(2, pytest.approx(test["ssim"], rel=1e-6))] and "test/lpips" not in got  # (off)
     quiet = tmp_path / "quiet"
     Trainer(make_cfg(tiny_scene, quiet, 2, "--train_tensorboard", "false")).fit()
     assert (quiet / "metrics.jsonl").is_file() and not (quiet / "tb").exists()
