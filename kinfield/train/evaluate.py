@@ -45,25 +45,27 @@ def _ssim_note(sp) -> str:
     return f"images are {sp.width}x{sp.height}; SSIM needs both sides >= {SSIM_WINDOW} (its window)"
 
 
-def quick_scores(model: SceneModel, scene: Scene, split: str, max_views: int, with_ssim: bool = True
-                 ) -> Dict[str, float]:
+def quick_scores(model: SceneModel, scene: Scene, split: str, max_views: int, with_ssim: bool = True) -> Dict:
     """Mean PSNR and SSIM (NaN without ``with_ssim``: it costs more than the render of a small image) of up to
     ``max_views`` evenly spaced views of ``split``, nothing written (the periodic validation during training;
-    :func:`evaluate_split` is the full evaluation)."""
+    :func:`evaluate_split` is the full evaluation). ``preview``: the first view's render beside its ground truth,
+    ``[H, 2W, 3]`` in [0, 1]."""
     sp = scene.split(split)
     was_training = model.training
     model.eval()
-    scores = []
+    scores, preview = [], None
     try:
         for i in evenly_spaced_views(sp.num_frames, max_views):
             pred = model.render_image(sp.poses[i], sp.intrinsics[i], sp.height, sp.width, float(sp.times[i]),
                                       scene.background)["rgb"].cpu().clamp(0.0, 1.0)
             scores.append((psnr(pred, sp.images[i]),
                            ssim(pred, sp.images[i]) if with_ssim and _ssim_fits(sp) else math.nan))
+            if preview is None:
+                preview = torch.cat([pred, sp.images[i].clamp(0.0, 1.0)], dim=1)
     finally:
         model.train(was_training)
     return {"psnr": float(np.mean([s[0] for s in scores])), "ssim": float(np.mean([s[1] for s in scores])),
-            "n_images": len(scores)}
+            "n_images": len(scores), "preview": preview}
 
 
 def evaluate_split(

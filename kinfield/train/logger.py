@@ -58,6 +58,11 @@ class MetricsLogger:
                 if isinstance(v, (int, float)) and math.isfinite(v):
                     self._tb.add_scalar(k, v, step)
 
+    def tensorboard_image(self, tag: str, image, step: int) -> None:
+        """An ``[H, W, 3]`` image in [0, 1] into TensorBoard (e.g. a validation render beside its ground truth)."""
+        if self._tb is not None and image is not None:
+            self._tb.add_image(tag, image.clamp(0.0, 1.0), step, dataformats="HWC")
+
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()

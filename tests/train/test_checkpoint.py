@@ -382,6 +382,14 @@ def test_tensorboard_mirrors_the_log_and_a_resume_hides_the_retrained_steps(tiny
     got = tb_scalars(scored)
     assert got["test/psnr"] == [(2, pytest.approx(test["psnr"], rel=1e-6))]
     assert got["test/ssim"] == [(2, pytest.approx(test["ssim"], rel=1e-6))] and "test/lpips" not in got  # (off)
+    # each validation's first view beside its ground truth, as an image
+    seen = tmp_path / "seen"
+    Trainer(make_cfg(tiny_scene, seen, 2, "--train_val_every", "1", "--train_val_views", "1")).fit()
+    acc = EventAccumulator(str(seen / "tb"))
+    acc.Reload()
+    images = acc.Images("val/render | ground truth")
+    size = PRESETS["tiny"].resolution
+    assert [e.step for e in images] == [1, 2] and (images[0].height, images[0].width) == (size, 2 * size)
     quiet = tmp_path / "quiet"
     Trainer(make_cfg(tiny_scene, quiet, 2, "--train_tensorboard", "false")).fit()
     assert (quiet / "metrics.jsonl").is_file() and not (quiet / "tb").exists()

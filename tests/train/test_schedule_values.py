@@ -318,6 +318,10 @@ def test_quick_scores_average_per_view_psnr():
     assert s["n_images"] == 4 and math.isnan(s["ssim"]) and model.training is True
     s2 = quick_scores(model, scene, "test", max_views=2, with_ssim=False)  # views 0 and 3
     assert s2["psnr"] == pytest.approx(np.mean([-10 * math.log10(e * e) for e in (0.01, 0.05)]), abs=1e-3)
+    # the first view's render beside its ground truth (the TensorBoard image of a validation)
+    assert s2["preview"].shape == (12, 24, 3)
+    assert torch.equal(s2["preview"][:, :12], torch.full((12, 12, 3), 0.5))
+    assert torch.equal(s2["preview"][:, 12:], scene.split("test").images[0])
 
 
 def test_to_uint8_rounds_to_nearest():
