@@ -583,7 +583,7 @@ class Trainer:
                     scores = quick_scores(self.model, self.scene, val_split, cfg.train.val_views)
                     val_seconds += time.time() - t_val
                     logger.log(self.step, {"val/psnr": scores["psnr"], "val/ssim": scores["ssim"]})
-                    logger.tensorboard_image("val/render | ground truth", scores["preview"], self.step)
+                    logger.tensorboard_image("val/render | ground truth", scores.get("preview"), self.step)
                     log.info("step %d: %s PSNR %.2f, SSIM %.4f (%d views)", self.step, val_split, scores["psnr"],
                              scores["ssim"], scores["n_images"])
                 if interrupted:
