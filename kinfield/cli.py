@@ -633,17 +633,30 @@ def main_compare(argv: List[str]) -> int:
     p.add_argument("run_dirs", nargs="+", metavar="RUN", help="run folders (the --out of tools/train.py), e.g. runs/*")
     p.add_argument("--split", default="test", help="the scored split whose image scores are shown")
     p.add_argument("--csv", default=None, help="also write the table to this CSV file")
+    p.add_argument("--plot", default=None, help="also draw the runs' training curves on shared axes into this PNG "
+                                                "(training and validation PSNR, the loss by step and by time; needs "
+                                                "matplotlib)")
     args = p.parse_args(argv)
     try:
-        header, rows, n_scores, notes = compare_runs(args.run_dirs, args.split)
+        table = compare_runs(args.run_dirs, args.split)
     except CompareError as exc:
         return _error(exc)
-    print(markdown_report(header, rows, n_scores), flush=True)
-    for note in notes:
+    print(markdown_report(table), flush=True)
+    for note in table.notes:
         print(f"note: {note}", file=sys.stderr)
     if args.csv:
-        write_csv(args.csv, header, rows)
+        write_csv(args.csv, table.header, table.rows)
         print(f"table written to {args.csv}", file=sys.stderr)
+    if args.plot:
+        from .plots import PlotError, plot_runs
+
+        try:
+            written, problems = plot_runs(table.runs, [row[0] for row in table.rows], args.plot)
+        except PlotError as exc:
+            return _error(exc)
+        for problem in problems:
+            print(f"note: {problem}", file=sys.stderr)
+        print(f"figure written to {written}", file=sys.stderr)
     return 0
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -27,6 +28,19 @@ ABSENT = "-"
 
 class CompareError(ValueError):
     """None of the folders given is a run."""
+
+
+@dataclass
+class Comparison:
+    """The table of :func:`compare_runs`: ``header`` and ``rows`` (text cells; the first ``n_score_columns`` are the
+    run, its step, training minutes and scores, the rest the differing options), the ``runs`` compared (their folders,
+    in the rows' order) and ``notes`` on what was left out or differs in how it was scored."""
+
+    header: List[str]
+    rows: List[List[str]]
+    n_score_columns: int
+    runs: List[Path]
+    notes: List[str] = field(default_factory=list)
 
 
 def is_run(folder: Path) -> bool:
@@ -76,13 +90,13 @@ def _step_and_time(folder: Path, metrics: Dict, split: str) -> Tuple[str, str]:
     return step, _number(None if seconds is None else seconds / 60.0, 1)
 
 
-def compare_runs(folders: Sequence, split: str = "test") -> Tuple[List[str], List[List[str]], int, List[str]]:
-    """A table of ``folders`` (run folders; others are skipped with a note): ``(header, rows, n_score_columns, notes)``.
+def compare_runs(folders: Sequence, split: str = "test") -> Comparison:
+    """A table of ``folders`` (run folders; others are left out with a note).
 
     Columns: the run, its step and training minutes, each score some run has (``split``'s PSNR / SSIM / LPIPS / PSNR
-    of the moving regions, the motion's end-point error and that of no motion): ``n_score_columns`` in all; then every
-    option whose value differs between the runs ('?' where a run has no readable config, ``(absent)`` where its config
-    predates the option). Raises :class:`CompareError` when none of ``folders`` is a run.
+    of the moving regions, the motion's end-point error and that of no motion); then every option whose value differs
+    between the runs ('?' where a run has no readable config, ``(absent)`` where its config predates the option).
+    Raises :class:`CompareError` when none of ``folders`` is a run.
     """
     notes: List[str] = []
     runs = []
@@ -122,7 +136,7 @@ def compare_runs(folders: Sequence, split: str = "test") -> Tuple[List[str], Lis
     if len(views) > 1:
         notes.append(f"the {split} scores average different numbers of views ({', '.join(map(str, sorted(views)))}): "
                      f"tools/eval.py RUN --split {split} scores all of a run's views")
-    return header, rows, 3 + len(scores), notes
+    return Comparison(header, rows, 3 + len(scores), [folder for folder, _, _ in runs], notes)
 
 
 def _names(folders: List[Path]) -> List[str]:
@@ -131,9 +145,10 @@ def _names(folders: List[Path]) -> List[str]:
     return plain if len(set(plain)) == len(plain) else [str(f) for f in folders]
 
 
-def markdown_report(header: List[str], rows: List[List[str]], n_score_columns: int) -> str:
+def markdown_report(table: Comparison) -> str:
     """The scores as a table of runs, then the differing options as a table of options (a row each, a column per run:
     readable however many there are)."""
+    header, rows, n_score_columns = table.header, table.rows, table.n_score_columns
     text = markdown_table(header[:n_score_columns], [row[:n_score_columns] for row in rows])
     options = header[n_score_columns:]
     if not options:

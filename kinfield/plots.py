@@ -281,6 +281,47 @@ def plot_run(run_dir, out_dir=None, tracks=None, smoothing: float = 0.6) -> Tupl
     return written, problems
 
 
+def plot_runs(run_dirs, names, out_path, smoothing: float = 0.6) -> Tuple[Path, List[str]]:
+    """Several runs' curves on shared axes (``tools/compare.py --plot``): the training batch's PSNR (smoothed) and the
+    validation PSNR against the step, and the photometric loss (``loss/rgb``: unlike the total, the same quantity
+    whatever the runs' regulariser weights) against the step and against the training time.
+
+    Returns ``(the PNG, problems)``: a run without a readable training log is left out and named in ``problems``.
+    Raises :class:`PlotError` when no run has one, or matplotlib is not installed."""
+    plt = _pyplot()
+    logs, problems = [], []
+    for run, name in zip(map(Path, run_dirs), names):
+        try:
+            logs.append((name, read_training_log(run / "metrics.jsonl")))
+        except PlotError as exc:
+            problems.append(f"{exc}: {name} left out of the figure")
+    if not logs:
+        raise PlotError("no run to plot: none has a training log (metrics.jsonl)")
+    fig, ax = plt.subplots(2, 2, figsize=(12, 8), constrained_layout=True)
+    for i, (name, cols) in enumerate(logs):
+        color, step = f"C{i % 10}", cols["step"]
+        if "psnr" in cols:
+            ax[0, 0].plot(step, smooth(cols["psnr"], smoothing), color=color, label=name)
+        if "val/psnr" in cols and np.isfinite(cols["val/psnr"]).any():
+            ok = np.isfinite(cols["val/psnr"])
+            ax[0, 1].plot(step[ok], cols["val/psnr"][ok], "o-", ms=4, color=color, label=name)
+        if "loss/rgb" in cols:  # (the total depends on each run's weights and schedule; the photometric term does not)
+            loss = smooth(np.where(cols["loss/rgb"] > 0, cols["loss/rgb"], np.nan), smoothing)
+            ax[1, 0].plot(step, loss, color=color, label=name)
+            if "time_s" in cols:
+                ax[1, 1].plot(cols["time_s"] / 60.0, loss, color=color, label=name)
+    ax[0, 0].set(title="training batch PSNR (smoothed)", xlabel="step", ylabel="dB")
+    ax[0, 1].set(title="validation PSNR", xlabel="step", ylabel="dB")
+    ax[1, 0].set(title="photometric loss of the training batch (smoothed)", xlabel="step", yscale="log")
+    ax[1, 1].set(title="photometric loss against training time", xlabel="minutes", yscale="log")
+    for a in ax.flat:
+        if a.get_legend_handles_labels()[0]:
+            a.legend(fontsize=7)
+        else:
+            a.text(0.5, 0.5, "not logged", ha="center", va="center", transform=a.transAxes, color="0.5")
+    return _save(fig, out_path), problems
+
+
 def _save(fig, path) -> Path:
     """Write ``fig`` to ``path`` through a temporary file (a killed run never leaves half a PNG)."""
     import matplotlib.pyplot as plt

@@ -95,3 +95,23 @@ def test_a_run_without_a_readable_config_or_with_an_older_one(two_runs, capsys, 
     assert header == ["option", "base", "broken", "older"]
     assert rows == [["kin_consistency_weight", "0", "?", "(absent)"], ["kin_rigidity_weight", "0.01", "?", "0.5"]]
     assert f"{broken / 'config.yaml'}: not readable as YAML" in captured.err
+
+
+def test_plot_of_the_runs_curves_leaves_out_a_run_without_a_log(two_runs, capsys, tmp_path):
+    pytest.importorskip("matplotlib")
+    import imageio.v3 as iio
+
+    from kinfield.plots import read_training_log
+
+    no_log = tmp_path / "no_log"
+    shutil.copytree(two_runs[0], no_log)
+    (no_log / "metrics.jsonl").unlink()
+    figure = tmp_path / "figs" / "curves.png"
+    assert main_compare([*map(str, two_runs), str(no_log), "--plot", str(figure)]) == 0
+    err = capsys.readouterr().err
+    assert f"figure written to {figure}" in err and "no_log left out of the figure" in err
+    assert iio.imread(figure).ndim == 3
+    assert all("loss/rgb" in read_training_log(run / "metrics.jsonl") for run in two_runs)  # (what the figure draws)
+    (tmp_path / "figs" / "none.png").parent.mkdir(exist_ok=True)
+    assert main_compare([str(no_log), "--plot", str(tmp_path / "figs" / "none.png")]) == 2
+    assert "none has a training log" in capsys.readouterr().err and not (tmp_path / "figs" / "none.png").exists()
