@@ -352,7 +352,8 @@ def load_nsff(root: Union[str, Path], downscale: Union[int, float] = 1, splits=N
     return Scene(root=str(root), splits=out_splits, aabb=torch.tensor(NDC_AABB, dtype=torch.float32),
                  near=0.0, far=1.0, background=torch.zeros(3), frame_dt=1.0 / (n - 1),
                  ndc=(float(focal), float(w), float(h), 1.0),
-                 meta={"format": "nsff", "world_scale": scale, "world_from_llff": world_from_llff.tolist()})
+                 meta={"format": "nsff", "world_scale": scale, "world_from_llff": world_from_llff.tolist(),
+                       "image_dir": img_dir.name, "source_hw": (oh, ow), "downscale": factor})
 
 
 def _read_test_split(root, n, factor, size, intr, c2w_train, scale, world_from_llff, times) -> Optional[SceneSplit]:

@@ -88,3 +88,19 @@ class Scene:
                 f"scene {self.root!r} has no {name!r} split (it has: {', '.join(sorted(self.splits))})"
             )
         return self.splits[name]
+
+    def describe(self) -> str:
+        """One line for the log: the format, the training frames' size and where it comes from, the other splits."""
+        fmt = self.meta.get("format", "scene") + (", NDC" if self.ndc is not None else "")
+        train = self.splits.get("train")
+        parts = []
+        if train is not None:
+            text = f"train {train.num_frames} frames {train.width}x{train.height}"
+            source, folder = self.meta.get("source_hw"), self.meta.get("image_dir")
+            origin = ([f"from {folder}/"] if folder else []) + \
+                ([f"at {source[1]}x{source[0]}"] if source and tuple(source) != (train.height, train.width) else [])
+            if origin:
+                text += f" ({' '.join(origin)}, --downscale {self.meta.get('downscale', '?')})"
+            parts.append(text)
+        parts += [f"{name} {sp.num_frames} views" for name, sp in self.splits.items() if name != "train"]
+        return f"scene {self.root} ({fmt}): " + "; ".join(parts)

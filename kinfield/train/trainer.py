@@ -192,6 +192,7 @@ class Trainer:
         self.device = resolve_device(cfg.train.device)
         self.gen = seed_everything(cfg.train.seed)
         self.scene = scene if scene is not None else load_configured_scene(cfg.data)
+        log.info("%s", self.scene.describe())
         self.train_split = self.scene.split("train")
         self.background = self.scene.background.to(torch.float32).to(self.device)  # what the images sit on
         self.model = build_model(cfg, self.scene.aabb, self.scene.frame_dt, self.scene.ndc).to(self.device)

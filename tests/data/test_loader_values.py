@@ -296,3 +296,18 @@ def test_a_missing_split_is_named_with_the_splits_the_loader_finds(tmp_path):
     cfg = parse_args(["--scene", str(tmp_path)])
     with pytest.raises(KeyError, match=r"has no 'test' split \(it has: train\)"):
         _load_run_scene(cfg, None, None, ["test"])
+
+
+def test_scene_summary_line_names_the_frames_size_source_and_splits(tmp_path):
+    """The line training logs about its scene: each split's size, and for the training frames the size and folder they
+    were read at and the --downscale that took them to the training size."""
+    from kinfield.data.synthetic import write_nsff_scene, write_scene
+
+    dnerf = write_scene(PRESETS["tiny"], tmp_path / "dnerf")
+    assert load_scene(dnerf, downscale=2).describe() == \
+        f"scene {dnerf} (dnerf): train 6 frames 8x8 (at 16x16, --downscale 2); val 2 views; test 2 views"
+    assert load_scene(dnerf).describe() == f"scene {dnerf} (dnerf): train 6 frames 16x16; val 2 views; test 2 views"
+    nsff = write_nsff_scene(PRESETS["forward_tiny"], tmp_path / "nsff")
+    (nsff / "images").rename(nsff / "images_24x24")
+    assert load_scene(nsff, downscale=1.5).describe() == \
+        f"scene {nsff} (nsff, NDC): train 8 frames 16x16 (from images_24x24/ at 24x24, --downscale 1.5); test 24 views"
