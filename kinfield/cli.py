@@ -634,8 +634,8 @@ def main_compare(argv: List[str]) -> int:
     p.add_argument("--split", default="test", help="the scored split whose image scores are shown")
     p.add_argument("--csv", default=None, help="also write the table to this CSV file")
     p.add_argument("--plot", default=None, help="also draw the runs' training curves on shared axes into this PNG "
-                                                "(training and validation PSNR, the loss by step and by time; needs "
-                                                "matplotlib)")
+                                                "(training and validation PSNR, the photometric loss by step and by "
+                                                "training time; needs matplotlib)")
     args = p.parse_args(argv)
     try:
         table = compare_runs(args.run_dirs, args.split)

@@ -18,7 +18,7 @@ from .train.checkpoint import checkpoint_step, latest_checkpoint
 from .train.evaluate import read_metrics
 
 # options that differ between any two runs without making them different experiments
-IGNORED_OPTIONS = ("out", "resume", "train_progress")
+IGNORED_OPTIONS = ("out", "resume", "train_progress", "train_tensorboard")
 # (column, where in metrics.json, digits): the score columns, shown when some run has the score
 SCORES = (("PSNR", ("{split}", "psnr"), 2), ("SSIM", ("{split}", "ssim"), 3), ("LPIPS", ("{split}", "lpips"), 3),
           ("PSNR dyn", ("{split}", "psnr_dynamic"), 2), ("EPE", ("motion", "epe_mean"), 3),
@@ -99,8 +99,12 @@ def compare_runs(folders: Sequence, split: str = "test") -> Comparison:
     Raises :class:`CompareError` when none of ``folders`` is a run.
     """
     notes: List[str] = []
-    runs = []
+    runs, seen = [], set()
     for folder in map(Path, folders):
+        if folder.resolve() in seen:
+            notes.append(f"{folder}: given twice: compared once")
+            continue
+        seen.add(folder.resolve())
         if not is_run(folder):
             why = "does not exist" if not folder.exists() else "not a run folder (no config.yaml, metrics.json or " \
                                                                 "metrics.jsonl)"

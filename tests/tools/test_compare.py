@@ -71,9 +71,10 @@ def test_runs_that_differ_in_nothing_say_so(two_runs, capsys, tmp_path):
 
 def test_other_folders_are_left_out_with_a_note_and_none_is_an_error(two_runs, capsys, tmp_path):
     (tmp_path / "notes").mkdir()
-    assert main_compare([str(two_runs[0]), str(tmp_path / "notes"), str(tmp_path / "missing")]) == 0
+    assert main_compare([str(two_runs[0]), str(tmp_path / "notes"), str(tmp_path / "missing"), f"{two_runs[0]}/"]) == 0
     captured = capsys.readouterr()
     assert [r[0] for r in table(captured.out)[1]] == ["base"]
+    assert f"{two_runs[0]}: given twice: compared once" in captured.err
     assert f"{tmp_path / 'notes'}: not a run folder" in captured.err
     assert f"{tmp_path / 'missing'}: does not exist" in captured.err
     assert main_compare([str(tmp_path / "notes")]) == 2
