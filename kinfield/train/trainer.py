@@ -116,6 +116,15 @@ def changed_options(saved: Dict, now: Dict, limit: int = 8) -> str:
 SCENE_MARKERS = ("transforms_train.json", "poses_bounds.npy")  # files that make a folder a scene, not a run
 
 
+def _duration(seconds: float) -> str:
+    """``seconds`` in the largest unit that keeps it above 1: '3.2 days', '14.5 hours', '12 minutes'."""
+    if seconds >= 2 * 86400:
+        return f"{seconds / 86400:.1f} days"
+    if seconds >= 2 * 3600:
+        return f"{seconds / 3600:.1f} hours"
+    return f"{seconds / 60:.0f} minutes"
+
+
 def looks_like_scene(folder) -> bool:
     """Whether ``folder`` holds a scene's files (:data:`SCENE_MARKERS`), not a run's."""
     return any((Path(folder) / name).exists() for name in SCENE_MARKERS)
@@ -232,6 +241,7 @@ class Trainer:
                      t.rays, t.min_rays, t.max_rays, self.n_rays)
         self.n_bad_steps = 0
         self._steps_without_physics, self._warned_physics = 0, False  # (_note_missing_physics)
+        self._pace_from = 0.0  # (_note_long_run)
 
     # ----------------------------------------------------------------------------------- setup
     def _check_scene_fits(self) -> None:
@@ -511,6 +521,25 @@ class Trainer:
                         "nothing; lower that option, or start them later (--kin_physics_start)", step, patience,
                         why or "none")
 
+    def _note_long_run(self, steps_done: int, seconds: float, paced: int = 3, hours: float = 12.0) -> None:
+        """On a CPU, at the session's step ``1 + paced`` (``seconds``: its training time so far): warn when the steps
+        left would take more than ``hours`` at the pace of the last ``paced`` steps (the first one, which warms up, left
+        out) and no --train_max_minutes stops the run before that (e.g. a GPU config on a laptop), naming the CPU
+        configs and the cap."""
+        if self.device.type != "cpu" or steps_done not in (1, 1 + paced):
+            return
+        if steps_done == 1:
+            self._pace_from = seconds
+            return
+        per_step = (seconds - self._pace_from) / paced
+        left = per_step * (self.cfg.train.iters - self.step)
+        cap = 60.0 * self.cfg.train.max_minutes
+        if left > 3600.0 * hours and not 0 < cap < 3600.0 * hours:
+            log.warning("on this CPU a step takes %.1f s: the %d steps left would take about %s. The configs sized for "
+                        "a CPU are configs/*_cpu.yaml (and demo.yaml); --train_max_minutes stops a run at a time limit "
+                        "(raise it and run the same command again to go on)", per_step, self.cfg.train.iters - self.step,
+                        _duration(left))
+
     def _update_map(self, update) -> None:
         """Record a step's ``(pixels, values)`` in the importance map. The map lives on the CPU (one byte per training
         pixel), so this copies the values to the host: done after the step's one read-back of its logged scalars and
@@ -557,6 +586,7 @@ class Trainer:
                         ", ".join(sorted(self.scene.splits)))
         stopped_cleanly, previous_handlers = False, self._stop_after_step_on_signal()
         cap_hit = False  # (this session reached --train_max_minutes)
+        session_steps = 0
         try:
             if capped and self.step < cfg.train.iters:  # a rerun of a run the time cap stopped: nothing to train
                 log.warning("step %d: the earlier session reached --train_max_minutes %.1f; not training further "
@@ -564,6 +594,7 @@ class Trainer:
             while self.step < cfg.train.iters and not capped:
                 logs = self.train_step()
                 self.step += 1
+                session_steps += 1
                 interrupted = self._signal != 0  # read once: the step just done is the last one
                 bar.update(1)
                 if "psnr" in logs:
@@ -571,6 +602,7 @@ class Trainer:
                     bar.set_postfix(loss=f"{smooth['loss']:.4f}", psnr=f"{smooth['psnr']:.2f}",
                                     rays=int(logs["rays"]), samples=int(logs["samples"]), refresh=False)
                 elapsed = wall_before + time.time() - t_start - val_seconds
+                self._note_long_run(session_steps, elapsed - wall_before)
                 stop = cfg.train.max_minutes > 0 and elapsed > 60.0 * cfg.train.max_minutes
                 validate = val_split is not None and self.step % cfg.train.val_every == 0
                 if validate or stop or interrupted or self.step % cfg.train.log_every == 0 or \

@@ -176,3 +176,30 @@ def test_without_a_progress_bar_each_logged_step_is_a_log_line(scene, tmp_path, 
     with caplog.at_level("INFO", logger="kinfield"):
         _trainer(scene, tmp_path / "bar", "--train_progress", "true").fit()
     assert not any("/6: loss" in r.getMessage() for r in caplog.records)  # the bar shows them
+
+
+@pytest.mark.parametrize("iters, extra, warned", [(100_000, [], "11.6 days"), (100_000, ["--train_max_minutes", "60"], None),
+                                                  (4_000, [], None), (5_000, [], "13.9 hours")])
+def test_a_cpu_run_that_would_take_over_half_a_day_says_so_after_its_first_steps(scene, tmp_path, caplog, iters, extra,
+                                                                                 warned):
+    """At 10 s a step (steps 2-4; the first one warms up and is left out) the steps left take 11.6 days for 100,000 and
+    13.9 hours for 5,000: a warning naming the CPU configs; not with a time cap under half a day, nor for 11.1 hours."""
+    tr = _trainer(scene, tmp_path / "run", "--iters", str(iters), *extra)
+    tr._note_long_run(1, 25.0)  # (the warm-up step took 25 s)
+    tr._note_long_run(2, 35.0)
+    tr._note_long_run(3, 45.0)
+    assert "a step takes" not in caplog.text
+    tr._note_long_run(4, 55.0)
+    if warned is None:
+        assert "a step takes" not in caplog.text
+    else:
+        assert f"on this CPU a step takes 10.0 s: the {iters} steps left would take about {warned}" in caplog.text
+        assert "configs/*_cpu.yaml" in caplog.text and "--train_max_minutes" in caplog.text
+
+
+def test_the_training_loop_reports_each_steps_count_and_time_for_the_pace_warning(scene, tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(Trainer, "_note_long_run", lambda self, steps, seconds: calls.append((steps, seconds)))
+    _trainer(scene, tmp_path / "run").fit()
+    assert [c[0] for c in calls] == [1, 2, 3, 4, 5, 6]
+    assert all(0 < a[1] <= b[1] for a, b in zip(calls, calls[1:]))
