@@ -69,6 +69,7 @@ fi
 if [[ " $stages " == *" test "* ]]; then
   # only the GPU test files: collecting the whole suite would stop at the first module whose imports fail there
   run $PY -m pytest -q -m cuda -rs -p no:cacheprovider tests/ops/test_kernels_gpu.py tests/render/test_nerfacc_sampler.py \
+    tests/train/test_shipped_configs.py \
     2>&1 | tee "$OUT/pytest.log" | tail -40 || failed=1
 fi
 if [[ " $stages " == *" kernels "* ]]; then
