@@ -633,12 +633,14 @@ def main_compare(argv: List[str]) -> int:
     p.add_argument("run_dirs", nargs="+", metavar="RUN", help="run folders (the --out of tools/train.py), e.g. runs/*")
     p.add_argument("--split", default="test", help="the scored split whose image scores are shown")
     p.add_argument("--csv", default=None, help="also write the table to this CSV file")
+    p.add_argument("--mean-over-seeds", action="store_true",
+                   help="runs that differ only in --seed make one row: each score as mean +- standard deviation")
     p.add_argument("--plot", default=None, help="also draw the runs' training curves on shared axes into this PNG "
                                                 "(training and validation PSNR, the photometric loss by step and by "
                                                 "training time; needs matplotlib)")
     args = p.parse_args(argv)
     try:
-        table = compare_runs(args.run_dirs, args.split)
+        table = compare_runs(args.run_dirs, args.split, mean_over_seeds=args.mean_over_seeds)
     except CompareError as exc:
         return _error(exc)
     print(markdown_report(table), flush=True)
@@ -651,7 +653,7 @@ def main_compare(argv: List[str]) -> int:
         from .plots import PlotError, plot_runs
 
         try:
-            written, problems = plot_runs(table.runs, [row[0] for row in table.rows], args.plot)
+            written, problems = plot_runs(table.runs, table.run_names, args.plot)
         except PlotError as exc:
             return _error(exc)
         for problem in problems:

@@ -33,13 +33,15 @@ class CompareError(ValueError):
 @dataclass
 class Comparison:
     """The table of :func:`compare_runs`: ``header`` and ``rows`` (text cells; the first ``n_score_columns`` are the
-    run, its step, training minutes and scores, the rest the differing options), the ``runs`` compared (their folders,
-    in the rows' order) and ``notes`` on what was left out or differs in how it was scored."""
+    run, its step, training minutes and scores, the rest the differing options), the ``runs`` compared (their folders)
+    and their ``run_names`` (a row names one run, or the runs it averages), and ``notes`` on what was left out or
+    differs in how it was scored."""
 
     header: List[str]
     rows: List[List[str]]
     n_score_columns: int
     runs: List[Path]
+    run_names: List[str]
     notes: List[str] = field(default_factory=list)
 
 
@@ -90,12 +92,14 @@ def _step_and_time(folder: Path, metrics: Dict, split: str) -> Tuple[str, str]:
     return step, _number(None if seconds is None else seconds / 60.0, 1)
 
 
-def compare_runs(folders: Sequence, split: str = "test") -> Comparison:
+def compare_runs(folders: Sequence, split: str = "test", mean_over_seeds: bool = False) -> Comparison:
     """A table of ``folders`` (run folders; others are left out with a note).
 
     Columns: the run, its step and training minutes, each score some run has (``split``'s PSNR / SSIM / LPIPS / PSNR
     of the moving regions, the motion's end-point error and that of no motion); then every option whose value differs
     between the runs ('?' where a run has no readable config, ``(absent)`` where its config predates the option).
+    ``mean_over_seeds``: runs that differ only in ``--seed`` make one row, their scores as mean +- standard deviation
+    (of the runs that have the score), named by their folders, with a ``seed`` row listing the seeds.
     Raises :class:`CompareError` when none of ``folders`` is a run.
     """
     notes: List[str] = []
@@ -117,30 +121,53 @@ def compare_runs(folders: Sequence, split: str = "test") -> Comparison:
         raise CompareError("none of the folders given is a run (" + ", ".join(map(str, folders)) + "): pass the --out "
                            "folders of tools/train.py, e.g. runs/*")
     names = _names([folder for folder, _, _ in runs])
-    scores = []
-    for column, (section, key), digits in SCORES:
-        values = []
-        for _, _, metrics in runs:
-            part = metrics.get(section.format(split=split))
-            values.append(_number(part.get(key) if isinstance(part, dict) else None, digits))
-        if any(v != ABSENT for v in values):
-            scores.append((column, values))
+    raw = [[_score(metrics, section.format(split=split), key) for _, (section, key), _ in SCORES] for _, _, metrics in runs]
+    shown = [j for j in range(len(SCORES)) if any(r[j] is not None for r in raw)]
     configs = [config for _, config, _ in runs]
     keys = [k for k in dict.fromkeys(k for c in configs for k in c) if k not in IGNORED_OPTIONS]
     readable = [c for c in configs if c]
     differing = [k for k in keys if len({_option(c[k]) if k in c else None for c in readable}) > 1]
-    header = ["run", "step", "train min"] + [column for column, _ in scores] + differing
+    cells = [[("?" if not c else _option(c[k]) if k in c else "(absent)") for k in differing] for c in configs]
+    groups: Dict[tuple, List[int]] = {}
+    for i, row in enumerate(cells):  # (a run alone, or with the runs whose other options are the same)
+        key = tuple(v for k, v in zip(differing, row) if k != "seed") if mean_over_seeds and "?" not in row else (i,)
+        groups.setdefault(key, []).append(i)
+    header = ["run", "step", "train min"] + [SCORES[j][0] for j in shown] + differing
     rows = []
-    for i, (folder, config, metrics) in enumerate(runs):
-        step, minutes = _step_and_time(folder, metrics, split)
-        options = [("?" if not config else _option(config[k]) if k in config else "(absent)") for k in differing]
-        rows.append([names[i], step, minutes] + [values[i] for _, values in scores] + options)
+    for members in groups.values():
+        steps_times = [_step_and_time(runs[i][0], runs[i][2], split) for i in members]
+        steps = sorted({s for s, _ in steps_times}, key=lambda s: (s == ABSENT, int(s) if s != ABSENT else 0))
+        minutes = [float(m) for _, m in steps_times if m != ABSENT]
+        row = [", ".join(names[i] for i in members), " / ".join(steps),
+               _number(sum(minutes) / len(minutes) if minutes else None, 1)]
+        row += [_spread([raw[i][j] for i in members], SCORES[j][2]) for j in shown]
+        row += [", ".join(dict.fromkeys(cells[i][n] for i in members)) for n in range(len(differing))]
+        rows.append(row)
     views = {metrics[split].get("n_images") for _, _, metrics in runs
              if isinstance(metrics.get(split), dict) and metrics[split].get("n_images") is not None}
     if len(views) > 1:
         notes.append(f"the {split} scores average different numbers of views ({', '.join(map(str, sorted(views)))}): "
                      f"tools/eval.py RUN --split {split} scores all of a run's views")
-    return Comparison(header, rows, 3 + len(scores), [folder for folder, _, _ in runs], notes)
+    return Comparison(header, rows, 3 + len(shown), [folder for folder, _, _ in runs], names, notes)
+
+
+def _score(metrics: Dict, section: str, key: str) -> Optional[float]:
+    """A finite number of ``metrics.json``'s ``section`` (None when it is missing, not a number or not finite)."""
+    part = metrics.get(section)
+    value = part.get(key) if isinstance(part, dict) else None
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok else None
+
+
+def _spread(values: List[Optional[float]], digits: int) -> str:
+    """One run's score, or several runs' mean +- sample standard deviation (and how many had it, where not all)."""
+    have = [v for v in values if v is not None]
+    if len(have) <= 1:
+        return _number(have[0] if have else None, digits)
+    mean = sum(have) / len(have)
+    std = math.sqrt(sum((v - mean) ** 2 for v in have) / (len(have) - 1))
+    text = f"{mean:.{digits}f} ± {std:.{digits}f}"
+    return text if len(have) == len(values) else f"{text} (n={len(have)})"
 
 
 def _names(folders: List[Path]) -> List[str]:

@@ -116,3 +116,28 @@ def test_plot_of_the_runs_curves_leaves_out_a_run_without_a_log(two_runs, capsys
     (tmp_path / "figs" / "none.png").parent.mkdir(exist_ok=True)
     assert main_compare([str(no_log), "--plot", str(tmp_path / "figs" / "none.png")]) == 2
     assert "none has a training log" in capsys.readouterr().err and not (tmp_path / "figs" / "none.png").exists()
+
+
+def test_runs_that_differ_only_in_their_seed_make_one_row_with_mean_and_spread(two_runs, capsys, tmp_path):
+    """--mean-over-seeds: base and a copy of it with another seed and PSNR average to one row (mean +- sample standard
+    deviation of the two PSNRs); the run with another weight stays a row of its own; the seed row lists both seeds."""
+    base, stiff = two_runs
+    other = tmp_path / "base_seed1"
+    shutil.copytree(base, other)
+    config = yaml.safe_load((other / "config.yaml").read_text())
+    config["seed"] = 1
+    (other / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    scores = json.loads((base / "metrics.json").read_text())
+    psnr = scores["test"]["psnr"]
+    scores["test"]["psnr"] = psnr + 1.0
+    (other / "metrics.json").write_text(json.dumps(scores))
+    assert main_compare([str(base), str(stiff), str(other), "--mean-over-seeds"]) == 0
+    out = capsys.readouterr().out
+    header, rows = table(out)
+    assert [r[0] for r in rows] == ["base, base_seed1", "stiff"]
+    assert rows[0][3] == f"{psnr + 0.5:.2f} ± {2 ** -0.5:.2f}"  # (std of {p, p + 1}: 1 / sqrt(2))
+    assert rows[1][3] == f"{json.loads((stiff / 'metrics.json').read_text())['test']['psnr']:.2f}"
+    assert dict((r[0], r[1:]) for r in table(out, 1)[1]) == {"seed": ["0, 1", "0"], "kin_rigidity_weight": ["0.01", "0.5"]}
+    # without the flag: a row per run
+    assert main_compare([str(base), str(stiff), str(other)]) == 0
+    assert len(table(capsys.readouterr().out)[1]) == 3
