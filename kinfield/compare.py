@@ -171,9 +171,13 @@ def _spread(values: List[Optional[float]], digits: int) -> str:
 
 
 def _names(folders: List[Path]) -> List[str]:
-    """Short distinct names: the folder names, or the paths where two folders share a name."""
-    plain = [f.name or str(f) for f in folders]
-    return plain if len(set(plain)) == len(plain) else [str(f) for f in folders]
+    """Short distinct names: the folders' last path parts, as few as tell them apart (``a/demo``, ``b/demo``)."""
+    parts = [Path(f).absolute().parts for f in folders]
+    for n in range(1, max(map(len, parts)) + 1):
+        names = [str(Path(*p[-n:])) for p in parts]
+        if len(set(names)) == len(names):
+            return names
+    return [str(f) for f in folders]
 
 
 def markdown_report(table: Comparison) -> str:

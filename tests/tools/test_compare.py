@@ -67,6 +67,11 @@ def test_runs_that_differ_in_nothing_say_so(two_runs, capsys, tmp_path):
     assert main_compare([str(two_runs[0]), str(copy)]) == 0
     out = capsys.readouterr().out
     assert "no option differs between the runs" in out and "options that differ" not in out
+    # two runs of one name are told apart by as many parent folders as it takes
+    same_name = tmp_path / "elsewhere" / "base"
+    shutil.copytree(two_runs[0], same_name)
+    assert main_compare([str(two_runs[0]), str(same_name)]) == 0
+    assert [r[0] for r in table(capsys.readouterr().out)[1]] == ["runs/base", "elsewhere/base"]
 
 
 def test_other_folders_are_left_out_with_a_note_and_none_is_an_error(two_runs, capsys, tmp_path):
