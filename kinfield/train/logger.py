@@ -34,6 +34,10 @@ class MetricsLogger:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError as exc:  # (tensorboard not installed)
                 log.debug("TensorBoard logging off: %s", exc)
+            except Exception as exc:  # noqa: BLE001 (an install that breaks on import, e.g. a protobuf mismatch)
+                log.warning("TensorBoard logging off: the tensorboard package fails to import (%s: %s); metrics.jsonl "
+                            "is written as always (pip install -U tensorboard, or --train_tensorboard false)",
+                            type(exc).__name__, exc)
             else:
                 # a resumed run retrains the steps after its checkpoint: TensorBoard then hides what an earlier
                 # session logged after that step (metrics.jsonl keeps every row; tools/plot.py counts a step once)

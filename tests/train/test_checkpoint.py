@@ -393,3 +393,31 @@ def test_tensorboard_mirrors_the_log_and_a_resume_hides_the_retrained_steps(tiny
     quiet = tmp_path / "quiet"
     Trainer(make_cfg(tiny_scene, quiet, 2, "--train_tensorboard", "false")).fit()
     assert (quiet / "metrics.jsonl").is_file() and not (quiet / "tb").exists()
+
+
+def test_a_tensorboard_that_fails_to_import_leaves_the_run_going(tmp_path, monkeypatch, caplog):
+    """An installed tensorboard that breaks on import (e.g. a protobuf version mismatch): a warning with the fix, the
+    log written as always; one that is not installed: nothing said."""
+    import builtins
+
+    from kinfield.train.logger import MetricsLogger
+
+    real_import = builtins.__import__
+
+    def failing(error):
+        def fake_import(name, *args, **kwargs):
+            if name == "torch.utils.tensorboard":
+                raise error
+            return real_import(name, *args, **kwargs)
+        return fake_import
+
+    monkeypatch.setattr(builtins, "__import__", failing(TypeError("Descriptors cannot be created directly")))
+    logger = MetricsLogger(tmp_path / "a")
+    logger.log(1, {"loss": 0.5})
+    logger.close()
+    assert "tensorboard package fails to import (TypeError: Descriptors" in caplog.text
+    assert (tmp_path / "a" / "metrics.jsonl").read_text() == '{"step": 1, "loss": 0.5}\n'
+    caplog.clear()
+    monkeypatch.setattr(builtins, "__import__", failing(ImportError("No module named 'tensorboard'")))
+    MetricsLogger(tmp_path / "b").close()
+    assert "TensorBoard" not in caplog.text
