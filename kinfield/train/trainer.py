@@ -641,6 +641,10 @@ class Trainer:
                 log.warning("aborted after step %d without saving; running again resumes from %s", self.step,
                             latest_checkpoint(self.run_dir) or "step 0 (no checkpoint yet)")
             raise
+        except Exception:  # (e.g. NonFiniteLoss: the bar and TensorBoard's writer thread closed before the error shows)
+            bar.close()
+            logger.close()
+            raise
         finally:
             for sig, handler in previous_handlers.items():
                 signal.signal(sig, signal.SIG_DFL if handler is None else handler)
