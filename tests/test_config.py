@@ -76,6 +76,10 @@ def test_gpu_config_is_its_cpu_config_at_gpu_scale(gpu, cpu):
     assert on_gpu["iters"] > 10 * on_cpu["iters"] and on_gpu["train_max_minutes"] == 0  # (no time cap)
     assert on_gpu["train_rays"] > on_cpu["train_rays"] and on_gpu["dynamic_grid_n_levels"] > on_cpu["dynamic_grid_n_levels"]
     assert on_gpu["kin_physics_start"] < on_gpu["iters"] and on_gpu["kin_unlock_jerk"] < on_gpu["iters"]
+    # the schedules count from step 0: as on the CPU, the motion terms start a while after static pre-training ends
+    for on in (on_gpu, on_cpu):
+        pretrain = on["prior_static_pretrain_steps"]
+        assert min(on["kin_physics_start"], on["kin_normal_start"], on["kin_unlock_acceleration"]) > pretrain
 
 
 def test_unknown_key_in_file_is_an_error(tmp_path, capsys):
