@@ -623,6 +623,8 @@ def main_plot(argv: List[str]) -> int:
 @_user_errors(out="--csv")
 def main_compare(argv: List[str]) -> int:
     """``tools/compare.py``: a table of runs, their scores and the options in which they differ."""
+    from pathlib import Path
+
     from .compare import CompareError, compare_runs, markdown_report, write_csv
     from .config import ToolParser
 
@@ -639,6 +641,8 @@ def main_compare(argv: List[str]) -> int:
                                                 "(training and validation PSNR, the photometric loss by step and by "
                                                 "training time; needs matplotlib)")
     args = p.parse_args(argv)
+    if args.plot and Path(args.plot).suffix.lower() not in (".png", ".pdf", ".svg", ".jpg", ".jpeg"):
+        return _error(f"--plot {args.plot}: give a file name ending in .png (or .pdf, .svg, .jpg)")
     try:
         table = compare_runs(args.run_dirs, args.split, mean_over_seeds=args.mean_over_seeds)
     except CompareError as exc:
@@ -659,6 +663,8 @@ def main_compare(argv: List[str]) -> int:
         for problem in problems:
             print(f"note: {problem}", file=sys.stderr)
         print(f"figure written to {written}", file=sys.stderr)
+    if table.missing:  # (the table is there, but a mistyped run must not pass unnoticed in a script)
+        return _error("not found, so not in the table: " + ", ".join(map(str, table.missing)))
     return 0
 
 

@@ -2,7 +2,8 @@
 
 What an ablation needs in one table: each run's step and training time, its image scores (``metrics.json`` of
 ``tools/train.py`` / ``tools/eval.py``), its motion scores (``tools/eval_motion.py``), and every option of its
-``config.yaml`` whose value is not the same in all the runs compared (the output folder and the resume mode left out).
+``config.yaml`` whose value is not the same in all the runs compared (left out: :data:`IGNORED_OPTIONS`, which do not
+make another experiment: the output folder, the resume mode, the progress bar and the TensorBoard mirror).
 """
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ class Comparison:
     runs: List[Path]
     run_names: List[str]
     notes: List[str] = field(default_factory=list)
+    missing: List[Path] = field(default_factory=list)  # folders given that do not exist (a mistyped run?)
 
 
 def is_run(folder: Path) -> bool:
@@ -103,26 +105,36 @@ def compare_runs(folders: Sequence, split: str = "test", mean_over_seeds: bool =
     Raises :class:`CompareError` when none of ``folders`` is a run.
     """
     notes: List[str] = []
-    runs, seen = [], set()
+    runs, seen, missing = [], set(), []
     for folder in map(Path, folders):
         if folder.resolve() in seen:
             notes.append(f"{folder}: given twice: compared once")
             continue
         seen.add(folder.resolve())
+        if not folder.exists():
+            missing.append(folder)
+            continue
         if not is_run(folder):
-            why = "does not exist" if not folder.exists() else "not a run folder (no config.yaml, metrics.json or " \
-                                                                "metrics.jsonl)"
-            notes.append(f"{folder}: {why}: left out")
+            notes.append(f"{folder}: not a run folder (no config.yaml, metrics.json or metrics.jsonl): left out")
             continue
         config, note = _config(folder)
         notes += [note] if note else []
-        runs.append((folder, config, read_metrics(folder)))
+        metrics = read_metrics(folder)
+        scored, ckpt = metrics.get(split), latest_checkpoint(folder)
+        if isinstance(scored, dict) and ckpt is not None and scored.get("step") not in (None, checkpoint_step(ckpt)):
+            notes.append(f"{folder}: its {split} scores are of step {scored['step']}, its latest checkpoint of step "
+                         f"{checkpoint_step(ckpt)}: tools/eval.py {folder} --split {split} scores the latest")
+        runs.append((folder, config, metrics))
     if not runs:
+        if missing:
+            notes.append("not found: " + ", ".join(map(str, missing)))
         raise CompareError("none of the folders given is a run (" + ", ".join(map(str, folders)) + "): pass the --out "
                            "folders of tools/train.py, e.g. runs/*")
     names = _names([folder for folder, _, _ in runs])
     raw = [[_score(metrics, section.format(split=split), key) for _, (section, key), _ in SCORES] for _, _, metrics in runs]
     shown = [j for j in range(len(SCORES)) if any(r[j] is not None for r in raw)]
+    if not any(isinstance(m.get(split), dict) for _, _, m in runs):
+        notes.append(f"no run has {split} scores in its metrics.json (--split {split})")
     configs = [config for _, config, _ in runs]
     keys = [k for k in dict.fromkeys(k for c in configs for k in c) if k not in IGNORED_OPTIONS]
     readable = [c for c in configs if c]
@@ -148,7 +160,7 @@ def compare_runs(folders: Sequence, split: str = "test", mean_over_seeds: bool =
     if len(views) > 1:
         notes.append(f"the {split} scores average different numbers of views ({', '.join(map(str, sorted(views)))}): "
                      f"tools/eval.py RUN --split {split} scores all of a run's views")
-    return Comparison(header, rows, 3 + len(shown), [folder for folder, _, _ in runs], names, notes)
+    return Comparison(header, rows, 3 + len(shown), [folder for folder, _, _ in runs], names, notes, missing)
 
 
 def _score(metrics: Dict, section: str, key: str) -> Optional[float]:
@@ -163,7 +175,8 @@ def _spread(values: List[Optional[float]], digits: int) -> str:
     """One run's score, or several runs' mean +- sample standard deviation (and how many had it, where not all)."""
     have = [v for v in values if v is not None]
     if len(have) <= 1:
-        return _number(have[0] if have else None, digits)
+        text = _number(have[0] if have else None, digits)
+        return f"{text} (n=1)" if have and len(values) > 1 else text
     mean = sum(have) / len(have)
     std = math.sqrt(sum((v - mean) ** 2 for v in have) / (len(have) - 1))
     text = f"{mean:.{digits}f} ± {std:.{digits}f}"

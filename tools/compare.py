@@ -1,4 +1,5 @@
-"""Runs side by side: ``python tools/compare.py RUN [RUN ...] [--split test] [--csv FILE]`` (e.g. ``runs/*``)."""
+"""Runs side by side: ``python tools/compare.py RUN [RUN ...] [--split test] [--mean-over-seeds] [--csv FILE]
+[--plot FILE]`` (e.g. ``runs/*``)."""
 import sys
 from pathlib import Path
 

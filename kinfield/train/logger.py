@@ -14,7 +14,8 @@ log = logging.getLogger("kinfield")
 
 class MetricsLogger:
     """Appends ``{"step": s, ...}`` lines to ``RUN_DIR/metrics.jsonl`` and mirrors the numbers to TensorBoard event files in
-    ``RUN_DIR/tb/`` (``tensorboard``: when the package is installed; ``resume_step``: the step a resumed run starts from)."""
+    ``RUN_DIR/tb/`` (``tensorboard``: when the package is installed; ``resume_step``: the step the session starts from, 0
+    for a fresh run: TensorBoard hides what earlier sessions logged after it)."""
 
     def __init__(self, run_dir, tensorboard: bool = True, resume_step: Optional[int] = None):
         self.path = Path(run_dir) / "metrics.jsonl"
@@ -39,8 +40,9 @@ class MetricsLogger:
                             "is written as always (pip install -U tensorboard, or --train_tensorboard false)",
                             type(exc).__name__, exc)
             else:
-                # a resumed run retrains the steps after its checkpoint: TensorBoard then hides what an earlier
-                # session logged after that step (metrics.jsonl keeps every row; tools/plot.py counts a step once)
+                # a resumed run retrains the steps after its checkpoint (and a fresh run in a folder whose earlier run
+                # was removed starts at 0): TensorBoard then hides what an earlier session logged after that step
+                # (metrics.jsonl keeps every row; tools/plot.py counts a step once)
                 self._tb = SummaryWriter(str(Path(run_dir) / "tb"),
                                          purge_step=None if resume_step is None else resume_step + 1)
 

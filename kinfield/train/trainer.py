@@ -574,8 +574,13 @@ class Trainer:
         idle = resumed and (self.step >= cfg.train.iters or capped)
         if not idle or not (self.run_dir / "config.yaml").is_file():
             save_config(cfg, self.run_dir / "config.yaml")
-        logger = MetricsLogger(self.run_dir, tensorboard=cfg.train.tensorboard and not idle,
-                               resume_step=self.step if resumed else None)
+        split = cfg.train.eval_split
+        scored = read_metrics(self.run_dir).get(split) if split else None
+        scored_already = idle and isinstance(scored, dict) and scored.get("step") == self.step
+        # an idle rerun writes to TensorBoard only the scores a Ctrl-C during scoring left out; a fresh run in a folder
+        # whose earlier run was removed hides that run's events (resume step 0)
+        logger = MetricsLogger(self.run_dir, tensorboard=cfg.train.tensorboard and not (idle and (
+            scored_already or split not in self.scene.splits)), resume_step=self.step)
         ema = EMA()
         bar = progress_bar(cfg.train.iters, self.step, cfg.train.progress)
         t_start = time.time()
@@ -664,12 +669,10 @@ class Trainer:
                 raise
             self._record_train_time(logger, train_time)
         result = {"step": self.step, "train_time_s": train_time}
-        split = cfg.train.eval_split
         if not split or split not in self.scene.splits:
             logger.close()
             return result
-        scored = read_metrics(self.run_dir).get(split)
-        if idle and isinstance(scored, dict) and scored.get("step") == self.step:
+        if scored_already:
             logger.close()
             log.info("%s is trained to step %d and its %s split scored (%s): nothing to do (tools/eval.py scores "
                      "it again, e.g. at another --downscale; a larger --iters trains further)", self.run_dir,

@@ -76,12 +76,16 @@ def test_runs_that_differ_in_nothing_say_so(two_runs, capsys, tmp_path):
 
 def test_other_folders_are_left_out_with_a_note_and_none_is_an_error(two_runs, capsys, tmp_path):
     (tmp_path / "notes").mkdir()
-    assert main_compare([str(two_runs[0]), str(tmp_path / "notes"), str(tmp_path / "missing"), f"{two_runs[0]}/"]) == 0
+    assert main_compare([str(two_runs[0]), str(tmp_path / "notes"), f"{two_runs[0]}/"]) == 0
     captured = capsys.readouterr()
     assert [r[0] for r in table(captured.out)[1]] == ["base"]
     assert f"{two_runs[0]}: given twice: compared once" in captured.err
     assert f"{tmp_path / 'notes'}: not a run folder" in captured.err
-    assert f"{tmp_path / 'missing'}: does not exist" in captured.err
+    # a folder that does not exist (a mistyped run): the table of the others, then an error and exit code 2
+    assert main_compare([str(two_runs[0]), str(tmp_path / "missing")]) == 2
+    captured = capsys.readouterr()
+    assert [r[0] for r in table(captured.out)[1]] == ["base"]
+    assert f"error: not found, so not in the table: {tmp_path / 'missing'}" in captured.err
     assert main_compare([str(tmp_path / "notes")]) == 2
     assert "none of the folders given is a run" in capsys.readouterr().err
 
@@ -146,3 +150,36 @@ def test_runs_that_differ_only_in_their_seed_make_one_row_with_mean_and_spread(t
     # without the flag: a row per run
     assert main_compare([str(base), str(stiff), str(other)]) == 0
     assert len(table(capsys.readouterr().out)[1]) == 3
+
+
+def test_notes_on_scores_of_an_older_step_and_on_a_split_no_run_scored(two_runs, capsys, tmp_path):
+    """Scores of another step than the run's latest checkpoint (tools/eval.py --checkpoint of an older one) are named;
+    so is a --split that no run has scores of; a --plot name matplotlib cannot write is refused before any work."""
+    older = tmp_path / "older"
+    shutil.copytree(two_runs[0], older)
+    scores = json.loads((older / "metrics.json").read_text())
+    scores["test"]["step"] = 1
+    (older / "metrics.json").write_text(json.dumps(scores))
+    assert main_compare([str(older), str(two_runs[1])]) == 0
+    err = capsys.readouterr().err
+    assert f"{older}: its test scores are of step 1, its latest checkpoint of step 2" in err
+    assert main_compare([str(older), "--split", "tset"]) == 0
+    assert "no run has tset scores in its metrics.json" in capsys.readouterr().err
+    assert main_compare([str(older), "--plot", str(tmp_path / "curves")]) == 2
+    assert "give a file name ending in .png" in capsys.readouterr().err and not (tmp_path / "curves").exists()
+
+
+def test_a_score_only_one_seed_has_says_so(two_runs, capsys, tmp_path):
+    base = two_runs[0]
+    other = tmp_path / "base_seed1"
+    shutil.copytree(base, other)
+    config = yaml.safe_load((other / "config.yaml").read_text())
+    config["seed"] = 1
+    (other / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    scores = json.loads((other / "metrics.json").read_text())
+    del scores["test"]["psnr"]
+    (other / "metrics.json").write_text(json.dumps(scores))
+    assert main_compare([str(base), str(other), "--mean-over-seeds"]) == 0
+    header, rows = table(capsys.readouterr().out)
+    psnr = json.loads((base / "metrics.json").read_text())["test"]["psnr"]
+    assert rows[0][header.index("PSNR")] == f"{psnr:.2f} (n=1)"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -421,3 +422,32 @@ def test_a_tensorboard_that_fails_to_import_leaves_the_run_going(tmp_path, monke
     monkeypatch.setattr(builtins, "__import__", failing(ImportError("No module named 'tensorboard'")))
     MetricsLogger(tmp_path / "b").close()
     assert "TensorBoard" not in caplog.text
+
+
+def test_tensorboard_of_a_fresh_start_in_a_used_folder_and_of_a_rerun_that_scores(tiny_scene, tmp_path):
+    """A new run in a folder whose earlier run was removed (checkpoints and logs deleted, tb/ left) shows only its own
+    steps; the rerun of a finished run whose scoring was cut short adds the scores; a rerun with nothing to do writes no
+    event file."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    def tb_scalars(run):
+        acc = EventAccumulator(str(run / "tb"))
+        acc.Reload()
+        return {tag: [e.step for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+    out = tmp_path / "run"
+    Trainer(make_cfg(tiny_scene, out, 4, "--train_log_every", "1")).fit()
+    for name in ("ckpts", "metrics.jsonl", "train_time.txt"):
+        path = out / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    Trainer(make_cfg(tiny_scene, out, 2, "--train_log_every", "1", "--seed", "5")).fit()
+    assert tb_scalars(out)["loss"] == [1, 2]
+    # the finished run again, now with a split to score (as after a Ctrl-C during the scoring)
+    Trainer(make_cfg(tiny_scene, out, 2, "--train_log_every", "1", "--seed", "5", "--train_eval_split", "test",
+                     "--train_eval_lpips", "false")).fit()
+    assert tb_scalars(out)["test/psnr"] == [2]
+    n_files = len(list((out / "tb").iterdir()))
+    Trainer(make_cfg(tiny_scene, out, 2, "--train_log_every", "1", "--seed", "5", "--train_eval_split", "test",
+                     "--train_eval_lpips", "false")).fit()
+    assert len(list((out / "tb").iterdir())) == n_files
