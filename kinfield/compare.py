@@ -160,6 +160,11 @@ def compare_runs(folders: Sequence, split: str = "test", mean_over_seeds: bool =
     if len(views) > 1:
         notes.append(f"the {split} scores average different numbers of views ({', '.join(map(str, sorted(views)))}): "
                      f"tools/eval.py RUN --split {split} scores all of a run's views")
+    sizes = {(metrics[split].get("width"), metrics[split].get("height")) for _, _, metrics in runs
+             if isinstance(metrics.get(split), dict) and metrics[split].get("width") is not None}
+    if len(sizes) > 1:
+        notes.append(f"the {split} scores are of images of different sizes ({', '.join(f'{w}x{h}' for w, h in sorted(sizes))}"
+                     f"): a run scored at another --downscale (tools/eval.py RUN --downscale D scores it at D)")
     return Comparison(header, rows, 3 + len(shown), [folder for folder, _, _ in runs], names, notes, missing)
 
 

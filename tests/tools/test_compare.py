@@ -163,6 +163,11 @@ def test_notes_on_scores_of_an_older_step_and_on_a_split_no_run_scored(two_runs,
     assert main_compare([str(older), str(two_runs[1])]) == 0
     err = capsys.readouterr().err
     assert f"{older}: its test scores are of step 1, its latest checkpoint of step 2" in err
+    assert "different sizes" not in err
+    scores["test"]["width"] = scores["test"]["height"] = 8
+    (older / "metrics.json").write_text(json.dumps(scores))
+    assert main_compare([str(older), str(two_runs[1])]) == 0
+    assert "the test scores are of images of different sizes (8x8, 16x16)" in capsys.readouterr().err
     assert main_compare([str(older), "--split", "tset"]) == 0
     assert "no run has tset scores in its metrics.json" in capsys.readouterr().err
     assert main_compare([str(older), "--plot", str(tmp_path / "curves")]) == 2
