@@ -29,6 +29,18 @@ def two_runs(tmp_path_factory):
     return runs
 
 
+def seed_copy(run: Path, to: Path, psnr) -> Path:
+    """A copy of ``run`` as if trained with --seed 1, its test PSNR set to ``psnr`` (None: without one)."""
+    shutil.copytree(run, to)
+    config = yaml.safe_load((to / "config.yaml").read_text())
+    config["seed"] = 1
+    (to / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    scores = json.loads((to / "metrics.json").read_text())
+    scores["test"].pop("psnr") if psnr is None else scores["test"].update(psnr=psnr)
+    (to / "metrics.json").write_text(json.dumps(scores))
+    return to
+
+
 def table(text: str, first: int = 0):
     """The ``first``-th Markdown table in ``text`` as (header, rows)."""
     blocks = [b for b in text.split("\n\n") if b.startswith("|")]
@@ -131,15 +143,8 @@ def test_runs_that_differ_only_in_their_seed_make_one_row_with_mean_and_spread(t
     """--mean-over-seeds: base and a copy of it with another seed and PSNR average to one row (mean +- sample standard
     deviation of the two PSNRs); the run with another weight stays a row of its own; the seed row lists both seeds."""
     base, stiff = two_runs
-    other = tmp_path / "base_seed1"
-    shutil.copytree(base, other)
-    config = yaml.safe_load((other / "config.yaml").read_text())
-    config["seed"] = 1
-    (other / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    scores = json.loads((base / "metrics.json").read_text())
-    psnr = scores["test"]["psnr"]
-    scores["test"]["psnr"] = psnr + 1.0
-    (other / "metrics.json").write_text(json.dumps(scores))
+    psnr = json.loads((base / "metrics.json").read_text())["test"]["psnr"]
+    other = seed_copy(base, tmp_path / "base_seed1", psnr=psnr + 1.0)
     assert main_compare([str(base), str(stiff), str(other), "--mean-over-seeds"]) == 0
     out = capsys.readouterr().out
     header, rows = table(out)
@@ -176,14 +181,7 @@ def test_notes_on_scores_of_an_older_step_and_on_a_split_no_run_scored(two_runs,
 
 def test_a_score_only_one_seed_has_says_so(two_runs, capsys, tmp_path):
     base = two_runs[0]
-    other = tmp_path / "base_seed1"
-    shutil.copytree(base, other)
-    config = yaml.safe_load((other / "config.yaml").read_text())
-    config["seed"] = 1
-    (other / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    scores = json.loads((other / "metrics.json").read_text())
-    del scores["test"]["psnr"]
-    (other / "metrics.json").write_text(json.dumps(scores))
+    other = seed_copy(base, tmp_path / "base_seed1", psnr=None)
     assert main_compare([str(base), str(other), "--mean-over-seeds"]) == 0
     header, rows = table(capsys.readouterr().out)
     psnr = json.loads((base / "metrics.json").read_text())["test"]["psnr"]
