@@ -632,7 +632,8 @@ def main_compare(argv: List[str]) -> int:
     p = ToolParser(prog="tools/compare.py", description="Runs side by side, as a Markdown table: step, training "
                    "minutes, image scores (metrics.json), motion scores (tools/eval_motion.py) and every option of "
                    "config.yaml whose value is not the same in all of them.")
-    p.add_argument("run_dirs", nargs="+", metavar="RUN", help="run folders (the --out of tools/train.py), e.g. runs/*")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN", help="run folders (the --out of tools/train.py), e.g. runs/*, or a folder of "
+                                                           "runs (runs/: every run in it)")
     p.add_argument("--split", default="test", help="the scored split whose image scores are shown")
     p.add_argument("--csv", default=None, help="also write the table to this CSV file")
     p.add_argument("--mean-over-seeds", action="store_true",

@@ -106,7 +106,7 @@ def compare_runs(folders: Sequence, split: str = "test", mean_over_seeds: bool =
     """
     notes: List[str] = []
     runs, seen, missing = [], set(), []
-    for folder in map(Path, folders):
+    for folder in _expanded(map(Path, folders)):
         if folder.resolve() in seen:
             notes.append(f"{folder}: given twice: compared once")
             continue
@@ -166,6 +166,15 @@ def compare_runs(folders: Sequence, split: str = "test", mean_over_seeds: bool =
         notes.append(f"the {split} scores are of images of different sizes ({', '.join(f'{w}x{h}' for w, h in sorted(sizes))}"
                      f"): a run scored at another --downscale (tools/eval.py RUN --downscale D scores it at D)")
     return Comparison(header, rows, 3 + len(shown), [folder for folder, _, _ in runs], names, notes, missing)
+
+
+def _expanded(folders) -> List[Path]:
+    """``folders``, each folder that is not a run but holds runs (``runs/``) replaced by those runs, in name order."""
+    out = []
+    for folder in folders:
+        children = sorted(c for c in folder.iterdir() if is_run(c)) if folder.is_dir() and not is_run(folder) else []
+        out += children or [folder]
+    return out
 
 
 def _score(metrics: Dict, section: str, key: str) -> Optional[float]:

@@ -100,6 +100,9 @@ def test_other_folders_are_left_out_with_a_note_and_none_is_an_error(two_runs, c
     assert f"error: not found, so not in the table: {tmp_path / 'missing'}" in captured.err
     assert main_compare([str(tmp_path / "notes")]) == 2
     assert "none of the folders given is a run" in capsys.readouterr().err
+    # a folder of runs (runs/) stands for the runs in it
+    assert main_compare([str(two_runs[0].parent)]) == 0
+    assert [r[0] for r in table(capsys.readouterr().out)[1]] == ["base", "stiff"]
 
 
 def test_a_run_without_a_readable_config_or_with_an_older_one(two_runs, capsys, tmp_path):
