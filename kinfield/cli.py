@@ -625,7 +625,7 @@ def main_compare(argv: List[str]) -> int:
     """``tools/compare.py``: a table of runs, their scores and the options in which they differ."""
     from pathlib import Path
 
-    from .compare import CompareError, compare_runs, markdown_report, write_csv
+    from .compare import SCORES, CompareError, compare_runs, markdown_report, sort_key_name, write_csv
     from .config import ToolParser
 
     setup_logging()
@@ -636,6 +636,8 @@ def main_compare(argv: List[str]) -> int:
                                                            "runs (runs/: every run in it)")
     p.add_argument("--split", default="test", help="the scored split whose image scores are shown")
     p.add_argument("--csv", default=None, help="also write the table to this CSV file")
+    p.add_argument("--sort", default=None, choices=[sort_key_name(column) for column, _, _ in SCORES],
+                   help="order the rows by this score, best first (highest PSNR / SSIM, lowest LPIPS / error)")
     p.add_argument("--mean-over-seeds", action="store_true",
                    help="runs that differ only in --seed make one row: each score as mean +- standard deviation")
     p.add_argument("--plot", default=None, help="also draw the runs' training curves on shared axes into this PNG "
@@ -645,7 +647,7 @@ def main_compare(argv: List[str]) -> int:
     if args.plot and Path(args.plot).suffix.lower() not in (".png", ".pdf", ".svg", ".jpg", ".jpeg"):
         return _error(f"--plot {args.plot}: give a file name ending in .png (or .pdf, .svg, .jpg)")
     try:
-        table = compare_runs(args.run_dirs, args.split, mean_over_seeds=args.mean_over_seeds)
+        table = compare_runs(args.run_dirs, args.split, mean_over_seeds=args.mean_over_seeds, sort_by=args.sort)
     except CompareError as exc:
         return _error(exc)
     print(markdown_report(table), flush=True)

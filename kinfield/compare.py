@@ -25,6 +25,12 @@ SCORES = (("PSNR", ("{split}", "psnr"), 2), ("SSIM", ("{split}", "ssim"), 3), ("
           ("PSNR dyn", ("{split}", "psnr_dynamic"), 2), ("EPE", ("motion", "epe_mean"), 3),
           ("EPE no motion", ("motion", "epe_zero_motion"), 3))
 ABSENT = "-"
+HIGHER_IS_BETTER = ("PSNR", "SSIM", "PSNR dyn")  # (the other scores are errors: lower is better)
+
+
+def sort_key_name(column: str) -> str:
+    """The ``--sort`` spelling of a score column: ``PSNR dyn`` -> ``psnr-dyn``."""
+    return column.lower().replace(" ", "-")
 
 
 class CompareError(ValueError):
@@ -94,14 +100,16 @@ def _step_and_time(folder: Path, metrics: Dict, split: str) -> Tuple[str, str]:
     return step, _number(None if seconds is None else seconds / 60.0, 1)
 
 
-def compare_runs(folders: Sequence, split: str = "test", mean_over_seeds: bool = False) -> Comparison:
+def compare_runs(folders: Sequence, split: str = "test", mean_over_seeds: bool = False,
+                 sort_by: Optional[str] = None) -> Comparison:
     """A table of ``folders`` (run folders; others are left out with a note).
 
     Columns: the run, its step and training minutes, each score some run has (``split``'s PSNR / SSIM / LPIPS / PSNR
     of the moving regions, the motion's end-point error and that of no motion); then every option whose value differs
     between the runs ('?' where a run has no readable config, ``(absent)`` where its config predates the option).
     ``mean_over_seeds``: runs that differ only in ``--seed`` make one row, their scores as mean +- standard deviation
-    (of the runs that have the score), named by their folders, with a ``seed`` row listing the seeds.
+    (of the runs that have the score), named by their folders, with a ``seed`` row listing the seeds. ``sort_by``: a
+    score (:func:`sort_key_name` of its column) to order the rows by, best first (rows without it last).
     Raises :class:`CompareError` when none of ``folders`` is a run.
     """
     notes: List[str] = []
@@ -145,6 +153,17 @@ def compare_runs(folders: Sequence, split: str = "test", mean_over_seeds: bool =
         key = tuple(v for k, v in zip(differing, row) if k != "seed") if mean_over_seeds and "?" not in row else (i,)
         groups.setdefault(key, []).append(i)
     header = ["run", "step", "train min"] + [SCORES[j][0] for j in shown] + differing
+    if sort_by is not None:
+        j = next(j for j, (column, _, _) in enumerate(SCORES) if sort_key_name(column) == sort_by)
+        sign = -1.0 if SCORES[j][0] in HIGHER_IS_BETTER else 1.0
+
+        def order(members):
+            have = [raw[i][j] for i in members if raw[i][j] is not None]
+            return (not have, sign * sum(have) / len(have) if have else 0.0)
+
+        groups = dict(sorted(groups.items(), key=lambda item: order(item[1])))
+        if j not in shown:
+            notes.append(f"--sort {sort_by}: no run has that score; the rows stay in the order given")
     rows = []
     for members in groups.values():
         steps_times = [_step_and_time(runs[i][0], runs[i][2], split) for i in members]

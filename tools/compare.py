@@ -1,5 +1,5 @@
-"""Runs side by side: ``python tools/compare.py RUN [RUN ...] [--split test] [--mean-over-seeds] [--csv FILE]
-[--plot FILE]`` (e.g. ``runs/*``)."""
+"""Runs side by side: ``python tools/compare.py RUN [RUN ...] [--split test] [--sort SCORE] [--mean-over-seeds]
+[--csv FILE] [--plot FILE]`` (e.g. ``runs/*`` or ``runs/``)."""
 import sys
 from pathlib import Path
 

@@ -189,3 +189,18 @@ def test_a_score_only_one_seed_has_says_so(two_runs, capsys, tmp_path):
     header, rows = table(capsys.readouterr().out)
     psnr = json.loads((base / "metrics.json").read_text())["test"]["psnr"]
     assert rows[0][header.index("PSNR")] == f"{psnr:.2f} (n=1)"
+
+
+def test_rows_sorted_by_a_score_best_first(two_runs, capsys, tmp_path):
+    """--sort psnr: highest first; --sort epe: lowest first, runs without motion scores last."""
+    base, stiff = two_runs
+    psnr = json.loads((base / "metrics.json").read_text())["test"]["psnr"]
+    better = seed_copy(base, tmp_path / "better", psnr=psnr + 5.0)
+    assert main_compare([str(base), str(stiff), str(better), "--sort", "psnr"]) == 0
+    header, rows = table(capsys.readouterr().out)
+    values = [float(r[header.index("PSNR")]) for r in rows]
+    assert rows[0][0] == "better" and values == sorted(values, reverse=True)
+    assert main_compare([str(base), str(better), str(stiff), "--sort", "epe"]) == 0
+    assert [r[0] for r in table(capsys.readouterr().out)[1]][0] == "stiff"  # (the only run with an end-point error)
+    assert main_compare([str(base), "--sort", "psnr-dyn"]) == 0
+    assert "--sort psnr-dyn: no run has that score" in capsys.readouterr().err
