@@ -72,10 +72,15 @@ def _config(folder: Path) -> Tuple[Dict, Optional[str]]:
     return data, None
 
 
+def _finite(value) -> Optional[float]:
+    """``value`` as a float when it is a finite number (not a bool), else None."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok else None
+
+
 def _number(value, digits: int) -> str:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return ABSENT
-    return f"{value:.{digits}f}"
+    value = _finite(value)
+    return ABSENT if value is None else f"{value:.{digits}f}"
 
 
 def _option(value) -> str:
@@ -86,10 +91,14 @@ def _option(value) -> str:
     return "''" if value == "" else str(value)
 
 
-def _step_and_time(folder: Path, metrics: Dict, split: str) -> Tuple[str, str]:
-    """The run's trained step (its latest checkpoint) and training minutes (``train_time.txt``, else the scores')."""
+def _latest_step(folder: Path) -> Optional[int]:
+    """The step of the run's latest checkpoint (None without one)."""
     ckpt = latest_checkpoint(folder)
-    step = str(checkpoint_step(ckpt)) if ckpt is not None else ABSENT
+    return None if ckpt is None else checkpoint_step(ckpt)
+
+
+def _train_minutes(folder: Path, metrics: Dict, split: str) -> str:
+    """The run's training minutes (``train_time.txt``, else those its scores record)."""
     seconds = None
     try:
         seconds = float((folder / "train_time.txt").read_text().strip())
@@ -97,7 +106,7 @@ def _step_and_time(folder: Path, metrics: Dict, split: str) -> Tuple[str, str]:
         scored = metrics.get(split)
         if isinstance(scored, dict) and isinstance(scored.get("train_time_s"), (int, float)):
             seconds = float(scored["train_time_s"])
-    return step, _number(None if seconds is None else seconds / 60.0, 1)
+    return _number(None if seconds is None else seconds / 60.0, 1)
 
 
 def compare_runs(folders: Sequence, split: str = "test", mean_over_seeds: bool = False,
@@ -127,23 +136,24 @@ def compare_runs(folders: Sequence, split: str = "test", mean_over_seeds: bool =
             continue
         config, note = _config(folder)
         notes += [note] if note else []
-        metrics = read_metrics(folder)
-        scored, ckpt = metrics.get(split), latest_checkpoint(folder)
-        if isinstance(scored, dict) and ckpt is not None and scored.get("step") not in (None, checkpoint_step(ckpt)):
+        metrics, step = read_metrics(folder), _latest_step(folder)
+        scored = metrics.get(split)
+        if isinstance(scored, dict) and step is not None and scored.get("step") not in (None, step):
             notes.append(f"{folder}: its {split} scores are of step {scored['step']}, its latest checkpoint of step "
-                         f"{checkpoint_step(ckpt)}: tools/eval.py {folder} --split {split} scores the latest")
-        runs.append((folder, config, metrics))
+                         f"{step}: tools/eval.py {folder} --split {split} scores the latest")
+        runs.append((folder, config, metrics, step))
     if not runs:
         if missing:
             notes.append("not found: " + ", ".join(map(str, missing)))
         raise CompareError("none of the folders given is a run (" + ", ".join(map(str, folders)) + "): pass the --out "
                            "folders of tools/train.py, e.g. runs/*")
-    names = _names([folder for folder, _, _ in runs])
-    raw = [[_score(metrics, section.format(split=split), key) for _, (section, key), _ in SCORES] for _, _, metrics in runs]
+    names = _names([folder for folder, _, _, _ in runs])
+    raw = [[_score(metrics, section.format(split=split), key) for _, (section, key), _ in SCORES]
+           for _, _, metrics, _ in runs]
     shown = [j for j in range(len(SCORES)) if any(r[j] is not None for r in raw)]
-    if not any(isinstance(m.get(split), dict) for _, _, m in runs):
+    if not any(isinstance(m.get(split), dict) for _, _, m, _ in runs):
         notes.append(f"no run has {split} scores in its metrics.json (--split {split})")
-    configs = [config for _, config, _ in runs]
+    configs = [config for _, config, _, _ in runs]
     keys = [k for k in dict.fromkeys(k for c in configs for k in c) if k not in IGNORED_OPTIONS]
     readable = [c for c in configs if c]
     differing = [k for k in keys if len({_option(c[k]) if k in c else None for c in readable}) > 1]
@@ -166,25 +176,24 @@ def compare_runs(folders: Sequence, split: str = "test", mean_over_seeds: bool =
             notes.append(f"--sort {sort_by}: no run has that score; the rows stay in the order given")
     rows = []
     for members in groups.values():
-        steps_times = [_step_and_time(runs[i][0], runs[i][2], split) for i in members]
-        steps = sorted({s for s, _ in steps_times}, key=lambda s: (s == ABSENT, int(s) if s != ABSENT else 0))
-        minutes = [float(m) for _, m in steps_times if m != ABSENT]
-        row = [", ".join(names[i] for i in members), " / ".join(steps),
+        steps = sorted({runs[i][3] for i in members}, key=lambda s: (s is None, s or 0))
+        minutes = [float(m) for m in (_train_minutes(runs[i][0], runs[i][2], split) for i in members) if m != ABSENT]
+        row = [", ".join(names[i] for i in members), " / ".join(ABSENT if s is None else str(s) for s in steps),
                _number(sum(minutes) / len(minutes) if minutes else None, 1)]
         row += [_spread([raw[i][j] for i in members], SCORES[j][2]) for j in shown]
         row += [", ".join(dict.fromkeys(cells[i][n] for i in members)) for n in range(len(differing))]
         rows.append(row)
-    views = {metrics[split].get("n_images") for _, _, metrics in runs
+    views = {metrics[split].get("n_images") for _, _, metrics, _ in runs
              if isinstance(metrics.get(split), dict) and metrics[split].get("n_images") is not None}
     if len(views) > 1:
         notes.append(f"the {split} scores average different numbers of views ({', '.join(map(str, sorted(views)))}): "
                      f"tools/eval.py RUN --split {split} scores all of a run's views")
-    sizes = {(metrics[split].get("width"), metrics[split].get("height")) for _, _, metrics in runs
+    sizes = {(metrics[split].get("width"), metrics[split].get("height")) for _, _, metrics, _ in runs
              if isinstance(metrics.get(split), dict) and metrics[split].get("width") is not None}
     if len(sizes) > 1:
         notes.append(f"the {split} scores are of images of different sizes ({', '.join(f'{w}x{h}' for w, h in sorted(sizes))}"
                      f"): a run scored at another --downscale (tools/eval.py RUN --downscale D scores it at D)")
-    return Comparison(header, rows, 3 + len(shown), [folder for folder, _, _ in runs], names, notes, missing)
+    return Comparison(header, rows, 3 + len(shown), [folder for folder, _, _, _ in runs], names, notes, missing)
 
 
 def _expanded(folders) -> List[Path]:
@@ -199,9 +208,7 @@ def _expanded(folders) -> List[Path]:
 def _score(metrics: Dict, section: str, key: str) -> Optional[float]:
     """A finite number of ``metrics.json``'s ``section`` (None when it is missing, not a number or not finite)."""
     part = metrics.get(section)
-    value = part.get(key) if isinstance(part, dict) else None
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    return float(value) if ok else None
+    return _finite(part.get(key) if isinstance(part, dict) else None)
 
 
 def _spread(values: List[Optional[float]], digits: int) -> str:
